@@ -1,0 +1,28 @@
+"""sweep: scikit-learn grid searches of Keras models on an isolated Dask cluster."""
+
+from __future__ import annotations
+
+from . import config as _config  # noqa: F401  (loads the packaged defaults)
+from .exceptions import (
+    ClusterError,
+    DataError,
+    FitsFailedError,
+    SpecError,
+    SweepError,
+    WorkerImportError,
+)
+from .session import Session, cluster
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "cluster",
+    "Session",
+    "SweepError",
+    "SpecError",
+    "DataError",
+    "ClusterError",
+    "WorkerImportError",
+    "FitsFailedError",
+    "__version__",
+]

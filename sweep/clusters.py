@@ -1,0 +1,118 @@
+"""Cluster backends: small factories over real Dask cluster classes, by name.
+
+Each factory takes resolved settings and returns a started Dask cluster object
+(or ``None`` with an address, when attaching to a scheduler someone else runs).
+New backends register themselves in :data:`BACKENDS`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import dask.config
+from distributed import LocalCluster
+
+from .config import setting
+from .exceptions import ClusterError
+from .isolation import worker_environment
+
+
+@dataclass
+class ClusterSettings:
+    """Resolved settings every backend understands (plus backend extras)."""
+
+    workers: int
+    threads_per_worker: int
+    keras_backend: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def environment(self) -> dict[str, str]:
+        return worker_environment(self.threads_per_worker, self.keras_backend)
+
+
+@dataclass
+class Started:
+    """A cluster a backend started (or ``None``) and the address to connect to."""
+
+    cluster: Any
+    address: str
+    security: Any = None
+
+
+Factory = Callable[[ClusterSettings], Started]
+BACKENDS: dict[str, Factory] = {}
+
+
+def register(name: str) -> Callable[[Factory], Factory]:
+    """Decorator: register a cluster factory under ``name``."""
+
+    def decorate(factory: Factory) -> Factory:
+        BACKENDS[name] = factory
+        return factory
+
+    return decorate
+
+
+def default_workers() -> int:
+    """One worker per CPU core this process may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+@register("local")
+def local(settings: ClusterSettings) -> Started:
+    """Worker processes on this machine, listening on loopback only."""
+    env = settings.environment
+    pre_spawn = {**dask.config.get("distributed.nanny.pre-spawn-environ", {}), **env}
+    extra = settings.extra
+    try:
+        with dask.config.set({"distributed.nanny.pre-spawn-environ": pre_spawn}):
+            cluster = LocalCluster(
+                n_workers=settings.workers,
+                threads_per_worker=settings.threads_per_worker,
+                processes=True,
+                host=extra.get("host", setting("cluster.host")),
+                dashboard_address=extra.get("dashboard_address", setting("cluster.dashboard-address")),
+                memory_limit=extra.get("memory_limit", setting("cluster.memory-limit")),
+                silence_logs=logging.ERROR,
+                env=env,
+            )
+    except Exception as exc:  # translate at the edge
+        raise ClusterError(
+            f"could not start a local Dask cluster with {settings.workers} worker(s): {exc}\n"
+            "  Fix: use fewer workers (cluster: {workers: 2}) or check that loopback "
+            "ports can be opened."
+        ) from exc
+    return Started(cluster, cluster.scheduler_address)
+
+
+@register("attach")
+def attach(settings: ClusterSettings) -> Started:
+    """Connect to a scheduler that is already running (``address`` setting)."""
+    address = settings.extra.get("address")
+    if not address:
+        raise ClusterError(
+            "the 'attach' backend needs a scheduler address.\n"
+            "  Fix: sweep run SPEC --scheduler tcp://HOST:8786 "
+            "(or cluster: {backend: attach, address: tcp://HOST:8786})"
+        )
+    return Started(None, str(address))
+
+
+def start(name: str, settings: ClusterSettings) -> Started:
+    """Start (or find) the cluster of backend ``name``."""
+    try:
+        factory = BACKENDS[name]
+    except KeyError:
+        known = ", ".join(sorted(BACKENDS))
+        raise ClusterError(
+            f"unknown cluster backend {name!r}.\n  Fix: use one of: {known}"
+        ) from None
+    return factory(settings)

@@ -1,0 +1,49 @@
+"""Every error sweep raises, under one base class.
+
+Each message names what was wrong, the bad value, and how to fix it. Lower-level
+errors (YAML, pandas, Dask, TensorFlow) are translated into these where they enter
+our code, so the command line can print one clear line and exit with code 2.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "SweepError",
+    "SpecError",
+    "DataError",
+    "ClusterError",
+    "WorkerImportError",
+    "FitsFailedError",
+]
+
+
+class SweepError(Exception):
+    """Base class of every error raised by sweep."""
+
+    exit_code = 2
+
+
+class SpecError(SweepError, ValueError):
+    """A sweep spec (YAML or keyword arguments) is invalid."""
+
+    def __init__(self, field: str, value: object, problem: str, fix: str) -> None:
+        self.field, self.value, self.problem, self.fix = field, value, problem, fix
+        super().__init__(f"spec field '{field}': {problem} (got {value!r}).\n  Fix: {fix}")
+
+
+class DataError(SweepError, ValueError):
+    """The data a spec points to cannot be read or used for training."""
+
+
+class ClusterError(SweepError, RuntimeError):
+    """A Dask cluster could not be started, reached, or kept alive."""
+
+
+class WorkerImportError(SweepError, ImportError):
+    """Code a fit needs (e.g. a model builder) cannot be imported on the workers."""
+
+
+class FitsFailedError(SweepError, RuntimeError):
+    """Some fits of a finished sweep failed and the spec did not allow failures."""
+
+    exit_code = 1

@@ -1,0 +1,244 @@
+"""Worker-side isolation of TensorFlow: one runtime per process, pinned threads.
+
+Everything here runs inside a Dask worker process. The thread settings must be in
+the environment before the process imports NumPy or TensorFlow
+(:func:`worker_environment`, applied by the cluster factories before they spawn
+workers); :class:`TensorFlowIsolation` then imports TensorFlow once per worker
+(a warm pool) and sets TensorFlow's own thread pools, which it does not take
+from ``OMP_NUM_THREADS``. :func:`isolated_fit` wraps every single fit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import logging
+import os
+import random
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from distributed import WorkerPlugin, get_worker
+
+logger = logging.getLogger(__name__)
+
+#: Thread-count variables honoured by OpenMP, the BLAS libraries and TensorFlow.
+THREAD_VARIABLES = (
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "BLIS_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+    "TF_NUM_INTRAOP_THREADS",
+    "TF_NUM_INTEROP_THREADS",
+)
+
+PLUGIN_NAME = "sweep-tensorflow-isolation"
+
+
+def worker_environment(threads: int, keras_backend: str = "tensorflow") -> dict[str, str]:
+    """Environment a worker process must start with.
+
+    Parameters
+    ----------
+    threads : int
+        Threads of the worker; every thread pool is pinned to this number.
+    keras_backend : str
+        Value of ``KERAS_BACKEND`` for the worker.
+    """
+    env = {name: str(threads) for name in THREAD_VARIABLES}
+    env.update(
+        KERAS_BACKEND=keras_backend,
+        TF_CPP_MIN_LOG_LEVEL="2",
+        TF_ENABLE_ONEDNN_OPTS="0",
+        PYTHONWARNINGS="ignore::UserWarning",
+    )
+    return env
+
+
+def pin_tensorflow_threads(threads: int) -> dict[str, int]:
+    """Import TensorFlow and set its intra- and inter-op pools to ``threads``.
+
+    Returns the counts TensorFlow reports afterwards. Setting them fails once
+    TensorFlow has run an op; then the counts it already has are reported.
+    """
+    import tensorflow as tf
+
+    with contextlib.suppress(RuntimeError):
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    return {
+        "intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
+        "inter_op": tf.config.threading.get_inter_op_parallelism_threads(),
+    }
+
+
+@dataclass
+class WorkerState:
+    """What one worker process knows about its own fits."""
+
+    threads: int
+    recycle_after_fits: int | None
+    recycle_above_bytes: int | None
+    fits: int = 0
+    recycling: bool = False
+    tensorflow_threads: dict[str, int] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class TensorFlowIsolation(WorkerPlugin):
+    """Worker plugin: pin TensorFlow's threads and prepare fit bookkeeping.
+
+    Registered once per client; Dask also runs it on every worker that joins
+    later, including workers restarted by recycling.
+    """
+
+    name = PLUGIN_NAME
+    idempotent = True
+
+    def __init__(
+        self,
+        threads: int = 1,
+        recycle_after_fits: int | None = None,
+        recycle_above_bytes: int | None = None,
+        preload_tensorflow: bool = True,
+    ) -> None:
+        self.threads = threads
+        self.recycle_after_fits = recycle_after_fits
+        self.recycle_above_bytes = recycle_above_bytes
+        self.preload_tensorflow = preload_tensorflow
+
+    def setup(self, worker: Any) -> None:
+        state = WorkerState(self.threads, self.recycle_after_fits, self.recycle_above_bytes)
+        if self.preload_tensorflow and _uses_tensorflow():
+            state.tensorflow_threads = pin_tensorflow_threads(self.threads)
+        worker._sweep_state = state
+
+
+def _uses_tensorflow() -> bool:
+    return os.environ.get("KERAS_BACKEND", "tensorflow") == "tensorflow"
+
+
+def _worker_state() -> WorkerState | None:
+    try:
+        return getattr(get_worker(), "_sweep_state", None)
+    except ValueError:  # not inside a Dask task (e.g. joblib's sequential fallback)
+        return None
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and Keras (hence TensorFlow) for one fit."""
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    if "keras" in _imported_modules():
+        import keras
+
+        keras.utils.set_random_seed(seed)
+
+
+def _imported_modules() -> set[str]:
+    import sys
+
+    return set(sys.modules)
+
+
+def clear_keras_session() -> None:
+    """Drop Keras' global state and collect garbage after a fit."""
+    if "keras" in _imported_modules():
+        import keras
+
+        keras.backend.clear_session()
+    gc.collect()
+
+
+def resident_bytes() -> int:
+    """Resident memory of this process in bytes."""
+    import psutil
+
+    return int(psutil.Process().memory_info().rss)
+
+
+@contextlib.contextmanager
+def isolated_fit(seed: int | None) -> Iterator[dict[str, Any]]:
+    """Run one fit: seed it, then clear Keras and maybe recycle the worker.
+
+    Yields a dict that is filled with facts about the fit (process id, worker
+    address, memory after the fit, how many fits this process has run).
+    """
+    facts: dict[str, Any] = {"pid": os.getpid()}
+    if seed is not None:
+        seed_everything(seed)
+    start = time.perf_counter()
+    try:
+        yield facts
+    finally:
+        clear_keras_session()
+        facts["seconds"] = time.perf_counter() - start
+        facts["rss"] = resident_bytes()
+        _after_fit(facts)
+
+
+def _after_fit(facts: dict[str, Any]) -> None:
+    state = _worker_state()
+    if state is None:
+        return
+    facts["worker"] = get_worker().address
+    with state.lock:
+        state.fits += 1
+        facts["process_fits"] = state.fits
+        reason = _recycle_reason(state, facts["rss"])
+    if reason is not None:
+        facts["recycle_due"] = reason
+
+
+def recycle_worker(dask_worker: Any, reason: str = "recycle") -> bool:
+    """Restart this worker gracefully: its results move elsewhere first.
+
+    Run through ``client.run`` on the worker (see :mod:`sweep.recycling`).
+    """
+    state: WorkerState | None = getattr(dask_worker, "_sweep_state", None)
+    if state is None or state.recycling:
+        return False
+    state.recycling = True
+    logger.info("sweep: recycling worker %s (%s)", dask_worker.address, reason)
+    dask_worker.loop.add_callback(_restart_gracefully, dask_worker, f"sweep-recycle: {reason}")
+    return True
+
+
+async def _restart_gracefully(worker: Any, reason: str) -> None:
+    """Hand this worker's tasks and results to others, then let the nanny restart it."""
+    await worker.scheduler.retire_workers(
+        workers=[worker.address],
+        close_workers=False,
+        remove=False,
+        stimulus_id=f"sweep-recycle-{time.time()}",
+    )
+    await worker.close(nanny=False, reason=reason)
+
+
+def _recycle_reason(state: WorkerState, rss: int) -> str | None:
+    if state.recycle_after_fits and state.fits >= state.recycle_after_fits:
+        return f"{state.fits} fits"
+    if state.recycle_above_bytes and rss >= state.recycle_above_bytes:
+        return f"resident memory {rss} bytes"
+    return None
+
+
+def worker_report(dask_worker: Any = None) -> dict[str, Any]:
+    """Facts about a worker: pid, thread variables, thread counts TensorFlow reports.
+
+    Run it with ``client.run(worker_report)``; Dask passes ``dask_worker``.
+    """
+    report: dict[str, Any] = {"pid": os.getpid()}
+    report["environment"] = {k: os.environ.get(k) for k in THREAD_VARIABLES}
+    state = getattr(dask_worker, "_sweep_state", None)
+    if state is not None:
+        report["fits"] = state.fits
+        report["tensorflow_threads"] = dict(state.tensorflow_threads)
+    return report

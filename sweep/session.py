@@ -1,0 +1,173 @@
+"""The user's entry point: a context manager around an unchanged ``grid.fit``.
+
+>>> with sweep.cluster("local", workers=2) as session:   # doctest: +SKIP
+...     grid.fit(X, y)
+
+Inside the block, a Dask cluster and ``Client`` are up, TensorFlow is imported
+and pinned in every worker, and joblib's default backend is sweep's Dask backend,
+so ``n_jobs=-1`` means every worker of the cluster.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import joblib
+from dask.utils import parse_bytes
+from distributed import Client
+
+from . import clusters
+from ._main_guard import check_main_guard
+from .backend import SweepBackend
+from .config import setting
+from .exceptions import ClusterError
+from .isolation import TensorFlowIsolation, worker_report
+from .progress import FitMonitor
+
+
+@dataclass
+class Session:
+    """A running sweep cluster: its client, its backend and the fits seen so far."""
+
+    client: Client
+    cluster: Any
+    backend: SweepBackend
+    monitor: FitMonitor
+    backend_name: str
+
+    @property
+    def fits(self) -> list[dict[str, Any]]:
+        """One record per finished fit (worker, pid, seconds, memory, error)."""
+        return self.monitor.records
+
+    @property
+    def dashboard_link(self) -> str | None:
+        """Address of the Dask dashboard, if it runs (needs ``bokeh``)."""
+        try:
+            return str(self.client.dashboard_link)
+        except Exception:
+            return None
+
+    def worker_reports(self) -> dict[str, dict[str, Any]]:
+        """Per worker: pid, thread variables, thread counts TensorFlow reports."""
+        return dict(self.client.run(worker_report))
+
+
+def _settings(backend: str, workers: int | None, threads: int | None,
+              keras_backend: str | None, extra: dict[str, Any]) -> clusters.ClusterSettings:
+    return clusters.ClusterSettings(
+        workers=int(setting("cluster.workers", workers) or clusters.default_workers()),
+        threads_per_worker=int(setting("cluster.threads-per-worker", threads)),
+        keras_backend=str(setting("worker.keras-backend", keras_backend)),
+        extra=extra,
+    )
+
+
+def _isolation_plugin(threads: int, after: int | None, above: Any) -> TensorFlowIsolation:
+    after = setting("worker.recycle-after-fits", after)
+    above = setting("worker.recycle-above-memory", above)
+    return TensorFlowIsolation(
+        threads=threads,
+        recycle_after_fits=int(after) if after else None,
+        recycle_above_bytes=parse_bytes(above) if isinstance(above, str) else above,
+        preload_tensorflow=bool(setting("worker.preload-tensorflow")),
+    )
+
+
+@contextlib.contextmanager
+def cluster(
+    backend: str | None = None,
+    *,
+    workers: int | None = None,
+    threads_per_worker: int | None = None,
+    seed: int | None = None,
+    recycle_after_fits: int | None = None,
+    recycle_above_memory: str | int | None = None,
+    keras_backend: str | None = None,
+    progress: bool = False,
+    **backend_options: Any,
+) -> Iterator[Session]:
+    """Run every joblib-parallel fit inside the block on an isolated Dask cluster.
+
+    Parameters
+    ----------
+    backend : str, optional
+        Cluster backend by name: ``"local"`` (default) or ``"attach"``.
+    workers : int, optional
+        Worker processes; default one per CPU core.
+    threads_per_worker : int, optional
+        Threads per worker (default 1); TensorFlow, OpenMP and BLAS get this many.
+    seed : int, optional
+        Sweep seed. Each fit is seeded from (seed, CV fold): every candidate in a
+        fold starts from the same random state.
+    recycle_after_fits, recycle_above_memory : optional
+        Restart a worker gracefully after this many fits, or once its resident
+        memory exceeds this (e.g. ``"2 GiB"``). Finished fits are never lost.
+    keras_backend : str, optional
+        ``KERAS_BACKEND`` of the workers (default ``"tensorflow"``).
+    progress : bool
+        Draw a progress bar over fits on stderr.
+    **backend_options
+        Passed to the backend factory, e.g. ``address=`` for ``"attach"``.
+
+    Yields
+    ------
+    Session
+        The client, the cluster and the records of finished fits.
+
+    Examples
+    --------
+    >>> with sweep.cluster("local", workers=2, seed=7):   # doctest: +SKIP
+    ...     GridSearchCV(model, grid, cv=3, n_jobs=-1).fit(X, y)
+    """
+    name = str(setting("cluster.backend", backend))
+    settings = _settings(name, workers, threads_per_worker, keras_backend, backend_options)
+    if name == "local":
+        check_main_guard()
+    started = clusters.start(name, settings)
+    client = None
+    try:
+        client = _connect(started, settings, name)
+        client.register_plugin(
+            _isolation_plugin(settings.threads_per_worker, recycle_after_fits, recycle_above_memory)
+        )
+        monitor = FitMonitor(show=progress)
+        sweep_backend = SweepBackend(
+            client, sweep_seed=seed, on_submit=monitor.on_submit, on_fit=monitor.on_fit
+        )
+        with joblib.parallel_config(backend=sweep_backend):
+            try:
+                yield Session(client, started.cluster, sweep_backend, monitor, name)
+            finally:
+                monitor.close()
+    finally:
+        if client is not None:
+            client.close()
+        if started.cluster is not None:
+            started.cluster.close()
+
+
+def _connect(started: clusters.Started, settings: clusters.ClusterSettings, name: str) -> Client:
+    timeout = float(setting("cluster.startup-timeout"))
+    try:
+        client = Client(started.address, security=started.security, timeout=timeout,
+                        set_as_default=True)
+    except OSError as exc:
+        raise ClusterError(
+            f"cannot reach the Dask scheduler at {started.address}: {exc}\n"
+            "  Fix: check the address and that the scheduler is running."
+        ) from exc
+    expected = settings.workers if started.cluster is not None else 1
+    try:
+        client.wait_for_workers(expected, timeout=timeout)
+    except TimeoutError as exc:
+        client.close()
+        raise ClusterError(
+            f"only {len(client.scheduler_info()['workers'])} of {expected} worker(s) of the "
+            f"'{name}' cluster arrived within {timeout:.0f} s.\n"
+            "  Fix: raise sweep.cluster.startup-timeout or look at the worker logs."
+        ) from exc
+    return client
