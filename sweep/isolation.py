@@ -68,6 +68,7 @@ def pin_tensorflow_threads(threads: int) -> dict[str, int]:
     """
     import tensorflow as tf
 
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
     with contextlib.suppress(RuntimeError):
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(threads)

@@ -39,6 +39,7 @@ class Recycler:
         self.patience = patience
         self.restarting: dict[str, float] = {}
         self.restarts = 0
+        self.expected = 0
 
     def fit_done(self, facts: dict[str, Any]) -> None:
         """Look at one finished fit's facts; maybe restart its worker.
@@ -47,9 +48,10 @@ class Recycler:
         """
         now = time.monotonic()
         alive = self.client.scheduler_info().get("workers", {})
-        self.restarting = {
-            a: t for a, t in self.restarting.items() if now - t < self.patience and a in alive
-        }
+        self.expected = max(self.expected, len(alive))
+        if len(alive) >= self.expected:  # every restart so far has come back
+            self.restarting = {a: t for a, t in self.restarting.items() if a in alive}
+        self.restarting = {a: t for a, t in self.restarting.items() if now - t < self.patience}
         address, reason = facts.get("worker"), facts.get("recycle_due")
         if not address or not reason or address in self.restarting:
             return

@@ -1,0 +1,137 @@
+"""The ``sweep`` command line: ``sweep run SPEC``, ``sweep demo``, ``sweep validate SPEC``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+
+DESCRIPTION = """\
+Run scikit-learn grid searches of Keras models on a Dask cluster. Every
+(parameter set, CV fold) fit runs in its own worker process, with TensorFlow
+isolated and pinned to that worker's threads.
+
+examples:
+  sweep demo                              a small real grid on bundled data (~1 min)
+  sweep run spec.yaml                     the sweep a YAML spec describes
+  sweep run spec.yaml --workers 4 --epochs 2 --output results/try
+  sweep validate spec.yaml                check a spec without starting a cluster
+"""
+
+EXIT_OK, EXIT_FAILED_FITS, EXIT_BAD_INPUT = 0, 1, 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sweep", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"sweep {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    run = sub.add_parser("run", help="run the sweep a YAML spec describes (default: the demo)",
+                         description="Run the sweep a YAML spec describes. Without SPEC, "
+                         "runs the packaged demo spec.")
+    run.add_argument("spec", nargs="?", help="path of the YAML spec (default: the demo)")
+    _add_run_options(run)
+    demo = sub.add_parser("demo", help="run the packaged demo: a small grid on bundled data",
+                          description="Run a small real grid (2 x 2 candidates, 3 folds) of the "
+                          "built-in network on scikit-learn's bundled breast cancer data.")
+    _add_run_options(demo)
+    validate = sub.add_parser("validate", help="check a spec and its data; start nothing",
+                              description="Validate a spec and load its data, without starting "
+                              "a cluster. Exit code 0 if valid, 2 otherwise.")
+    validate.add_argument("spec", help="path of the YAML spec")
+    return parser
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cluster", metavar="NAME", help="cluster backend: local (default), attach")
+    p.add_argument("--scheduler", metavar="ADDRESS",
+                   help="attach to a running Dask scheduler at ADDRESS (implies --cluster attach)")
+    p.add_argument("--workers", type=int, metavar="N", help="worker processes (default: cores)")
+    p.add_argument("--threads-per-worker", type=int, metavar="N",
+                   help="threads per worker; TensorFlow/OpenMP/BLAS pinned to it (default 1)")
+    p.add_argument("--epochs", type=int, metavar="N", help="override fit.epochs")
+    p.add_argument("--seed", type=int, metavar="N", help="override the sweep seed")
+    p.add_argument("--output", metavar="DIR", help="folder for the results")
+    p.add_argument("--no-progress", action="store_true", help="do not draw the progress bar")
+
+
+def overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """Dotted spec overrides from command-line flags."""
+    mapping = {
+        "cluster.backend": "attach" if args.scheduler else args.cluster,
+        "cluster.address": args.scheduler,
+        "cluster.workers": args.workers,
+        "cluster.threads_per_worker": args.threads_per_worker,
+        "fit.epochs": args.epochs,
+        "seed": args.seed,
+        "output": args.output,
+    }
+    return {k: v for k, v in mapping.items() if v is not None}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``sweep`` command; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_OK
+    from .exceptions import SweepError
+
+    try:
+        return _dispatch(args)
+    except SweepError as exc:
+        print(f"sweep: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("sweep: interrupted", file=sys.stderr)
+        return 130
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    from . import spec as specmod
+
+    if args.command == "validate":
+        spec = specmod.load(args.spec)
+        from . import data
+
+        dataset = data.load(spec.data, spec.base_dir)
+        print(f"sweep: {args.spec} is valid: {spec.n_candidates} candidates x {spec.cv} folds "
+              f"on {dataset.X.shape[0]} rows")
+        return EXIT_OK
+    source = specmod.demo_spec() if args.command == "demo" or not args.spec else args.spec
+    spec = specmod.load(source, overrides(args))
+    return _run(spec, progress=not args.no_progress)
+
+
+def _run(spec: Any, progress: bool) -> int:
+    from .runner import run
+
+    result = run(spec, progress=progress)
+    print()
+    for line in result.summary:
+        print(line)
+    print(f"\nsweep: {len(result.fits)} fits in {result.wall_seconds:.1f} s; "
+          f"results in {result.output}/")
+    if result.failed:
+        print(f"sweep: {len(result.failed)} fit(s) failed:", file=sys.stderr)
+        for rec in result.failed[:10]:
+            last = str(rec["fit_error"]).strip().splitlines()[-1]
+            print(f"  candidate {rec.get('params')} fold {rec.get('split')}: {last}",
+                  file=sys.stderr)
+        if not spec.allow_failures:
+            print("  (set allow_failures: true in the spec to exit 0 anyway)", file=sys.stderr)
+            return EXIT_FAILED_FITS
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

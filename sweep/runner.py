@@ -1,0 +1,69 @@
+"""Run a validated spec: data, search, cluster, results. Used by the CLI."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from . import data as datamod
+from . import results
+from .estimator import build_search
+from .session import cluster
+from .spec import Spec
+
+
+@dataclass
+class SweepResult:
+    """Outcome of :func:`run`: the fitted search, fit records and written files."""
+
+    search: Any
+    fits: list[dict[str, Any]]
+    output: Path
+    files: list[Path]
+    wall_seconds: float
+    dashboard: str | None
+    failed: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def summary(self) -> list[str]:
+        best = self.search.best_index_ if hasattr(self.search, "best_index_") else None
+        return results.summary_lines(self.search.cv_results_, best)
+
+
+def run(spec: Spec, *, progress: bool = True,
+        echo: Callable[[str], None] = print) -> SweepResult:
+    """Load the data, start the spec's cluster, fit the grid, save the results."""
+    start = time.perf_counter()
+    dataset = datamod.load(spec.data, spec.base_dir)
+    task = spec.model.get("task") or dataset.task
+    n_classes = int(len(np.unique(dataset.y))) if task == "classification" else 0
+    search = build_search(spec, task, n_classes)
+    options = {k: v for k, v in spec.cluster.items() if k != "backend"}
+    echo(f"sweep: {spec.name}: {spec.n_candidates} candidates x {spec.cv} folds = "
+         f"{spec.n_candidates * spec.cv} fits on {dataset.source} "
+         f"({dataset.X.shape[0]} rows, {dataset.X.shape[1]} features)")
+    with cluster(spec.cluster.get("backend"), seed=spec.seed, progress=progress,
+                 **options) as session:
+        n_workers = len(session.client.scheduler_info()["workers"])
+        echo(f"sweep: cluster '{session.backend_name}' with {n_workers} worker(s); "
+             f"dashboard: {session.dashboard_link or 'not available'}")
+        search.fit(dataset.X, dataset.y)
+        fits = list(session.fits)
+        dashboard = session.dashboard_link
+    output = Path(spec.output)
+    best = _best(search)
+    files = results.save(output, cv_results=search.cv_results_, best=best,
+                         spec=spec.resolved(), fits=fits)
+    return SweepResult(search, fits, output, files, time.perf_counter() - start, dashboard,
+                       results.failed_fits(fits))
+
+
+def _best(search: Any) -> dict[str, Any]:
+    if not hasattr(search, "best_index_"):
+        return {}
+    return {"best_params": search.best_params_, "best_score": search.best_score_,
+            "best_index": int(search.best_index_), "scoring": search.scoring}

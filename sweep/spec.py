@@ -1,0 +1,308 @@
+"""Sweep specs: read YAML, check every field, resolve defaults. No cluster needed.
+
+A spec is validated completely before any cluster starts; each problem raises
+:class:`~sweep.exceptions.SpecError` naming the field, the bad value and a fix.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .data import BUNDLED
+from .exceptions import SpecError
+
+#: Top-level fields: name -> (accepted types, description used in errors).
+FIELDS: dict[str, tuple[tuple[type, ...], str]] = {
+    "name": ((str,), "a short name for the sweep"),
+    "data": ((dict,), "{dataset: breast_cancer} or {csv: PATH, target: -1}"),
+    "model": ((dict,), "{builder: mlp, params: {...}, loss: ..., optimizer: ...}"),
+    "fit": ((dict,), "{epochs: 10, batch_size: 10}"),
+    "param_grid": ((dict, list), "{model__neurons: [4, 8], batch_size: [10, 20]}"),
+    "cv": ((int,), "the number of folds, e.g. 3"),
+    "scoring": ((str,), "a scikit-learn scorer name, e.g. accuracy"),
+    "seed": ((int, type(None)), "an integer, e.g. 7"),
+    "refit": ((bool,), "true or false"),
+    "error_score": ((int, float, str), "nan, a number, or raise"),
+    "allow_failures": ((bool,), "true or false"),
+    "cluster": ((dict,), "{backend: local, workers: 2}"),
+    "output": ((str,), "a folder for the results, e.g. sweep-results/demo"),
+}
+DATA_KEYS = {"dataset", "csv", "target", "header", "scale"}
+MODEL_KEYS = {"builder", "task", "params", "loss", "optimizer", "optimizer_params"}
+CLUSTER_KEYS = {"backend", "workers", "threads_per_worker", "recycle_after_fits",
+                "recycle_above_memory", "keras_backend", "address"}
+ROUTING_PREFIXES = ("model__", "optimizer__", "loss__", "fit__", "predict__", "callbacks__")
+OPTIMIZER_ALIASES = {"learning_rate", "momentum", "rho", "epsilon", "beta_1", "beta_2",
+                     "nesterov", "weight_decay"}
+
+
+@dataclass
+class Spec:
+    """A validated sweep spec with every default filled in."""
+
+    raw: dict[str, Any]
+    name: str
+    data: dict[str, Any]
+    model: dict[str, Any]
+    fit: dict[str, Any]
+    param_grid: list[dict[str, list[Any]]]
+    cv: int
+    scoring: str
+    seed: int | None
+    refit: bool
+    error_score: float | str
+    allow_failures: bool
+    cluster: dict[str, Any]
+    output: str
+    base_dir: Path | None = None
+    aliases: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def n_candidates(self) -> int:
+        return sum(math.prod(len(v) for v in grid.values()) for grid in self.param_grid)
+
+    def resolved(self) -> dict[str, Any]:
+        """The spec as it will run, for saving next to the results."""
+        out = {k: copy.deepcopy(getattr(self, k)) for k in FIELDS}
+        out["param_grid"] = out["param_grid"][0] if len(out["param_grid"]) == 1 else out[
+            "param_grid"]
+        if isinstance(out["error_score"], float) and math.isnan(out["error_score"]):
+            out["error_score"] = "nan"
+        return out
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a spec file; YAML syntax errors become :class:`SpecError`."""
+    p = Path(path)
+    if not p.is_file():
+        raise SpecError("SPEC", str(p), "the spec file does not exist",
+                        "give the path of a YAML spec, or run `sweep demo` for an example")
+    try:
+        raw = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        raise SpecError("SPEC", str(p), f"not valid YAML: {exc}",
+                        "fix the YAML syntax (indentation, colons, quotes)") from exc
+    if not isinstance(raw, dict):
+        raise SpecError("SPEC", type(raw).__name__, "a spec must be a YAML mapping",
+                        "start the file with fields such as `data:` and `param_grid:`")
+    return raw
+
+
+def demo_spec() -> dict[str, Any]:
+    """The packaged demo spec: a small real grid on scikit-learn's breast cancer data."""
+    text = resources.files("sweep").joinpath("specs/demo.yaml").read_text()
+    return dict(yaml.safe_load(text))
+
+
+def load(source: str | Path | dict[str, Any], overrides: dict[str, Any] | None = None) -> Spec:
+    """Read (if a path), override, and validate a spec.
+
+    Parameters
+    ----------
+    source : path or dict
+        A YAML file or an already-parsed mapping.
+    overrides : dict, optional
+        Dotted keys to set, e.g. ``{"cluster.workers": 4, "fit.epochs": 2}``.
+    """
+    base_dir = None
+    if isinstance(source, dict):
+        raw = copy.deepcopy(source)
+    else:
+        raw, base_dir = read_yaml(source), Path(source).resolve().parent
+    for key, value in (overrides or {}).items():
+        _set_dotted(raw, key, value)
+    return validate(raw, base_dir)
+
+
+def _set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
+    node = raw
+    *parents, last = key.split(".")
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[last] = value
+
+
+def validate(raw: dict[str, Any], base_dir: Path | None = None) -> Spec:
+    """Check every field of a parsed spec and return a :class:`Spec`."""
+    _check_fields(raw)
+    data = _check_data(raw.get("data", {"dataset": "breast_cancer"}))
+    model = _check_model(raw.get("model", {}))
+    fit = _check_fit(raw.get("fit", {}))
+    grid = _check_grid(raw.get("param_grid"))
+    cv = raw.get("cv", 3)
+    if cv < 2:
+        raise SpecError("cv", cv, "cross-validation needs at least 2 folds", "set cv: 3")
+    scoring = raw.get("scoring", "accuracy" if model.get("task") != "regression" else "r2")
+    _check_scoring(scoring)
+    cluster = _check_cluster(raw.get("cluster", {}))
+    spec = Spec(
+        raw=raw, name=raw.get("name", "sweep"), data=data, model=model, fit=fit,
+        param_grid=grid, cv=cv, scoring=scoring, seed=raw.get("seed", 0),
+        refit=raw.get("refit", True), error_score=_error_score(raw.get("error_score", "nan")),
+        allow_failures=raw.get("allow_failures", False), cluster=cluster,
+        output=raw.get("output", f"sweep-results/{raw.get('name', 'sweep')}"),
+        base_dir=base_dir,
+    )
+    _check_grid_keys(spec)
+    return spec
+
+
+def _check_fields(raw: dict[str, Any]) -> None:
+    for key, value in raw.items():
+        if key not in FIELDS:
+            raise SpecError(key, value, "unknown field",
+                            f"remove it, or use one of: {', '.join(FIELDS)}")
+        types, example = FIELDS[key]
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            raise SpecError(key, value, f"wrong type {type(value).__name__}",
+                            f"write it as {example}")
+
+
+def _unknown(section: str, mapping: dict[str, Any], allowed: set[str]) -> None:
+    for key, value in mapping.items():
+        if key not in allowed:
+            raise SpecError(f"{section}.{key}", value, "unknown field",
+                            f"use one of: {', '.join(sorted(allowed))}")
+
+
+def _check_data(data: dict[str, Any]) -> dict[str, Any]:
+    _unknown("data", data, DATA_KEYS)
+    if ("dataset" in data) == ("csv" in data):
+        raise SpecError("data", data, "give exactly one of data.dataset or data.csv",
+                        "data: {dataset: breast_cancer}  or  data: {csv: my.csv, target: -1}")
+    if "dataset" in data and data["dataset"] not in BUNDLED:
+        raise SpecError("data.dataset", data["dataset"], "not a dataset bundled with "
+                        "scikit-learn", f"use one of: {', '.join(BUNDLED)}, or data.csv: PATH")
+    target = data.get("target", -1)
+    if isinstance(target, bool) or not isinstance(target, (int, str)):
+        raise SpecError("data.target", target, "must be a column index or name",
+                        "target: -1 (last column) or target: outcome (with header: true)")
+    return dict(data)
+
+
+def _check_model(model: dict[str, Any]) -> dict[str, Any]:
+    _unknown("model", model, MODEL_KEYS)
+    out = {"builder": "mlp", "params": {}, "optimizer": "adam", "optimizer_params": {}, **model}
+    if out.get("task") not in (None, "classification", "regression"):
+        raise SpecError("model.task", out["task"], "unknown task",
+                        "use classification or regression (or leave it out)")
+    for key in ("params", "optimizer_params"):
+        if not isinstance(out[key], dict):
+            raise SpecError(f"model.{key}", out[key], "must be a mapping",
+                            f"model: {{{key}: {{name: value}}}}")
+    if not isinstance(out["builder"], str):
+        raise SpecError("model.builder", out["builder"], "must be a string",
+                        "builder: mlp  or  builder: mymodels:build_model")
+    return out
+
+
+def _check_fit(fit: dict[str, Any]) -> dict[str, Any]:
+    out = {"epochs": 10, "batch_size": 32, **fit}
+    for key in ("epochs", "batch_size"):
+        value = out[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise SpecError(f"fit.{key}", value, "must be a positive integer",
+                            f"fit: {{{key}: 10}}")
+    return out
+
+
+def _check_grid(grid: Any) -> list[dict[str, list[Any]]]:
+    if grid is None:
+        raise SpecError("param_grid", None, "a sweep needs a parameter grid",
+                        "param_grid: {model__neurons: [4, 8, 16]}")
+    grids = grid if isinstance(grid, list) else [grid]
+    if not grids:
+        raise SpecError("param_grid", grid, "the grid is empty",
+                        "param_grid: {model__neurons: [4, 8, 16]}")
+    for sub in grids:
+        if not isinstance(sub, dict) or not sub:
+            raise SpecError("param_grid", sub, "each grid must be a non-empty mapping",
+                            "param_grid: {model__neurons: [4, 8, 16]}")
+        for key, values in sub.items():
+            if not isinstance(values, list) or not values:
+                raise SpecError(f"param_grid.{key}", values, "must be a non-empty list",
+                                f"param_grid: {{{key}: [value1, value2]}}")
+    return [dict(g) for g in grids]
+
+
+def _check_scoring(scoring: str) -> None:
+    from sklearn.metrics import get_scorer_names
+
+    if scoring not in get_scorer_names():
+        raise SpecError("scoring", scoring, "not a scikit-learn scorer",
+                        "use e.g. accuracy, roc_auc, f1, neg_mean_squared_error, r2")
+
+
+def _check_cluster(cluster: dict[str, Any]) -> dict[str, Any]:
+    for key, value in cluster.items():
+        if key in ("workers", "threads_per_worker", "recycle_after_fits") and value is not None:
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise SpecError(f"cluster.{key}", value, "must be a positive integer",
+                                f"cluster: {{{key}: 2}}")
+    from .clusters import BACKENDS
+
+    backend = cluster.get("backend", "local")
+    if backend not in BACKENDS:
+        raise SpecError("cluster.backend", backend, "unknown cluster backend",
+                        f"use one of: {', '.join(sorted(BACKENDS))}")
+    return dict(cluster)
+
+
+def _error_score(value: Any) -> float | str:
+    if value == "raise":
+        return "raise"
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise SpecError("error_score", value, "must be nan, a number or raise",
+                        "error_score: nan") from None
+
+
+def _check_grid_keys(spec: Spec) -> None:
+    """Each grid key must be a parameter the estimator, builder or optimizer accepts."""
+    from .models import builder_arguments, import_builder
+
+    builder = import_builder(spec.model["builder"])
+    accepted, takes_kwargs = builder_arguments(builder)
+    from .estimator import estimator_params
+
+    params = estimator_params(spec)
+    for grid in spec.param_grid:
+        for key in list(grid):
+            new = _resolve_key(key, params, accepted, takes_kwargs, spec.model["builder"])
+            if new != key:
+                grid[new] = grid.pop(key)
+                spec.aliases[key] = new
+    for key, value in spec.model["params"].items():
+        if key not in accepted and not takes_kwargs:
+            raise SpecError(f"model.params.{key}", value,
+                            f"the builder {spec.model['builder']!r} has no argument {key!r}",
+                            f"use one of: {', '.join(sorted(accepted))}")
+
+
+def _resolve_key(key: str, params: set[str], accepted: set[str], takes_kwargs: bool,
+                 builder: str) -> str:
+    if key.startswith("model__"):
+        arg = key[len("model__"):]
+        if arg in accepted or takes_kwargs:
+            return key
+        raise SpecError(f"param_grid.{key}", arg, f"the builder {builder!r} has no argument "
+                        f"{arg!r}", f"use one of: {', '.join('model__' + a for a in sorted(accepted))}")
+    if key in params or key.startswith(ROUTING_PREFIXES):
+        return key
+    if key in accepted:
+        return f"model__{key}"
+    if key in OPTIMIZER_ALIASES:
+        return f"optimizer__{key}"
+    raise SpecError(f"param_grid.{key}", key, "not a parameter of the estimator",
+                    "use a builder argument as model__NAME "
+                    f"({', '.join('model__' + a for a in sorted(accepted))}), an optimizer "
+                    "setting as optimizer__NAME, or one of: " + ", ".join(sorted(
+                        p for p in params if "__" not in p and not p.startswith("model"))))
