@@ -28,8 +28,8 @@ def _is_main_test(node: ast.AST) -> bool:
 def _guarded(tree: ast.Module, line: int) -> bool:
     """True if ``line`` sits inside a function, a class or a ``__main__`` test."""
     for node in ast.walk(tree):
-        end = getattr(node, "end_lineno", None)
-        if end is None or not node.lineno <= line <= end:
+        start, end = getattr(node, "lineno", None), getattr(node, "end_lineno", None)
+        if start is None or end is None or not start <= line <= end:
             continue
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)):
             return True

@@ -19,10 +19,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from typing import Any
-
 from uuid import uuid4
 
 import numpy as np
+from dask.sizeof import sizeof
 from joblib._dask import DaskDistributedBackend
 
 from .isolation import isolated_fit
@@ -95,11 +95,13 @@ class _RecomputableScatter:
 
     def __init__(self, client: Any) -> None:
         self._client = client
+        self.sent_bytes: list[int] = []
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._client, name)
 
     async def scatter(self, data: Any, **_: Any) -> Any:
+        self.sent_bytes.append(int(sizeof(data)))
         return self._client.submit(_data, data, pure=False, key=f"sweep-data-{uuid4().hex}")
 
 
@@ -115,6 +117,8 @@ class SweepBackend(DaskDistributedBackend):
     on_submit, on_fit : callable, optional
         ``on_submit(info)`` is called on the driver for each fit sent out,
         ``on_fit(facts, result)`` for each fit that came back.
+    workers : int, optional
+        Size of the cluster, for staggering worker restarts.
     """
 
     def __init__(
@@ -123,14 +127,20 @@ class SweepBackend(DaskDistributedBackend):
         sweep_seed: int | None = None,
         on_submit: Callable[[dict[str, Any]], None] | None = None,
         on_fit: FitListener | None = None,
+        workers: int | None = None,
         **submit_kwargs: Any,
     ) -> None:
         super().__init__(client=client, **submit_kwargs)
         self.client = _RecomputableScatter(client)
-        self.recycler = Recycler(client)
+        self.recycler = Recycler(client, workers)
         self.sweep_seed = sweep_seed
         self.on_submit = on_submit
         self.on_fit = on_fit
+
+    @property
+    def data_sent(self) -> list[int]:
+        """Sizes in bytes of the arguments shipped as shared data (X, y, folds)."""
+        return self.client.sent_bytes
 
     async def _to_func_args(self, func: Any) -> tuple[IsolatedBatch, list[Task]]:
         batch, tasks = await super()._to_func_args(func)
@@ -141,7 +151,7 @@ class SweepBackend(DaskDistributedBackend):
 
     def retrieve_result_callback(self, out: Any) -> Any:
         if isinstance(out, FitOutcome):
-            for fact, result in zip(out.facts, out.results):
+            for fact, result in zip(out.facts, out.results, strict=False):
                 self.recycler.fit_done(fact)
                 if self.on_fit is not None:
                     self.on_fit(fact, result)

@@ -79,7 +79,9 @@ def local(settings: ClusterSettings) -> Started:
                 threads_per_worker=settings.threads_per_worker,
                 processes=True,
                 host=extra.get("host", setting("cluster.host")),
-                dashboard_address=extra.get("dashboard_address", setting("cluster.dashboard-address")),
+                dashboard_address=extra.get(
+                    "dashboard_address", setting("cluster.dashboard-address")
+                ),
                 memory_limit=extra.get("memory_limit", setting("cluster.memory-limit")),
                 silence_logs=logging.ERROR,
                 env=env,

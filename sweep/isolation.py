@@ -198,29 +198,34 @@ def _after_fit(facts: dict[str, Any]) -> None:
         facts["recycle_due"] = reason
 
 
-def recycle_worker(dask_worker: Any, reason: str = "recycle") -> bool:
-    """Restart this worker gracefully: its results move elsewhere first.
+async def recycle_worker(dask_worker: Any, reason: str = "recycle") -> bool:
+    """Restart this worker process without losing work (run through ``client.run``).
 
-    Run through ``client.run`` on the worker (see :mod:`sweep.recycling`).
+    First the scheduler retires the worker: results only it holds are copied to
+    other workers, and its queued tasks go back to the scheduler as expected
+    (not suspicious) departures. Then its nanny kills the process and starts a
+    fresh one, which imports TensorFlow again and rejoins the cluster.
     """
     state: WorkerState | None = getattr(dask_worker, "_sweep_state", None)
-    if state is None or state.recycling:
+    if state is None or state.recycling or dask_worker.nanny is None:
         return False
     state.recycling = True
     logger.info("sweep: recycling worker %s (%s)", dask_worker.address, reason)
-    dask_worker.loop.add_callback(_restart_gracefully, dask_worker, f"sweep-recycle: {reason}")
+    await dask_worker.scheduler.retire_workers(
+        workers=[dask_worker.address],
+        close_workers=False,
+        remove=True,
+        stimulus_id=f"sweep-recycle-{time.time()}",
+    )
+    dask_worker.loop.add_callback(_restart_by_nanny, dask_worker.nanny, reason)
     return True
 
 
-async def _restart_gracefully(worker: Any, reason: str) -> None:
-    """Hand this worker's tasks and results to others, then let the nanny restart it."""
-    await worker.scheduler.retire_workers(
-        workers=[worker.address],
-        close_workers=False,
-        remove=False,
-        stimulus_id=f"sweep-recycle-{time.time()}",
-    )
-    await worker.close(nanny=False, reason=reason)
+async def _restart_by_nanny(nanny_address: str, reason: str) -> None:
+    from distributed.core import rpc
+
+    async with rpc(nanny_address) as nanny:
+        await nanny.restart(reason=f"sweep-recycle: {reason}")
 
 
 def _recycle_reason(state: WorkerState, rss: int) -> str | None:

@@ -27,42 +27,43 @@ class Recycler:
     ----------
     client : distributed.Client
         Client of the cluster.
-    concurrent : int
-        Most workers restarting at the same time.
+    workers : int, optional
+        Workers the cluster should have; default: those connected now. At most a
+        quarter of them (at least one) restart at the same time.
     patience : float
         Seconds after which a restart is assumed finished, even if unseen.
     """
 
-    def __init__(self, client: Any, concurrent: int = 1, patience: float = 120.0) -> None:
+    def __init__(self, client: Any, workers: int | None = None, patience: float = 120.0) -> None:
         self.client = client
-        self.concurrent = concurrent
+        self.expected = workers or len(client.scheduler_info().get("workers", {}))
+        self.concurrent = max(1, self.expected // 4)
         self.patience = patience
         self.restarting: dict[str, float] = {}
         self.restarts = 0
-        self.expected = 0
+        self.seen: set[str] = set()
 
     def fit_done(self, facts: dict[str, Any]) -> None:
         """Look at one finished fit's facts; maybe restart its worker.
 
-        Called on the client's event loop thread.
+        Called on the client's event loop thread. A fit from a worker never seen
+        before means a restarted worker is back, which frees a restart slot.
         """
         now = time.monotonic()
-        alive = self.client.scheduler_info().get("workers", {})
-        self.expected = max(self.expected, len(alive))
-        if len(alive) >= self.expected:  # every restart so far has come back
-            self.restarting = {a: t for a, t in self.restarting.items() if a in alive}
-        self.restarting = {a: t for a, t in self.restarting.items() if now - t < self.patience}
         address, reason = facts.get("worker"), facts.get("recycle_due")
-        if not address or not reason or address in self.restarting:
+        if not address:
             return
-        if len(self.restarting) >= self.concurrent:
+        if address not in self.seen:
+            if self.seen and self.restarting:
+                oldest = min(self.restarting, key=self.restarting.__getitem__)
+                del self.restarting[oldest]
+            self.seen.add(address)
+        self.restarting = {a: t for a, t in self.restarting.items() if now - t < self.patience}
+        if not reason or address in self.restarting or len(self.restarting) >= self.concurrent:
             return
         self.restarting[address] = now
         self.restarts += 1
-        coro = self.client.scheduler.restart_workers(
-            workers=[address],
-            timeout=self.patience,
-            on_error="return",
-            stimulus_id=f"sweep-recycle-{time.time()}",
+        coro = self.client.run(
+            recycle_worker, reason=reason, workers=[address], wait=False, asynchronous=True
         )
         asyncio.ensure_future(coro)

@@ -18,7 +18,7 @@ def summary_lines(cv_results: dict[str, Any], best_index: int | None) -> list[st
     lines = []
     if best_index is not None:
         lines.append(f"Best: {means[best_index]:f} using {cv_results['params'][best_index]}")
-    for mean, std, params in zip(means, stds, cv_results["params"]):
+    for mean, std, params in zip(means, stds, cv_results["params"], strict=False):
         lines.append(f"{mean:f} ({std:f}) with: {params}")
     return lines
 

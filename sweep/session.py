@@ -136,7 +136,8 @@ def cluster(
         )
         monitor = FitMonitor(show=progress)
         sweep_backend = SweepBackend(
-            client, sweep_seed=seed, on_submit=monitor.on_submit, on_fit=monitor.on_fit
+            client, sweep_seed=seed, on_submit=monitor.on_submit, on_fit=monitor.on_fit,
+            workers=settings.workers if started.cluster is not None else None,
         )
         with joblib.parallel_config(backend=sweep_backend):
             try:

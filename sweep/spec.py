@@ -293,8 +293,10 @@ def _resolve_key(key: str, params: set[str], accepted: set[str], takes_kwargs: b
         arg = key[len("model__"):]
         if arg in accepted or takes_kwargs:
             return key
-        raise SpecError(f"param_grid.{key}", arg, f"the builder {builder!r} has no argument "
-                        f"{arg!r}", f"use one of: {', '.join('model__' + a for a in sorted(accepted))}")
+        names = ", ".join("model__" + a for a in sorted(accepted))
+        raise SpecError(f"param_grid.{key}", arg,
+                        f"the builder {builder!r} has no argument {arg!r}",
+                        f"use one of: {names}")
     if key in params or key.startswith(ROUTING_PREFIXES):
         return key
     if key in accepted:

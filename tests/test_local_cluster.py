@@ -1,0 +1,71 @@
+"""A real 2-worker LocalCluster runs an unchanged GridSearchCV, isolated per worker."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GridSearchCV
+
+import sweep
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def session():
+    with sweep.cluster("local", workers=2, seed=3) as s:
+        yield s
+
+
+def test_keras_grid_runs_every_candidate_on_two_worker_processes(session, cancer,
+                                                                 tiny_classifier):
+    X, y = cancer
+    grid = GridSearchCV(tiny_classifier, {"model__neurons": [1, 2, 3, 4]}, cv=3, n_jobs=-1)
+    before = len(session.fits)
+    grid.fit(X, y)
+    assert len(grid.cv_results_["params"]) == 4
+    assert np.isfinite(grid.cv_results_["mean_test_score"]).all()
+    fits = session.fits[before:]
+    assert len(fits) == 12
+    assert {(f["candidate"], f["split"]) for f in fits} == {(c, s) for c in range(4)
+                                                            for s in range(3)}
+    assert len({f["pid"] for f in fits}) >= 2, "fits must run in at least 2 worker processes"
+    import os
+
+    assert os.getpid() not in {f["pid"] for f in fits}
+
+
+def test_workers_pin_tensorflow_and_blas_threads(session):
+    reports = session.worker_reports()
+    assert len(reports) == 2
+    for report in reports.values():
+        assert report["tensorflow_threads"] == {"intra_op": 1, "inter_op": 1}
+        assert report["environment"]["OMP_NUM_THREADS"] == "1"
+        assert report["environment"]["TF_NUM_INTRAOP_THREADS"] == "1"
+
+
+def test_plain_sklearn_grid_equals_serial_run(session, cancer):
+    X, y = cancer
+    grid = {"C": [0.01, 0.1, 1.0, 10.0]}
+    on_cluster = GridSearchCV(LogisticRegression(max_iter=500), grid, cv=4, n_jobs=-1).fit(X, y)
+    import joblib
+
+    with joblib.parallel_config(backend="sequential"):
+        serial = GridSearchCV(LogisticRegression(max_iter=500), grid, cv=4, n_jobs=1).fit(X, y)
+    for key in ("mean_test_score", "std_test_score", "split0_test_score", "rank_test_score"):
+        np.testing.assert_array_equal(on_cluster.cv_results_[key], serial.cv_results_[key])
+    assert on_cluster.best_params_ == serial.best_params_
+
+
+def test_data_is_sent_once_per_search_not_once_per_fit(session, cancer, tiny_classifier):
+    X, y = cancer
+    sent = []
+    for candidates in ([1, 2], [1, 2, 3, 4, 5, 6]):
+        start = len(session.backend.data_sent)
+        grid = GridSearchCV(tiny_classifier, {"model__neurons": candidates}, cv=2, n_jobs=-1)
+        grid.fit(X, y)
+        sent.append(session.backend.data_sent[start:])
+    # X, y and the fold indices travel once per search: three times the fits, same data
+    assert sent[0] and len(sent[0]) == len(sent[1])
+    assert sum(sent[0]) == sum(sent[1]) >= X.nbytes

@@ -1,0 +1,22 @@
+"""Tiny model builders for tests (importable by worker processes)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def tiny(meta: dict[str, Any], neurons: int = 2) -> Any:
+    import keras
+
+    return keras.Sequential([
+        keras.Input(shape=(meta["n_features_in_"],)),
+        keras.layers.Dense(neurons, activation="relu"),
+        keras.layers.Dense(1, activation="sigmoid"),
+    ])
+
+
+def explode(meta: dict[str, Any], neurons: int = 2) -> Any:
+    """Fails for neurons == 3: a candidate that always raises."""
+    if neurons == 3:
+        raise ValueError("neurons=3 is not allowed in this test builder")
+    return tiny(meta, neurons)
