@@ -17,16 +17,24 @@ returns the data, so Dask can recompute it after a worker loss or a recycle.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 from uuid import uuid4
 
 import numpy as np
 from dask.sizeof import sizeof
+from distributed import KilledWorker
 from joblib._dask import DaskDistributedBackend
+from joblib._utils import _TracebackCapturingWrapper
 
 from .isolation import isolated_fit
+from .journal import FitKeys, Journal
 from .recycling import Recycler
+
+logger = logging.getLogger(__name__)
 
 Task = tuple[Callable[..., Any], Sequence[Any], dict[str, Any]]
 FitListener = Callable[[dict[str, Any], Any], None]
@@ -68,22 +76,48 @@ class FitOutcome:
 class IsolatedBatch:
     """Stands in for joblib's ``Batch``: runs each task inside an isolated fit."""
 
-    def __init__(self, batch: Any, sweep_seed: int | None) -> None:
+    def __init__(self, batch: Any, sweep_seed: int | None,
+                 keys: Sequence[str | None] = ()) -> None:
         self.batch = batch
         self.sweep_seed = sweep_seed
+        self.keys = list(keys)
 
     def __call__(self, tasks: list[Task] | None = None) -> FitOutcome:
         results: list[Any] = []
         facts: list[dict[str, Any]] = []
-        for task in tasks or []:
+        for i, task in enumerate(tasks or []):
             with isolated_fit(fit_seed(self.sweep_seed, task[2])) as fact:
                 results.extend(self.batch([task]))
             fact.update(describe_task(task[2]))
+            fact["key"] = self.keys[i] if i < len(self.keys) else None
             facts.append(fact)
         return FitOutcome(results, facts)
 
     def __repr__(self) -> str:
         return repr(self.batch)
+
+
+def failed_fit_result(task_kwargs: dict[str, Any], reason: str) -> dict[str, Any]:
+    """What ``_fit_and_score`` returns for a fit that raised, for a fit that never
+    returned (its worker died). Follows ``error_score`` like scikit-learn does."""
+    error_score = task_kwargs.get("error_score", np.nan)
+    if error_score == "raise":
+        raise RuntimeError(reason)
+    scorer = task_kwargs.get("scorer")
+    names = getattr(scorer, "_scorers", None)
+    scores: Any = {name: error_score for name in names} if names else error_score
+    result: dict[str, Any] = {"test_scores": scores, "fit_error": reason}
+    if task_kwargs.get("return_train_score"):
+        result["train_scores"] = dict(scores) if names else scores
+    if task_kwargs.get("return_n_test_samples"):
+        result["n_test_samples"] = len(task_kwargs.get("test", ()))
+    if task_kwargs.get("return_times"):
+        result["fit_time"], result["score_time"] = 0.0, 0.0
+    if task_kwargs.get("return_parameters"):
+        result["parameters"] = task_kwargs.get("parameters")
+    if task_kwargs.get("return_estimator"):
+        result["estimator"] = None
+    return result
 
 
 def _data(value: Any) -> Any:
@@ -105,8 +139,18 @@ class _RecomputableScatter:
         return self._client.submit(_data, data, pure=False, key=f"sweep-data-{uuid4().hex}")
 
 
+#: Errors of a Dask future that mean "the fit never returned", not "the fit raised".
+WORKER_LOST = (KilledWorker, asyncio.CancelledError, concurrent.futures.CancelledError)
+WORKER_LOST_PREFIX = "worker lost"
+
+
+def _lost(result: Any) -> bool:
+    error = result.get("fit_error") if isinstance(result, dict) else None
+    return bool(error) and str(error).startswith(WORKER_LOST_PREFIX)
+
+
 class SweepBackend(DaskDistributedBackend):
-    """joblib backend: Dask futures, isolated fits, per-fit reporting.
+    """joblib backend: Dask futures, isolated fits, per-fit reporting, a journal.
 
     Parameters
     ----------
@@ -119,6 +163,8 @@ class SweepBackend(DaskDistributedBackend):
         ``on_fit(facts, result)`` for each fit that came back.
     workers : int, optional
         Size of the cluster, for staggering worker restarts.
+    journal : Journal, optional
+        Where finished fits are recorded; fits already in it are not run again.
     """
 
     def __init__(
@@ -128,6 +174,7 @@ class SweepBackend(DaskDistributedBackend):
         on_submit: Callable[[dict[str, Any]], None] | None = None,
         on_fit: FitListener | None = None,
         workers: int | None = None,
+        journal: Journal | None = None,
         **submit_kwargs: Any,
     ) -> None:
         super().__init__(client=client, **submit_kwargs)
@@ -136,11 +183,66 @@ class SweepBackend(DaskDistributedBackend):
         self.sweep_seed = sweep_seed
         self.on_submit = on_submit
         self.on_fit = on_fit
+        self.journal = journal
+        from . import __version__
+
+        self.keys = FitKeys(sweep_seed, __version__)
+        self._tasks: dict[Any, tuple[list[dict[str, Any]], list[str | None]]] = {}
 
     @property
     def data_sent(self) -> list[int]:
         """Sizes in bytes of the arguments shipped as shared data (X, y, folds)."""
         return self.client.sent_bytes
+
+    def effective_n_jobs(self, n_jobs: int | None) -> int:
+        """Report at least 2 jobs: with 1, joblib would run the fits in the driver
+        process itself (its sequential shortcut), outside the isolated workers."""
+        return max(2, int(super().effective_n_jobs(n_jobs)))
+
+    def compute_batch_size(self) -> int:
+        """One fit per task: fits are long, and a lost task then costs one fit."""
+        return 1
+
+    def submit(self, func: Any, callback: Any = None) -> concurrent.futures.Future:
+        items = list(func.items)
+        keys = [self.keys.key(a, k) for _, a, k in items] if self.journal is not None else []
+        cf_future: concurrent.futures.Future = concurrent.futures.Future()
+        cf_future.get = cf_future.result  # type: ignore[attr-defined]
+        stored = self._stored(keys)
+        if stored is not None:
+            facts = [{**describe_task(kw), "key": k, "resumed": True}
+                     for (_, _, kw), k in zip(items, keys, strict=True)]
+            self.client.loop.add_callback(
+                self._resolve, cf_future, callback, FitOutcome(stored, facts))
+            return cf_future
+        self.client.loop.add_callback(self._submit_async, func, callback, cf_future, keys)
+        return cf_future
+
+    def _stored(self, keys: list[str | None]) -> list[Any] | None:
+        if not keys or self.journal is None or None in keys:
+            return None
+        results = [self.journal.get(k) for k in keys if k is not None]
+        if any(r is None or _lost(r) for r in results):
+            return None  # fits whose workers died are tried again on a rerun
+        return results
+
+    @staticmethod
+    def _resolve(cf_future: concurrent.futures.Future, callback: Any, out: Any) -> None:
+        cf_future.set_result(out)
+        if callback is not None:
+            callback(out)
+
+    async def _submit_async(self, func: Any, callback: Any, cf_future: Any,
+                            keys: list[str | None]) -> None:
+        batch, tasks = await self._to_func_args(func)
+        batch.keys = keys
+        dask_future = self.client.submit(
+            _TracebackCapturingWrapper(batch), tasks=tasks,
+            key=f"{batch!r}-{uuid4().hex}", **self.submit_kwargs)
+        self.waiting_futures.add(dask_future)
+        self._callbacks[dask_future] = callback
+        self._results[dask_future] = cf_future
+        self._tasks[dask_future] = ([task[2] for task in tasks], keys)
 
     async def _to_func_args(self, func: Any) -> tuple[IsolatedBatch, list[Task]]:
         batch, tasks = await super()._to_func_args(func)
@@ -149,10 +251,50 @@ class SweepBackend(DaskDistributedBackend):
                 self.on_submit(describe_task(task[2]))
         return IsolatedBatch(batch, self.sweep_seed), tasks
 
+    async def _collect(self) -> None:
+        while self._continue:
+            async for future, result in self.waiting_futures:
+                cf_future = self._results.pop(future)
+                callback = self._callbacks.pop(future)
+                kwargs_list, keys = self._tasks.pop(future, ([], []))
+                if future.status != "error":
+                    self._resolve(cf_future, callback, result)
+                    continue
+                exc = result[1]
+                try:
+                    out = self._failure_outcome(exc, kwargs_list, keys)
+                except BaseException as error:  # error_score="raise", or not a worker loss
+                    cf_future.set_exception(error)
+                else:
+                    self._resolve(cf_future, callback, out)
+            await asyncio.sleep(0.01)
+
+    def _failure_outcome(self, exc: BaseException, kwargs_list: list[dict[str, Any]],
+                         keys: list[str | None]) -> Any:
+        if isinstance(exc, ImportError):
+            from .exceptions import WorkerImportError
+
+            raise WorkerImportError(
+                f"a worker could not import code the fit needs: {exc}.\n"
+                "  Fix: make that module importable on every worker (install it there, or "
+                "run from its folder / set PYTHONPATH), or define the model builder in the "
+                "script that runs the sweep.") from exc
+        if not isinstance(exc, WORKER_LOST) or not kwargs_list:
+            raise exc
+        reason = (f"{WORKER_LOST_PREFIX}: {exc!r}. The fit was retried on other workers "
+                  "and each time its worker died (killed, out of memory, or crashed).")
+        logger.warning("sweep: %s", reason)
+        keys = keys or [None] * len(kwargs_list)
+        facts = [{**describe_task(kw), "key": key, "worker_lost": True}
+                 for kw, key in zip(kwargs_list, keys, strict=False)]
+        return FitOutcome([failed_fit_result(kw, reason) for kw in kwargs_list], facts)
+
     def retrieve_result_callback(self, out: Any) -> Any:
         if isinstance(out, FitOutcome):
             for fact, result in zip(out.facts, out.results, strict=False):
                 self.recycler.fit_done(fact)
+                if self.journal is not None and fact.get("key") and not fact.get("resumed"):
+                    self.journal.record(fact["key"], result, fact)
                 if self.on_fit is not None:
                     self.on_fit(fact, result)
             return out.results

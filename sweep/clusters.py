@@ -28,7 +28,13 @@ class ClusterSettings:
     workers: int
     threads_per_worker: int
     keras_backend: str
+    max_retries: int = 2
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def scheduler_config(self) -> dict[str, Any]:
+        """Dask settings the scheduler must start with."""
+        return {"distributed.scheduler.allowed-failures": self.max_retries}
 
     @property
     def environment(self) -> dict[str, str]:
@@ -73,7 +79,8 @@ def local(settings: ClusterSettings) -> Started:
     pre_spawn = {**dask.config.get("distributed.nanny.pre-spawn-environ", {}), **env}
     extra = settings.extra
     try:
-        with dask.config.set({"distributed.nanny.pre-spawn-environ": pre_spawn}):
+        config = {"distributed.nanny.pre-spawn-environ": pre_spawn, **settings.scheduler_config}
+        with dask.config.set(config):
             cluster = LocalCluster(
                 n_workers=settings.workers,
                 threads_per_worker=settings.threads_per_worker,

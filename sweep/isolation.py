@@ -78,6 +78,25 @@ def pin_tensorflow_threads(threads: int) -> dict[str, int]:
     }
 
 
+def enable_determinism() -> str:
+    """Turn on TensorFlow op determinism; say whether results can be bitwise exact.
+
+    On CPUs every op TensorFlow runs here has a deterministic kernel. GPUs may
+    lack one for some ops (TensorFlow then raises at that op), and a different
+    GPU model or driver can change results; both are reported.
+    """
+    import tensorflow as tf
+
+    tf.config.experimental.enable_op_determinism()
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        logger.warning("sweep: %d GPU(s) visible: fits are deterministic only on the same "
+                       "GPU model and driver, and ops without deterministic GPU kernels fail",
+                       len(gpus))
+        return f"gpu ({len(gpus)} device(s)): same hardware and driver only"
+    return "cpu: bitwise"
+
+
 @dataclass
 class WorkerState:
     """What one worker process knows about its own fits."""
@@ -88,6 +107,7 @@ class WorkerState:
     fits: int = 0
     recycling: bool = False
     tensorflow_threads: dict[str, int] = field(default_factory=dict)
+    determinism: str = "not requested"
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -107,16 +127,20 @@ class TensorFlowIsolation(WorkerPlugin):
         recycle_after_fits: int | None = None,
         recycle_above_bytes: int | None = None,
         preload_tensorflow: bool = True,
+        deterministic: bool = True,
     ) -> None:
         self.threads = threads
         self.recycle_after_fits = recycle_after_fits
         self.recycle_above_bytes = recycle_above_bytes
         self.preload_tensorflow = preload_tensorflow
+        self.deterministic = deterministic
 
     def setup(self, worker: Any) -> None:
         state = WorkerState(self.threads, self.recycle_after_fits, self.recycle_above_bytes)
         if self.preload_tensorflow and _uses_tensorflow():
             state.tensorflow_threads = pin_tensorflow_threads(self.threads)
+            if self.deterministic:
+                state.determinism = enable_determinism()
         worker._sweep_state = state
 
 
@@ -132,7 +156,13 @@ def _worker_state() -> WorkerState | None:
 
 
 def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and Keras (hence TensorFlow) for one fit."""
+    """Seed Python, NumPy and Keras (hence TensorFlow) for one fit.
+
+    Keras draws the seeds of unseeded initializers from Python's process-wide
+    ``random`` generator, which Dask's own threads in the worker also draw from
+    (timings, worker choice) while a fit runs. Seeding it is therefore not
+    enough: Keras gets a private generator, seeded for this fit.
+    """
     import numpy as np
 
     random.seed(seed)
@@ -141,6 +171,17 @@ def seed_everything(seed: int) -> None:
         import keras
 
         keras.utils.set_random_seed(seed)
+        _private_keras_python_rng(seed)
+
+
+def _private_keras_python_rng(seed: int) -> None:
+    try:
+        from keras.src.random import seed_generator
+    except ImportError:  # pragma: no cover - other Keras layout
+        logger.warning("sweep: cannot isolate Keras' default seeds; fits may not be exact")
+        return
+    if hasattr(seed_generator, "python_random"):
+        seed_generator.python_random = random.Random(seed)
 
 
 def _imported_modules() -> set[str]:
@@ -172,7 +213,7 @@ def isolated_fit(seed: int | None) -> Iterator[dict[str, Any]]:
     Yields a dict that is filled with facts about the fit (process id, worker
     address, memory after the fit, how many fits this process has run).
     """
-    facts: dict[str, Any] = {"pid": os.getpid()}
+    facts: dict[str, Any] = {"pid": os.getpid(), "seed": seed}
     if seed is not None:
         seed_everything(seed)
     start = time.perf_counter()
@@ -247,4 +288,5 @@ def worker_report(dask_worker: Any = None) -> dict[str, Any]:
     if state is not None:
         report["fits"] = state.fits
         report["tensorflow_threads"] = dict(state.tensorflow_threads)
+        report["determinism"] = state.determinism
     return report

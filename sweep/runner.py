@@ -16,6 +16,8 @@ from .estimator import build_search
 from .session import cluster
 from .spec import Spec
 
+JOURNAL_NAME = "journal.sqlite"
+
 
 @dataclass
 class SweepResult:
@@ -44,18 +46,24 @@ def run(spec: Spec, *, progress: bool = True,
     n_classes = int(len(np.unique(dataset.y))) if task == "classification" else 0
     search = build_search(spec, task, n_classes)
     options = {k: v for k, v in spec.cluster.items() if k != "backend"}
+    output = Path(spec.output)
+    journal = output / JOURNAL_NAME
     echo(f"sweep: {spec.name}: {spec.n_candidates} candidates x {spec.cv} folds = "
          f"{spec.n_candidates * spec.cv} fits on {dataset.source} "
          f"({dataset.X.shape[0]} rows, {dataset.X.shape[1]} features)")
+    if journal.exists():
+        echo(f"sweep: journal {journal} found: fits it holds are not run again")
     with cluster(spec.cluster.get("backend"), seed=spec.seed, progress=progress,
-                 **options) as session:
+                 journal=journal, max_retries=spec.max_retries, **options) as session:
         n_workers = len(session.client.scheduler_info()["workers"])
         echo(f"sweep: cluster '{session.backend_name}' with {n_workers} worker(s); "
              f"dashboard: {session.dashboard_link or 'not available'}")
         search.fit(dataset.X, dataset.y)
         fits = list(session.fits)
         dashboard = session.dashboard_link
-    output = Path(spec.output)
+    resumed = sum(1 for f in fits if f.get("resumed"))
+    if resumed:
+        echo(f"sweep: {resumed} fit(s) came from the journal, {len(fits) - resumed} ran now")
     best = _best(search)
     files = results.save(output, cv_results=search.cv_results_, best=best,
                          spec=spec.resolved(), fits=fits)

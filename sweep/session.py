@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import joblib
@@ -25,6 +26,7 @@ from .backend import SweepBackend
 from .config import setting
 from .exceptions import ClusterError
 from .isolation import TensorFlowIsolation, worker_report
+from .journal import Journal
 from .progress import FitMonitor
 
 
@@ -37,6 +39,7 @@ class Session:
     backend: SweepBackend
     monitor: FitMonitor
     backend_name: str
+    journal: Journal | None = None
 
     @property
     def fits(self) -> list[dict[str, Any]]:
@@ -56,12 +59,13 @@ class Session:
         return dict(self.client.run(worker_report))
 
 
-def _settings(backend: str, workers: int | None, threads: int | None,
-              keras_backend: str | None, extra: dict[str, Any]) -> clusters.ClusterSettings:
+def _settings(workers: int | None, threads: int | None, keras_backend: str | None,
+              max_retries: int | None, extra: dict[str, Any]) -> clusters.ClusterSettings:
     return clusters.ClusterSettings(
         workers=int(setting("cluster.workers", workers) or clusters.default_workers()),
         threads_per_worker=int(setting("cluster.threads-per-worker", threads)),
         keras_backend=str(setting("worker.keras-backend", keras_backend)),
+        max_retries=int(setting("fit.max-retries", max_retries)),
         extra=extra,
     )
 
@@ -74,6 +78,7 @@ def _isolation_plugin(threads: int, after: int | None, above: Any) -> TensorFlow
         recycle_after_fits=int(after) if after else None,
         recycle_above_bytes=parse_bytes(above) if isinstance(above, str) else above,
         preload_tensorflow=bool(setting("worker.preload-tensorflow")),
+        deterministic=bool(setting("fit.deterministic")),
     )
 
 
@@ -88,6 +93,8 @@ def cluster(
     recycle_above_memory: str | int | None = None,
     keras_backend: str | None = None,
     progress: bool = False,
+    journal: str | Path | Journal | None = None,
+    max_retries: int | None = None,
     **backend_options: Any,
 ) -> Iterator[Session]:
     """Run every joblib-parallel fit inside the block on an isolated Dask cluster.
@@ -110,6 +117,13 @@ def cluster(
         ``KERAS_BACKEND`` of the workers (default ``"tensorflow"``).
     progress : bool
         Draw a progress bar over fits on stderr.
+    journal : path or Journal, optional
+        SQLite journal of finished fits. Each fit is committed as soon as it
+        returns; fits already in the journal (same estimator, data, fold, seed)
+        are not run again, so rerunning an interrupted sweep resumes it.
+    max_retries : int, optional
+        Times a fit whose worker died is retried elsewhere (default 2); after
+        that it is recorded as failed and the sweep goes on.
     **backend_options
         Passed to the backend factory, e.g. ``address=`` for ``"attach"``.
 
@@ -124,7 +138,9 @@ def cluster(
     ...     GridSearchCV(model, grid, cv=3, n_jobs=-1).fit(X, y)
     """
     name = str(setting("cluster.backend", backend))
-    settings = _settings(name, workers, threads_per_worker, keras_backend, backend_options)
+    settings = _settings(workers, threads_per_worker, keras_backend, max_retries,
+                         backend_options)
+    store = Journal(journal) if isinstance(journal, (str, Path)) else journal
     if name == "local":
         check_main_guard()
     started = clusters.start(name, settings)
@@ -138,13 +154,16 @@ def cluster(
         sweep_backend = SweepBackend(
             client, sweep_seed=seed, on_submit=monitor.on_submit, on_fit=monitor.on_fit,
             workers=settings.workers if started.cluster is not None else None,
+            journal=store,
         )
         with joblib.parallel_config(backend=sweep_backend):
             try:
-                yield Session(client, started.cluster, sweep_backend, monitor, name)
+                yield Session(client, started.cluster, sweep_backend, monitor, name, store)
             finally:
                 monitor.close()
     finally:
+        if isinstance(journal, (str, Path)) and store is not None:
+            store.close()
         if client is not None:
             client.close()
         if started.cluster is not None:

@@ -31,6 +31,7 @@ FIELDS: dict[str, tuple[tuple[type, ...], str]] = {
     "refit": ((bool,), "true or false"),
     "error_score": ((int, float, str), "nan, a number, or raise"),
     "allow_failures": ((bool,), "true or false"),
+    "max_retries": ((int,), "how often a fit whose worker died is retried, e.g. 2"),
     "cluster": ((dict,), "{backend: local, workers: 2}"),
     "output": ((str,), "a folder for the results, e.g. sweep-results/demo"),
 }
@@ -59,6 +60,7 @@ class Spec:
     refit: bool
     error_score: float | str
     allow_failures: bool
+    max_retries: int
     cluster: dict[str, Any]
     output: str
     base_dir: Path | None = None
@@ -146,7 +148,8 @@ def validate(raw: dict[str, Any], base_dir: Path | None = None) -> Spec:
         raw=raw, name=raw.get("name", "sweep"), data=data, model=model, fit=fit,
         param_grid=grid, cv=cv, scoring=scoring, seed=raw.get("seed", 0),
         refit=raw.get("refit", True), error_score=_error_score(raw.get("error_score", "nan")),
-        allow_failures=raw.get("allow_failures", False), cluster=cluster,
+        allow_failures=raw.get("allow_failures", False),
+        max_retries=_non_negative("max_retries", raw.get("max_retries", 2)), cluster=cluster,
         output=raw.get("output", f"sweep-results/{raw.get('name', 'sweep')}"),
         base_dir=base_dir,
     )
@@ -253,6 +256,12 @@ def _check_cluster(cluster: dict[str, Any]) -> dict[str, Any]:
         raise SpecError("cluster.backend", backend, "unknown cluster backend",
                         f"use one of: {', '.join(sorted(BACKENDS))}")
     return dict(cluster)
+
+
+def _non_negative(field: str, value: int) -> int:
+    if value < 0:
+        raise SpecError(field, value, "must be 0 or more", f"{field}: 2")
+    return value
 
 
 def _error_score(value: Any) -> float | str:

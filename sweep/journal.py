@@ -1,0 +1,144 @@
+"""The journal of finished fits: durable, crash-safe, keyed so nothing is mistaken.
+
+One SQLite file in the sweep's output folder. Each fit's outcome is committed by
+the driver as soon as the fit comes back (one transaction per fit, full fsync),
+so a killed driver loses only the fits that were running. SQLite's rollback
+journal makes a write cut off mid-way vanish as a whole; earlier entries stay.
+
+A fit's key hashes everything that decides its outcome: the estimator and its
+parameters (a builder function by its source code), the data, the fold's train
+and test rows, the scorer, the sweep seed and sweep's version. A changed spec,
+data set or builder therefore never reuses an old entry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import pickle
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import joblib
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS fits (
+    key TEXT PRIMARY KEY,
+    candidate INTEGER,
+    split INTEGER,
+    params TEXT,
+    result BLOB NOT NULL,
+    facts TEXT,
+    error TEXT,
+    finished REAL NOT NULL
+)
+"""
+
+
+class Journal:
+    """Append-only store of fit outcomes.
+
+    Parameters
+    ----------
+    path : path-like
+        The SQLite file; created with its folder if missing.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute(SCHEMA)
+        self.recorded = 0
+
+    def get(self, key: str) -> Any | None:
+        """The stored ``_fit_and_score`` result of ``key``, or None."""
+        with self._lock:
+            row = self._db.execute("SELECT result FROM fits WHERE key=?", (key,)).fetchone()
+        return None if row is None else pickle.loads(row[0])
+
+    def record(self, key: str, result: Any, facts: dict[str, Any]) -> None:
+        """Store one finished fit durably (committed before returning)."""
+        error = result.get("fit_error") if isinstance(result, dict) else None
+        row = (key, facts.get("candidate"), facts.get("split"), repr(facts.get("params")),
+               pickle.dumps(result), repr({k: v for k, v in facts.items() if k != "params"}),
+               error, time.time())
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO fits VALUES (?,?,?,?,?,?,?,?)", row)
+            self.recorded += 1
+
+    def __len__(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT COUNT(*) FROM fits").fetchone()[0])
+
+    def errors(self) -> list[tuple[int, int, str, str]]:
+        """(candidate, split, params, error) of every failed fit."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT candidate, split, params, error FROM fits WHERE error IS NOT NULL"
+            ).fetchall()
+        return [tuple(r) for r in rows]
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+def _describe(value: Any) -> Any:
+    """A stable description of a parameter value; functions by their source."""
+    if callable(value) and hasattr(value, "__qualname__"):
+        try:
+            source = inspect.getsource(value)
+        except (OSError, TypeError):
+            source = ""
+        return f"{getattr(value, '__module__', '')}.{value.__qualname__}:{source}"
+    if hasattr(value, "get_params"):
+        return (type(value).__qualname__, _describe(value.get_params(deep=False)))
+    if isinstance(value, dict):
+        return sorted((str(k), _describe(v)) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return [_describe(v) for v in value]
+    return value
+
+
+class FitKeys:
+    """Computes journal keys of the fits scikit-learn sends to joblib.
+
+    ``X``, ``y`` and estimators are hashed once per object per search.
+    """
+
+    def __init__(self, sweep_seed: int | None, version: str) -> None:
+        self.salt = f"sweep-{version}-seed-{sweep_seed}"
+        self._cache: dict[int, tuple[Any, str]] = {}
+
+    def _hash(self, value: Any) -> str:
+        cached = self._cache.get(id(value))
+        if cached is not None and cached[0] is value:
+            return cached[1]
+        digest = joblib.hash(_describe(value) if hasattr(value, "get_params") else value)
+        self._cache[id(value)] = (value, str(digest))
+        return str(digest)
+
+    def key(self, args: Any, kwargs: dict[str, Any]) -> str | None:
+        """The key of one ``_fit_and_score(estimator, X, y, ...)`` call, else None."""
+        if len(args) < 3 or "train" not in kwargs or "parameters" not in kwargs:
+            return None
+        estimator, X, y = args[:3]
+        parts = [
+            self.salt,
+            self._hash(estimator),
+            self._hash(X),
+            self._hash(y),
+            joblib.hash(kwargs["train"]),
+            joblib.hash(kwargs["test"]),
+            joblib.hash(_describe(kwargs["parameters"])),
+            joblib.hash(repr(kwargs.get("scorer"))),
+            repr(kwargs.get("error_score")),
+            repr(kwargs.get("return_train_score")),
+        ]
+        return hashlib.sha256("|".join(map(str, parts)).encode()).hexdigest()

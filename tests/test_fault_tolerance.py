@@ -1,0 +1,171 @@
+"""Crashes cost only the fits that were running: driver kill + resume, worker kill, failing fits."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import scores, sweep_env
+from sklearn.model_selection import GridSearchCV, StratifiedKFold
+
+import sweep
+
+pytestmark = pytest.mark.slow
+
+
+def write_spec(tmp_path, name, output, builder="tiny_models:tiny", grid="[1, 2, 3, 4, 5, 6]",
+               extra=""):
+    spec = tmp_path / f"{name}.yaml"
+    spec.write_text(textwrap.dedent(f"""\
+        name: {name}
+        data: {{dataset: breast_cancer, scale: true}}
+        model: {{builder: "{builder}"}}
+        fit: {{epochs: 3, batch_size: 16}}
+        param_grid: {{neurons: {grid}}}
+        cv: 3
+        seed: 5
+        cluster: {{workers: 2}}
+        output: {output}
+        """) + extra)
+    return spec
+
+
+def sweep_cmd(spec):
+    return [sys.executable, "-m", "sweep", "run", str(spec), "--no-progress"]
+
+
+def journal_count(path):
+    if not path.exists():
+        return 0
+    try:
+        with sqlite3.connect(path, timeout=1) as db:
+            return db.execute("SELECT COUNT(*) FROM fits").fetchone()[0]
+    except sqlite3.OperationalError:
+        return 0
+
+
+def split_scores(output):
+    results = json.loads((output / "cv_results.json").read_text())
+    return np.array([results[f"split{i}_test_score"] for i in range(3)])
+
+
+def test_driver_sigkill_then_rerun_runs_only_unfinished_fits(tmp_path):
+    out = tmp_path / "interrupted"
+    spec = write_spec(tmp_path, "interrupted", out)
+    proc = subprocess.Popen(sweep_cmd(spec), env=sweep_env(), start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    journal = out / "journal.sqlite"
+    deadline = time.monotonic() + 300
+    while journal_count(journal) < 5 and time.monotonic() < deadline:
+        assert proc.poll() is None, "the sweep ended before it could be killed"
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver and its local cluster die at once
+    proc.wait()
+    done = journal_count(journal)
+    assert 5 <= done < 18, done
+
+    rerun = subprocess.run(sweep_cmd(spec), env=sweep_env(), capture_output=True, text=True,
+                           timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert f"{done} fit(s) came from the journal, {18 - done} ran now" in rerun.stdout
+    fits = pd.read_csv(out / "fits.csv")
+    assert len(fits) == 18 and int(fits["resumed"].fillna(False).sum()) == done
+
+    clean_out = tmp_path / "clean"
+    clean = subprocess.run(sweep_cmd(write_spec(tmp_path, "clean", clean_out)), env=sweep_env(),
+                           capture_output=True, text=True, timeout=600)
+    assert clean.returncode == 0, clean.stderr[-3000:]
+    np.testing.assert_array_equal(split_scores(out), split_scores(clean_out))
+
+
+def test_a_changed_spec_does_not_reuse_the_journal(tmp_path):
+    out = tmp_path / "out"
+    first = subprocess.run(sweep_cmd(write_spec(tmp_path, "a", out, grid="[1, 2]")),
+                           env=sweep_env(), capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr[-3000:]
+    changed = write_spec(tmp_path, "a", out, grid="[1, 2]").read_text().replace(
+        "seed: 5", "seed: 6")
+    (tmp_path / "b.yaml").write_text(changed)
+    second = subprocess.run(sweep_cmd(tmp_path / "b.yaml"), env=sweep_env(),
+                            capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "came from the journal" not in second.stdout
+    assert journal_count(out / "journal.sqlite") == 12
+
+
+def _slow_search(estimator):
+    cv = StratifiedKFold(3, shuffle=True, random_state=0)
+    return GridSearchCV(estimator, {"model__neurons": [1, 2, 3, 4]}, cv=cv, n_jobs=-1)
+
+
+def test_worker_sigkill_mid_fit_sweep_completes_with_same_results(cancer, tiny_classifier):
+    X, y = cancer
+    tiny_classifier.set_params(epochs=8, batch_size=8)
+    with sweep.cluster("local", workers=2, seed=3) as session:
+        start = time.perf_counter()
+        clean = scores(_slow_search(tiny_classifier).fit(X, y))
+        clean_seconds = time.perf_counter() - start
+        killed = []
+
+        def kill_a_busy_worker():
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline and not killed:
+                busy = [a for a, keys in session.client.processing().items()
+                        if any("fit_and_score" in str(k) for k in keys)]
+                if busy and len(session.fits) > 12 + 1:
+                    pid = session.worker_reports()[busy[0]]["pid"]
+                    time.sleep(0.5)  # let the fit get going
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append(pid)
+                time.sleep(0.1)
+
+        killer = threading.Thread(target=kill_a_busy_worker)
+        killer.start()
+        start = time.perf_counter()
+        faulty = scores(_slow_search(tiny_classifier).fit(X, y))
+        faulty_seconds = time.perf_counter() - start
+        killer.join()
+        fits = session.fits[12:]
+    assert killed, "no worker was killed"
+    assert killed[0] not in {f["pid"] for f in fits[-4:]}
+    assert not [f for f in fits if f.get("fit_error")]
+    np.testing.assert_array_equal(faulty, clean)
+    print(f"\nworker-kill run {faulty_seconds:.1f} s vs fault-free {clean_seconds:.1f} s")
+
+
+def test_failing_candidate_is_recorded_and_the_rest_finish(tmp_path):
+    out = tmp_path / "failing"
+    spec = write_spec(tmp_path, "failing", out, builder="tiny_models:explode", grid="[2, 3]")
+    proc = subprocess.run(sweep_cmd(spec), env=sweep_env(), capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "3 fit(s) failed" in proc.stderr
+    assert "neurons=3 is not allowed" in proc.stderr
+    assert "allow_failures" in proc.stderr
+    fits = pd.read_csv(out / "fits.csv")
+    failed = fits[fits["fit_error"].notna()]
+    assert len(failed) == 3 and failed["params"].str.contains("'model__neurons': 3").all()
+    assert "Traceback" in failed["fit_error"].iloc[0]
+    results = pd.read_csv(out / "cv_results.csv")
+    assert results["mean_test_score"].isna().sum() == 1
+    assert json.loads((out / "best.json").read_text())["best_params"] == {"model__neurons": 2}
+    with sqlite3.connect(out / "journal.sqlite") as db:
+        errors = db.execute("SELECT COUNT(*) FROM fits WHERE error IS NOT NULL").fetchone()[0]
+    assert errors == 3
+
+    allowed = write_spec(tmp_path, "allowed", tmp_path / "allowed",
+                         builder="tiny_models:explode", grid="[2, 3]",
+                         extra="allow_failures: true\n")
+    proc = subprocess.run(sweep_cmd(allowed), env=sweep_env(), capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0 and "3 fit(s) failed" in proc.stderr
