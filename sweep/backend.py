@@ -144,6 +144,13 @@ WORKER_LOST = (KilledWorker, asyncio.CancelledError, concurrent.futures.Cancelle
 WORKER_LOST_PREFIX = "worker lost"
 
 
+class _Raise:
+    """An error for joblib to raise in the driver, delivered like a result."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
 def _lost(result: Any) -> bool:
     error = result.get("fit_error") if isinstance(result, dict) else None
     return bool(error) and str(error).startswith(WORKER_LOST_PREFIX)
@@ -239,10 +246,10 @@ class SweepBackend(DaskDistributedBackend):
         dask_future = self.client.submit(
             _TracebackCapturingWrapper(batch), tasks=tasks,
             key=f"{batch!r}-{uuid4().hex}", **self.submit_kwargs)
-        self.waiting_futures.add(dask_future)
         self._callbacks[dask_future] = callback
         self._results[dask_future] = cf_future
-        self._tasks[dask_future] = ([task[2] for task in tasks], keys)
+        self._tasks[dask_future] = ([kwargs for _, _, kwargs in func.items], keys)
+        self._watch(dask_future)
 
     async def _to_func_args(self, func: Any) -> tuple[IsolatedBatch, list[Task]]:
         batch, tasks = await super()._to_func_args(func)
@@ -251,23 +258,41 @@ class SweepBackend(DaskDistributedBackend):
                 self.on_submit(describe_task(task[2]))
         return IsolatedBatch(batch, self.sweep_seed), tasks
 
-    async def _collect(self) -> None:
-        while self._continue:
-            async for future, result in self.waiting_futures:
-                cf_future = self._results.pop(future)
-                callback = self._callbacks.pop(future)
-                kwargs_list, keys = self._tasks.pop(future, ([], []))
-                if future.status != "error":
-                    self._resolve(cf_future, callback, result)
-                    continue
-                exc = result[1]
-                try:
-                    out = self._failure_outcome(exc, kwargs_list, keys)
-                except BaseException as error:  # error_score="raise", or not a worker loss
-                    cf_future.set_exception(error)
-                else:
-                    self._resolve(cf_future, callback, out)
-            await asyncio.sleep(0.01)
+    def _watch(self, future: Any) -> None:
+        """Deliver ``future``'s result once it is done (called again if it is lost)."""
+        future.add_done_callback(lambda f: self.client.loop.add_callback(self._fetch, f))
+
+    async def _fetch(self, future: Any) -> None:
+        """Gather one finished fit. Unlike ``as_completed``, this survives a result
+        lost with its worker before it was fetched: Dask recomputes it and we
+        wait for it again."""
+        if future not in self._results:
+            return
+        try:
+            result = await self.client._client.gather(future, asynchronous=True)
+        except Exception as exc:  # noqa: BLE001 - sorted below
+            if future.status in ("pending", "lost") and not isinstance(exc, WORKER_LOST):
+                self._watch(future)
+                return
+            self._deliver(future, ("error", exc, None))
+            return
+        self._deliver(future, result)
+
+    def _deliver(self, future: Any, result: Any) -> None:
+        cf_future = self._results.pop(future)
+        callback = self._callbacks.pop(future)
+        kwargs_list, keys = self._tasks.pop(future, ([], []))
+        if not (isinstance(result, tuple) and len(result) == 3 and result[0] == "error"):
+            try:
+                self._resolve(cf_future, callback, result)
+            except Exception:  # never let one bad result stop the others
+                logger.exception("sweep: could not deliver the result of %s", future.key)
+            return
+        try:
+            out: Any = self._failure_outcome(result[1], kwargs_list, keys)
+        except BaseException as error:  # error_score="raise", or not a worker loss
+            out = _Raise(error)  # joblib learns of errors through the callback only
+        self._resolve(cf_future, callback, out)
 
     def _failure_outcome(self, exc: BaseException, kwargs_list: list[dict[str, Any]],
                          keys: list[str | None]) -> Any:
@@ -280,6 +305,7 @@ class SweepBackend(DaskDistributedBackend):
                 "run from its folder / set PYTHONPATH), or define the model builder in the "
                 "script that runs the sweep.") from exc
         if not isinstance(exc, WORKER_LOST) or not kwargs_list:
+            logger.warning("sweep: a fit task failed outside the fit: %r", exc)
             raise exc
         reason = (f"{WORKER_LOST_PREFIX}: {exc!r}. The fit was retried on other workers "
                   "and each time its worker died (killed, out of memory, or crashed).")
@@ -290,6 +316,8 @@ class SweepBackend(DaskDistributedBackend):
         return FitOutcome([failed_fit_result(kw, reason) for kw in kwargs_list], facts)
 
     def retrieve_result_callback(self, out: Any) -> Any:
+        if isinstance(out, _Raise):
+            raise out.error
         if isinstance(out, FitOutcome):
             for fact, result in zip(out.facts, out.results, strict=False):
                 self.recycler.fit_done(fact)

@@ -34,7 +34,12 @@ class ClusterSettings:
     @property
     def scheduler_config(self) -> dict[str, Any]:
         """Dask settings the scheduler must start with."""
-        return {"distributed.scheduler.allowed-failures": self.max_retries}
+        return {
+            "distributed.scheduler.allowed-failures": self.max_retries,
+            # a worker holds only the fits it runs, so a worker that dies takes no
+            # queued (innocent) fit's retries with it
+            "distributed.scheduler.worker-saturation": 1.0,
+        }
 
     @property
     def environment(self) -> dict[str, str]:

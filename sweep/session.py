@@ -70,7 +70,8 @@ def _settings(workers: int | None, threads: int | None, keras_backend: str | Non
     )
 
 
-def _isolation_plugin(threads: int, after: int | None, above: Any) -> TensorFlowIsolation:
+def _isolation_plugin(threads: int, after: int | None, above: Any,
+                      seeded: bool) -> TensorFlowIsolation:
     after = setting("worker.recycle-after-fits", after)
     above = setting("worker.recycle-above-memory", above)
     return TensorFlowIsolation(
@@ -78,7 +79,8 @@ def _isolation_plugin(threads: int, after: int | None, above: Any) -> TensorFlow
         recycle_after_fits=int(after) if after else None,
         recycle_above_bytes=parse_bytes(above) if isinstance(above, str) else above,
         preload_tensorflow=bool(setting("worker.preload-tensorflow")),
-        deterministic=bool(setting("fit.deterministic")),
+        # TensorFlow's op determinism refuses unseeded random ops: only with a seed
+        deterministic=seeded and bool(setting("fit.deterministic")),
     )
 
 
@@ -148,7 +150,8 @@ def cluster(
     try:
         client = _connect(started, settings, name)
         client.register_plugin(
-            _isolation_plugin(settings.threads_per_worker, recycle_after_fits, recycle_above_memory)
+            _isolation_plugin(settings.threads_per_worker, recycle_after_fits,
+                              recycle_above_memory, seeded=seed is not None)
         )
         monitor = FitMonitor(show=progress)
         sweep_backend = SweepBackend(

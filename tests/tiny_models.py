@@ -20,3 +20,13 @@ def explode(meta: dict[str, Any], neurons: int = 2) -> Any:
     if neurons == 3:
         raise ValueError("neurons=3 is not allowed in this test builder")
     return tiny(meta, neurons)
+
+
+def kill_worker(meta: dict[str, Any], neurons: int = 2) -> Any:
+    """For neurons == 3, kills the worker process that builds it (SIGKILL)."""
+    if neurons == 3:
+        import os
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
+    return tiny(meta, neurons)
