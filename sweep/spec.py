@@ -38,7 +38,8 @@ FIELDS: dict[str, tuple[tuple[type, ...], str]] = {
 DATA_KEYS = {"dataset", "csv", "target", "header", "scale"}
 MODEL_KEYS = {"builder", "task", "params", "loss", "optimizer", "optimizer_params"}
 CLUSTER_KEYS = {"backend", "workers", "threads_per_worker", "recycle_after_fits",
-                "recycle_above_memory", "keras_backend", "address"}
+                "recycle_above_memory", "keras_backend", "address", "memory_limit",
+                "dashboard_address"}
 ROUTING_PREFIXES = ("model__", "optimizer__", "loss__", "fit__", "predict__", "callbacks__")
 OPTIMIZER_ALIASES = {"learning_rate", "momentum", "rho", "epsilon", "beta_1", "beta_2",
                      "nesterov", "weight_decay"}
@@ -244,6 +245,7 @@ def _check_scoring(scoring: str) -> None:
 
 
 def _check_cluster(cluster: dict[str, Any]) -> dict[str, Any]:
+    _unknown("cluster", cluster, CLUSTER_KEYS)
     for key, value in cluster.items():
         if key in ("workers", "threads_per_worker", "recycle_after_fits") and value is not None:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:

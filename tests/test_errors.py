@@ -45,6 +45,8 @@ def spec_with(**changes):
         (spec_with(scoring="acuracy"), "scoring", "not a scikit-learn scorer"),
         (spec_with(cluster={"backend": "kubernetes"}), "cluster.backend", "unknown"),
         (spec_with(cluster={"workers": 0}), "cluster.workers", "positive integer"),
+        (spec_with(cluster={"worker": 2}), "cluster.worker", "unknown field"),
+        (spec_with(max_retries=-1), "max_retries", "0 or more"),
         (spec_with(error_score="sometimes"), "error_score", "nan"),
     ],
 )

