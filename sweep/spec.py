@@ -300,6 +300,10 @@ def _check_grid_keys(spec: Spec) -> None:
 
 def _resolve_key(key: str, params: set[str], accepted: set[str], takes_kwargs: bool,
                  builder: str) -> str:
+    from .legacy import REMOVED, rename_grid_key
+
+    if key in REMOVED:
+        rename_grid_key(key)  # raises with the new name
     if key.startswith("model__"):
         arg = key[len("model__"):]
         if arg in accepted or takes_kwargs:
@@ -312,6 +316,9 @@ def _resolve_key(key: str, params: set[str], accepted: set[str], takes_kwargs: b
         return key
     if key in accepted:
         return f"model__{key}"
+    renamed = rename_grid_key(key)
+    if renamed is not None:
+        return _resolve_key(renamed, params, accepted, takes_kwargs, builder)
     if key in OPTIMIZER_ALIASES:
         return f"optimizer__{key}"
     raise SpecError(f"param_grid.{key}", key, "not a parameter of the estimator",

@@ -1,0 +1,60 @@
+"""The article's seven grid searches as specs, and the recipe's Keras-2 names."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, sweep_env
+
+from sweep import SpecError
+from sweep import spec as specmod
+
+ARTICLE = ROOT / "scripts" / "article"
+#: experiment -> number of candidates in the article's grid
+GRID_SIZES = {"exp1_batch_epochs": 18, "exp2_optimizer": 7, "exp3_sgd_lr_momentum": 30,
+              "exp4_init": 8, "exp5_activation": 8, "exp6_dropout_maxnorm": 50,
+              "exp7_neurons": 7}
+
+
+@pytest.mark.parametrize("name", sorted(GRID_SIZES))
+def test_each_article_spec_validates_with_the_articles_grid(name, pima_path):
+    spec = specmod.load(ARTICLE / f"{name}.yaml")
+    assert spec.n_candidates == GRID_SIZES[name]
+    assert spec.cv == 3 and spec.scoring == "accuracy"
+    from sweep.data import load
+
+    data = load(spec.data, spec.base_dir)
+    assert data.X.shape == (768, 8) and Path(data.source).resolve() == pima_path.resolve()
+
+
+def test_recipe_grid_keys_map_to_todays_names():
+    spec = specmod.load(ARTICLE / "exp6_dropout_maxnorm.yaml")
+    assert set(spec.param_grid[0]) == {"model__dropout", "model__max_norm"}
+    assert spec.aliases == {"dropout_rate": "model__dropout",
+                            "weight_constraint": "model__max_norm"}
+    lr = specmod.load(ARTICLE / "exp3_sgd_lr_momentum.yaml")
+    assert set(lr.param_grid[0]) == {"optimizer__learning_rate", "optimizer__momentum"}
+    init = specmod.load(ARTICLE / "exp4_init.yaml")
+    assert set(init.param_grid[0]) == {"model__kernel_initializer"}
+
+
+def test_removed_keras2_name_says_the_new_one():
+    raw = {"data": {"dataset": "iris"}, "param_grid": {"build_fn": ["x"]}}
+    with pytest.raises(SpecError, match="KerasClassifier\\(model=create_model\\)"):
+        specmod.load(raw)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["exp2_optimizer", "exp4_init", "exp5_activation"])
+def test_article_names_run_on_keras3(name, tmp_path):
+    """Every optimizer, initializer and activation name of the recipe trains (1 epoch)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "sweep", "run", str(ARTICLE / f"{name}.yaml"), "--epochs", "1",
+         "--workers", "2", "--output", str(tmp_path / name), "--no-progress"],
+        capture_output=True, text=True, timeout=900, env=sweep_env())
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count(" with: {") == GRID_SIZES[name]
+    assert "fit(s) failed" not in proc.stderr
