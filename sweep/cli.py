@@ -47,6 +47,17 @@ def build_parser() -> argparse.ArgumentParser:
                               description="Validate a spec and load its data, without starting "
                               "a cluster. Exit code 0 if valid, 2 otherwise.")
     validate.add_argument("spec", help="path of the YAML spec")
+    refine = sub.add_parser(
+        "refine", help="coarse to fine: a finer grid around a finished sweep's best point",
+        description="Read a finished sweep's results folder (spec.yaml, best.json) and write a "
+        "spec whose grid is finer around the best numeric values (from the best value's lower "
+        "to its upper neighbour); non-numeric parameters are fixed at their best value.")
+    refine.add_argument("results", help="results folder of a finished sweep")
+    refine.add_argument("--points", type=int, default=5,
+                        help="values per numeric parameter between the neighbours (default 5)")
+    refine.add_argument("--write", metavar="SPEC", help="where to write the new spec "
+                        "(default: RESULTS-fine.yaml beside the results folder)")
+    refine.add_argument("--run", action="store_true", help="run the finer sweep right away")
     return parser
 
 
@@ -60,6 +71,8 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=int, metavar="N", help="override fit.epochs")
     p.add_argument("--seed", type=int, metavar="N", help="override the sweep seed")
     p.add_argument("--output", metavar="DIR", help="folder for the results")
+    p.add_argument("--sample", type=float, metavar="FRACTION",
+                   help="train on a stratified sample of the rows, e.g. 0.25, for a quick scan")
     p.add_argument("--no-progress", action="store_true", help="do not draw the progress bar")
 
 
@@ -73,6 +86,7 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
         "fit.epochs": args.epochs,
         "seed": args.seed,
         "output": args.output,
+        "data.sample": args.sample,
     }
     return {k: v for k, v in mapping.items() if v is not None}
 
@@ -107,9 +121,38 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(f"sweep: {args.spec} is valid: {spec.n_candidates} candidates x {spec.cv} folds "
               f"on {dataset.X.shape[0]} rows")
         return EXIT_OK
+    if args.command == "refine":
+        return _refine(args)
     source = specmod.demo_spec() if args.command == "demo" or not args.spec else args.spec
     spec = specmod.load(source, overrides(args))
     return _run(spec, progress=not args.no_progress)
+
+
+def _refine(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    import yaml
+
+    from . import spec as specmod
+    from .exceptions import SpecError
+    from .tuning import refine_spec
+
+    folder = Path(args.results)
+    try:
+        old = yaml.safe_load((folder / "spec.yaml").read_text())
+        best = json.loads((folder / "best.json").read_text())["best_params"]
+    except (OSError, KeyError, ValueError) as exc:
+        raise SpecError("RESULTS", str(folder), f"not a finished sweep's results ({exc})",
+                        "give the output folder of a `sweep run` (with spec.yaml, best.json)"
+                        ) from exc
+    new = refine_spec(old, best, args.points)
+    target = Path(args.write or f"{str(folder).rstrip('/')}-fine.yaml")
+    target.write_text(yaml.safe_dump(new, sort_keys=False))
+    print(f"sweep: finer grid around {best} written to {target}:")
+    for key, values in new["param_grid"].items():
+        print(f"  {key}: {values}")
+    return _run(specmod.load(target), progress=True) if args.run else EXIT_OK
 
 
 def _run(spec: Any, progress: bool) -> int:

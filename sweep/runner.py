@@ -13,8 +13,9 @@ import numpy as np
 from . import data as datamod
 from . import results
 from .estimator import build_search
-from .session import cluster
+from .session import Session, cluster
 from .spec import Spec
+from .tuning import stratified_sample
 
 JOURNAL_NAME = "journal.sqlite"
 
@@ -37,38 +38,54 @@ class SweepResult:
         return results.summary_lines(self.search.cv_results_, best)
 
 
-def run(spec: Spec, *, progress: bool = True,
-        echo: Callable[[str], None] = print) -> SweepResult:
-    """Load the data, start the spec's cluster, fit the grid, save the results."""
+def run(spec: Spec, *, progress: bool = True, echo: Callable[[str], None] = print,
+        session: Session | None = None) -> SweepResult:
+    """Load the data, start the spec's cluster (or use ``session``), fit, save results."""
     start = time.perf_counter()
-    dataset = datamod.load(spec.data, spec.base_dir)
-    task = spec.model.get("task") or dataset.task
-    n_classes = int(len(np.unique(dataset.y))) if task == "classification" else 0
-    search = build_search(spec, task, n_classes)
+    dataset, search = prepare(spec, echo)
+    if session is not None:
+        return _fit(spec, session, dataset, search, echo, start)
     options = {k: v for k, v in spec.cluster.items() if k != "backend"}
-    output = Path(spec.output)
-    journal = output / JOURNAL_NAME
-    echo(f"sweep: {spec.name}: {spec.n_candidates} candidates x {spec.cv} folds = "
-         f"{spec.n_candidates * spec.cv} fits on {dataset.source} "
-         f"({dataset.X.shape[0]} rows, {dataset.X.shape[1]} features)")
+    journal = Path(spec.output) / JOURNAL_NAME
     if journal.exists():
         echo(f"sweep: journal {journal} found: fits it holds are not run again")
     with cluster(spec.cluster.get("backend"), seed=spec.seed, progress=progress,
-                 journal=journal, max_retries=spec.max_retries, **options) as session:
-        n_workers = len(session.client.scheduler_info()["workers"])
-        echo(f"sweep: cluster '{session.backend_name}' with {n_workers} worker(s); "
-             f"dashboard: {session.dashboard_link or 'not available'}")
-        search.fit(dataset.X, dataset.y)
-        fits = list(session.fits)
-        dashboard = session.dashboard_link
+                 journal=journal, max_retries=spec.max_retries, **options) as own:
+        return _fit(spec, own, dataset, search, echo, start)
+
+
+def prepare(spec: Spec, echo: Callable[[str], None] = print) -> tuple[Any, Any]:
+    """The spec's data (sampled if asked) and its unfitted ``GridSearchCV``."""
+    dataset = datamod.load(spec.data, spec.base_dir)
+    task = spec.model.get("task") or dataset.task
+    if spec.data.get("sample", 1.0) < 1.0:
+        dataset.X, dataset.y = stratified_sample(
+            dataset.X, dataset.y, spec.data["sample"], spec.seed or 0,
+            stratify=task == "classification")
+        echo(f"sweep: training on a stratified sample of {spec.data['sample']:.0%} of the rows")
+    n_classes = int(len(np.unique(dataset.y))) if task == "classification" else 0
+    echo(f"sweep: {spec.name}: {spec.n_candidates} candidates x {spec.cv} folds = "
+         f"{spec.n_candidates * spec.cv} fits on {dataset.source} "
+         f"({dataset.X.shape[0]} rows, {dataset.X.shape[1]} features)")
+    return dataset, build_search(spec, task, n_classes)
+
+
+def _fit(spec: Spec, session: Session, dataset: Any, search: Any,
+         echo: Callable[[str], None], start: float) -> SweepResult:
+    n_workers = len(session.client.scheduler_info()["workers"])
+    echo(f"sweep: cluster '{session.backend_name}' with {n_workers} worker(s); "
+         f"dashboard: {session.dashboard_link or 'not available'}")
+    before = len(session.fits)
+    search.fit(dataset.X, dataset.y)
+    fits = list(session.fits[before:])
     resumed = sum(1 for f in fits if f.get("resumed"))
     if resumed:
         echo(f"sweep: {resumed} fit(s) came from the journal, {len(fits) - resumed} ran now")
-    best = _best(search)
-    files = results.save(output, cv_results=search.cv_results_, best=best,
+    output = Path(spec.output)
+    files = results.save(output, cv_results=search.cv_results_, best=_best(search),
                          spec=spec.resolved(), fits=fits)
-    return SweepResult(search, fits, output, files, time.perf_counter() - start, dashboard,
-                       results.failed_fits(fits))
+    return SweepResult(search, fits, output, files, time.perf_counter() - start,
+                       session.dashboard_link, results.failed_fits(fits))
 
 
 def _best(search: Any) -> dict[str, Any]:

@@ -35,7 +35,7 @@ FIELDS: dict[str, tuple[tuple[type, ...], str]] = {
     "cluster": ((dict,), "{backend: local, workers: 2}"),
     "output": ((str,), "a folder for the results, e.g. sweep-results/demo"),
 }
-DATA_KEYS = {"dataset", "csv", "target", "header", "scale"}
+DATA_KEYS = {"dataset", "csv", "target", "header", "scale", "sample"}
 MODEL_KEYS = {"builder", "task", "params", "loss", "optimizer", "optimizer_params"}
 CLUSTER_KEYS = {"backend", "workers", "threads_per_worker", "recycle_after_fits",
                 "recycle_above_memory", "keras_backend", "address", "memory_limit",
@@ -78,6 +78,10 @@ class Spec:
             "param_grid"]
         if isinstance(out["error_score"], float) and math.isnan(out["error_score"]):
             out["error_score"] = "nan"
+        if "csv" in out["data"] and self.base_dir is not None:
+            from .data import _resolve
+
+            out["data"]["csv"] = str(_resolve(out["data"]["csv"], self.base_dir).resolve())
         return out
 
 
@@ -184,6 +188,10 @@ def _check_data(data: dict[str, Any]) -> dict[str, Any]:
     if "dataset" in data and data["dataset"] not in BUNDLED:
         raise SpecError("data.dataset", data["dataset"], "not a dataset bundled with "
                         "scikit-learn", f"use one of: {', '.join(BUNDLED)}, or data.csv: PATH")
+    sample = data.get("sample", 1.0)
+    if isinstance(sample, bool) or not isinstance(sample, (int, float)) or not 0 < sample <= 1:
+        raise SpecError("data.sample", sample, "must be a fraction in (0, 1]",
+                        "data: {sample: 0.25} trains on a stratified quarter of the rows")
     target = data.get("target", -1)
     if isinstance(target, bool) or not isinstance(target, (int, str)):
         raise SpecError("data.target", target, "must be a column index or name",

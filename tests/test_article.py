@@ -58,3 +58,27 @@ def test_article_names_run_on_keras3(name, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count(" with: {") == GRID_SIZES[name]
     assert "fit(s) failed" not in proc.stderr
+
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.slow
+def test_run_all_quick_writes_the_results_page(tmp_path, pima_path):
+    """All seven experiments in --quick mode: full grids, summary lines, PNG pictures."""
+    out = tmp_path / "article"
+    proc = subprocess.run(
+        [sys.executable, str(ARTICLE / "run_all.py"), "--quick", "--workers", "2",
+         "--csv", str(pima_path), "--output", str(out)],
+        capture_output=True, text=True, timeout=1800, env=sweep_env())
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("Best: ") == len(GRID_SIZES)
+    page = (out / "README.md").read_text()
+    for name, size in GRID_SIZES.items():
+        picture = out / f"{name}.png"
+        data = picture.read_bytes()
+        assert data.startswith(PNG_MAGIC) and len(data) > 5000, name
+        assert f"## {name}" in page and f"]({name}.png)" in page
+        rows = (out / name / "cv_results.csv").read_text().strip().splitlines()
+        assert len(rows) == size + 1, name
+    assert "article's best (Keras 2): 0.724 (dropout 0.2, max-norm 4)" in page

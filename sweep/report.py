@@ -1,0 +1,95 @@
+"""Pictures and a Markdown page that review a whole grid, as the recipe advises."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def varying_params(cv_results: dict[str, Any]) -> list[str]:
+    """Grid parameters that take more than one value, in grid order."""
+    names = [k[len("param_"):] for k in cv_results if k.startswith("param_")]
+    return [n for n in names if len({repr(v) for v in cv_results[f"param_{n}"]}) > 1]
+
+
+def _label(name: str) -> str:
+    return name.split("__")[-1]
+
+
+def plot(cv_results: dict[str, Any], path: Path, title: str) -> Path:
+    """Heatmap for two-parameter grids; error bars (mean ± std) otherwise. Saved as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    params = varying_params(cv_results)
+    mean = np.asarray(cv_results["mean_test_score"], dtype=float)
+    std = np.asarray(cv_results["std_test_score"], dtype=float)
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=100)
+    if len(params) == 2:
+        rows = _unique(cv_results[f"param_{params[0]}"])
+        cols = _unique(cv_results[f"param_{params[1]}"])
+        table = np.full((len(rows), len(cols)), np.nan)
+        for m, a, b in zip(mean, cv_results[f"param_{params[0]}"],
+                           cv_results[f"param_{params[1]}"], strict=True):
+            table[rows.index(a), cols.index(b)] = m
+        image = ax.imshow(table, cmap="viridis", aspect="auto")
+        ax.set_xticks(range(len(cols)), [str(c) for c in cols])
+        ax.set_yticks(range(len(rows)), [str(r) for r in rows])
+        ax.set_xlabel(_label(params[1]))
+        ax.set_ylabel(_label(params[0]))
+        for (i, j), value in np.ndenumerate(table):
+            ax.text(j, i, f"{value:.3f}", ha="center", va="center", fontsize=7, color="w")
+        fig.colorbar(image, ax=ax, label="mean CV score")
+    else:
+        labels = ([str(v) for v in cv_results[f"param_{params[0]}"]] if params
+                  else [str(p) for p in cv_results["params"]])
+        ax.errorbar(range(len(mean)), mean, yerr=std, fmt="o-", capsize=4)
+        ax.set_xticks(range(len(mean)), labels, rotation=30, ha="right")
+        ax.set_xlabel(_label(params[0]) if params else "candidate")
+        ax.set_ylabel("mean CV score (± std)")
+        ax.grid(alpha=0.3)
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, format="png")
+    plt.close(fig)
+    return path
+
+
+def _unique(values: Any) -> list[Any]:
+    seen: list[Any] = []
+    for v in values:
+        if v not in seen:
+            seen.append(v)
+    return seen
+
+
+def grid_table(cv_results: dict[str, Any]) -> str:
+    """The whole grid as a Markdown table, best first."""
+    params = varying_params(cv_results) or [
+        k[len("param_"):] for k in cv_results if k.startswith("param_")]
+    header = "| rank | " + " | ".join(_label(p) for p in params) + " | mean | std |"
+    lines = [header, "|" + "---|" * (len(params) + 3)]
+    for i in np.argsort(cv_results["rank_test_score"], kind="stable"):
+        cells = [str(cv_results[f"param_{p}"][i]) for p in params]
+        lines.append(f"| {cv_results['rank_test_score'][i]} | " + " | ".join(cells)
+                     + f" | {cv_results['mean_test_score'][i]:.4f}"
+                     f" | {cv_results['std_test_score'][i]:.4f} |")
+    return "\n".join(lines)
+
+
+def experiment_section(title: str, article_best: str, search: Any, picture: str,
+                       seconds: float) -> str:
+    """One experiment of the results page."""
+    best = f"{search.best_score_:.3f} with {search.best_params_}"
+    return "\n".join([
+        f"## {title}", "",
+        f"- article's best (Keras 2): {article_best}",
+        f"- sweep's best: {best}",
+        f"- wall time: {seconds:.0f} s", "",
+        f"![{title}]({picture})", "",
+        grid_table(search.cv_results_), "",
+    ])
