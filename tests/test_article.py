@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from conftest import ROOT, sweep_env
 
@@ -47,19 +48,6 @@ def test_removed_keras2_name_says_the_new_one():
         specmod.load(raw)
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("name", ["exp2_optimizer", "exp4_init", "exp5_activation"])
-def test_article_names_run_on_keras3(name, tmp_path):
-    """Every optimizer, initializer and activation name of the recipe trains (1 epoch)."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "sweep", "run", str(ARTICLE / f"{name}.yaml"), "--epochs", "1",
-         "--workers", "2", "--output", str(tmp_path / name), "--no-progress"],
-        capture_output=True, text=True, timeout=900, env=sweep_env())
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.count(" with: {") == GRID_SIZES[name]
-    assert "fit(s) failed" not in proc.stderr
-
-
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -79,6 +67,8 @@ def test_run_all_quick_writes_the_results_page(tmp_path, pima_path):
         data = picture.read_bytes()
         assert data.startswith(PNG_MAGIC) and len(data) > 5000, name
         assert f"## {name}" in page and f"]({name}.png)" in page
-        rows = (out / name / "cv_results.csv").read_text().strip().splitlines()
-        assert len(rows) == size + 1, name
+        table = pd.read_csv(out / name / "cv_results.csv")
+        assert len(table) == size, name
+        # every recipe name (optimizers, initializers, activations) trains on Keras 3
+        assert table["mean_test_score"].notna().all(), name
     assert "article's best (Keras 2): 0.724 (dropout 0.2, max-norm 4)" in page
