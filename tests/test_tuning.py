@@ -32,3 +32,51 @@ def test_refine_spec_keeps_everything_else():
     new = refine_spec(spec, {"batch_size": 20, "optimizer": "b"})
     assert new["param_grid"] == {"batch_size": [10, 18, 20, 25, 32, 40], "optimizer": ["b"]}
     assert new["cv"] == 3 and new["output"] == "out/s-fine" and new["name"] == "s-fine"
+
+
+def test_refine_command_writes_a_valid_finer_spec(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    import yaml
+
+    from sweep import spec as specmod
+
+    results = tmp_path / "coarse"
+    results.mkdir()
+    spec = {"name": "coarse", "data": {"dataset": "breast_cancer"},
+            "param_grid": {"model__neurons": [4, 16, 64], "optimizer__learning_rate":
+                           [0.001, 0.01, 0.1]}, "output": str(results)}
+    (results / "spec.yaml").write_text(yaml.safe_dump(spec))
+    best = {"model__neurons": 16, "optimizer__learning_rate": 0.01}
+    (results / "best.json").write_text(json.dumps({"best_params": best}))
+    proc = subprocess.run([sys.executable, "-m", "sweep", "refine", str(results)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    fine = specmod.load(tmp_path / "coarse-fine.yaml")
+    grid = fine.param_grid[0]
+    assert 16 in grid["model__neurons"] and min(grid["model__neurons"]) == 4
+    assert max(grid["model__neurons"]) == 64 and len(grid["model__neurons"]) >= 5
+    assert 0.01 in grid["optimizer__learning_rate"]
+    assert fine.output == f"{results}-fine"
+
+
+def test_refine_command_explains_a_wrong_folder(tmp_path):
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "sweep", "refine", str(tmp_path)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "Fix:" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_sample_field_is_validated():
+    import pytest
+
+    from sweep import SpecError
+    from sweep import spec as specmod
+
+    with pytest.raises(SpecError, match="data.sample"):
+        specmod.load({"data": {"dataset": "iris", "sample": 1.5},
+                      "param_grid": {"model__neurons": [2]}})
