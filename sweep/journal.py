@@ -54,7 +54,6 @@ class Journal:
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute(SCHEMA)
-        self.recorded = 0
 
     def get(self, key: str) -> Any | None:
         """The stored ``_fit_and_score`` result of ``key``, or None."""
@@ -70,19 +69,10 @@ class Journal:
                error, time.time())
         with self._lock:
             self._db.execute("INSERT OR REPLACE INTO fits VALUES (?,?,?,?,?,?,?,?)", row)
-            self.recorded += 1
 
     def __len__(self) -> int:
         with self._lock:
             return int(self._db.execute("SELECT COUNT(*) FROM fits").fetchone()[0])
-
-    def errors(self) -> list[tuple[int, int, str, str]]:
-        """(candidate, split, params, error) of every failed fit."""
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT candidate, split, params, error FROM fits WHERE error IS NOT NULL"
-            ).fetchall()
-        return [tuple(r) for r in rows]
 
     def close(self) -> None:
         with self._lock:
@@ -109,7 +99,8 @@ def _describe(value: Any) -> Any:
 class FitKeys:
     """Computes journal keys of the fits scikit-learn sends to joblib.
 
-    ``X``, ``y`` and estimators are hashed once per object per search.
+    ``X`` and ``y`` are hashed once per object; estimators (a fresh clone per
+    fit) are described and hashed each time, without being kept.
     """
 
     def __init__(self, sweep_seed: int | None, version: str) -> None:
@@ -117,12 +108,14 @@ class FitKeys:
         self._cache: dict[int, tuple[Any, str]] = {}
 
     def _hash(self, value: Any) -> str:
+        if hasattr(value, "get_params"):
+            return str(joblib.hash(_describe(value)))
         cached = self._cache.get(id(value))
         if cached is not None and cached[0] is value:
             return cached[1]
-        digest = joblib.hash(_describe(value) if hasattr(value, "get_params") else value)
-        self._cache[id(value)] = (value, str(digest))
-        return str(digest)
+        digest = str(joblib.hash(value))
+        self._cache[id(value)] = (value, digest)
+        return digest
 
     def key(self, args: Any, kwargs: dict[str, Any]) -> str | None:
         """The key of one ``_fit_and_score(estimator, X, y, ...)`` call, else None."""
