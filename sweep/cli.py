@@ -21,6 +21,11 @@ examples:
   sweep run spec.yaml                     the sweep a YAML spec describes
   sweep run spec.yaml --workers 4 --epochs 2 --output results/try
   sweep validate spec.yaml                check a spec without starting a cluster
+  sweep run spec.yaml --cluster slurm --set cluster.queue=debug
+                                          workers as SLURM jobs (see cluster/slurm.yaml)
+  sweep run spec.yaml --cluster cluster/slurm.yaml
+                                          a cluster profile: its cluster: section wins
+  sweep batch spec.yaml --submit --wait   the whole sweep inside one SLURM allocation
 """
 
 EXIT_OK, EXIT_FAILED_FITS, EXIT_BAD_INPUT = 0, 1, 2
@@ -47,6 +52,19 @@ def build_parser() -> argparse.ArgumentParser:
                               description="Validate a spec and load its data, without starting "
                               "a cluster. Exit code 0 if valid, 2 otherwise.")
     validate.add_argument("spec", help="path of the YAML spec")
+    batch = sub.add_parser(
+        "batch", help="write (and submit) a SLURM script that runs the whole sweep in one "
+        "allocation", description="Write OUTPUT/sweep-batch.sh: a SLURM batch script whose "
+        "allocation runs the Dask scheduler, the workers and the driver, for sites that "
+        "forbid long-running processes on login nodes. The spec's cluster: section gives the "
+        "SLURM options (queue, account, walltime, memory, job_extra_directives, "
+        "job_script_prologue, interface, python, workers or jobs x processes). Results land "
+        "in OUTPUT when the job ends.")
+    batch.add_argument("spec", help="path of the YAML spec")
+    _add_spec_options(batch)
+    batch.add_argument("--submit", action="store_true", help="submit the script with sbatch")
+    batch.add_argument("--wait", action="store_true",
+                       help="with --submit: wait for the job to end (sbatch --wait)")
     refine = sub.add_parser(
         "refine", help="coarse to fine: a finer grid around a finished sweep's best point",
         description="Read a finished sweep's results folder (spec.yaml, best.json) and write a "
@@ -62,9 +80,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--cluster", metavar="NAME", help="cluster backend: local (default), attach")
     p.add_argument("--scheduler", metavar="ADDRESS",
                    help="attach to a running Dask scheduler at ADDRESS (implies --cluster attach)")
+    _add_spec_options(p)
+    p.add_argument("--no-progress", action="store_true", help="do not draw the progress bar")
+
+
+def _add_spec_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cluster", metavar="NAME|PROFILE",
+                   help="cluster backend (local, attach, slurm, ...) or a profile YAML file "
+                   "such as cluster/slurm.yaml whose cluster: section replaces the spec's")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="settings",
+                   help="set any spec field by its dotted name, e.g. --set cluster.queue=gpu "
+                   "--set fit.batch_size=20 (VALUE is read as YAML); repeatable")
     p.add_argument("--workers", type=int, metavar="N", help="worker processes (default: cores)")
     p.add_argument("--threads-per-worker", type=int, metavar="N",
                    help="threads per worker; TensorFlow/OpenMP/BLAS pinned to it (default 1)")
@@ -73,14 +101,11 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output", metavar="DIR", help="folder for the results")
     p.add_argument("--sample", type=float, metavar="FRACTION",
                    help="train on a stratified sample of the rows, e.g. 0.25, for a quick scan")
-    p.add_argument("--no-progress", action="store_true", help="do not draw the progress bar")
 
 
 def overrides(args: argparse.Namespace) -> dict[str, Any]:
     """Dotted spec overrides from command-line flags."""
     mapping = {
-        "cluster.backend": "attach" if args.scheduler else args.cluster,
-        "cluster.address": args.scheduler,
         "cluster.workers": args.workers,
         "cluster.threads_per_worker": args.threads_per_worker,
         "fit.epochs": args.epochs,
@@ -88,7 +113,34 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
         "output": args.output,
         "data.sample": args.sample,
     }
-    return {k: v for k, v in mapping.items() if v is not None}
+    out = {k: v for k, v in mapping.items() if v is not None}
+    for item in args.settings:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            from .exceptions import SpecError
+
+            raise SpecError("--set", item, "not KEY=VALUE", "write e.g. --set cluster.jobs=4")
+        import yaml
+
+        out[key.strip()] = yaml.safe_load(text)
+    return out
+
+
+def _is_profile(name: str) -> bool:
+    return name.endswith((".yaml", ".yml")) or os.sep in name
+
+
+def _load(source: Any, args: argparse.Namespace) -> Any:
+    from . import spec as specmod
+
+    profile = None
+    if getattr(args, "scheduler", None):
+        profile = {"backend": "attach", "address": args.scheduler}
+    elif args.cluster and _is_profile(args.cluster):
+        profile = specmod.read_profile(args.cluster)
+    elif args.cluster:
+        profile = {"backend": args.cluster}
+    return specmod.load(source, overrides(args), profile=profile)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -100,6 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OK
     from .exceptions import SweepError
 
+    _terminate_as_interrupt()
     try:
         return _dispatch(args)
     except SweepError as exc:
@@ -108,6 +161,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("sweep: interrupted", file=sys.stderr)
         return 130
+
+
+def _terminate_as_interrupt() -> None:
+    """SIGTERM (``scancel``, ``kill``, a batch system's end) unwinds like Ctrl-C.
+
+    So the ``finally`` blocks run: SLURM jobs are cancelled, the journal closed.
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, interrupt)
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -123,9 +193,29 @@ def _dispatch(args: argparse.Namespace) -> int:
         return EXIT_OK
     if args.command == "refine":
         return _refine(args)
+    if args.command == "batch":
+        return _batch(args)
     source = specmod.demo_spec() if args.command == "demo" or not args.spec else args.spec
-    spec = specmod.load(source, overrides(args))
+    spec = _load(source, args)
     return _run(spec, progress=not args.no_progress)
+
+
+def _batch(args: argparse.Namespace) -> int:
+    from .slurm_batch import submit, write_script
+
+    spec = _load(args.spec, args)
+    script = write_script(spec)
+    print(f"sweep: batch script written to {script}")
+    if not args.submit:
+        print(f"  submit it with: sbatch {script}")
+        return EXIT_OK
+    job_id, code = submit(script, wait=args.wait)
+    if not args.wait:
+        print(f"sweep: submitted job {job_id}; results will be in {script.parent}/")
+        return EXIT_OK
+    log = script.parent / f"sweep-{job_id}.log"
+    print(f"sweep: job {job_id} ended with exit code {code}; log: {log}")
+    return EXIT_OK if code == 0 else EXIT_FAILED_FITS
 
 
 def _refine(args: argparse.Namespace) -> int:

@@ -29,6 +29,8 @@ class ClusterSettings:
     threads_per_worker: int
     keras_backend: str
     max_retries: int = 2
+    #: workers the user asked for (``None``: the backend's default)
+    requested_workers: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -48,22 +50,54 @@ class ClusterSettings:
 
 @dataclass
 class Started:
-    """A cluster a backend started (or ``None``) and the address to connect to."""
+    """A cluster a backend started (or ``None``) and the address to connect to.
+
+    ``expected_workers`` is how many workers to wait for before the first fit
+    (``None``: the requested number, or 1 when attaching); ``max_workers`` how
+    many may work at once; ``diagnose`` explains (job states, logs) why workers
+    did not arrive.
+    """
 
     cluster: Any
     address: str
     security: Any = None
+    expected_workers: int | None = None
+    max_workers: int | None = None
+    diagnose: Callable[[], str] | None = None
 
 
 Factory = Callable[[ClusterSettings], Started]
 BACKENDS: dict[str, Factory] = {}
+#: per backend: the ``cluster:`` keys it accepts besides :data:`COMMON_KEYS`
+OPTIONS: dict[str, frozenset[str]] = {}
+#: per backend: a check of its options that runs at spec validation (no cluster)
+CHECKS: dict[str, Callable[[dict[str, Any]], None]] = {}
+#: ``cluster:`` keys every backend accepts
+COMMON_KEYS = frozenset({"backend", "workers", "threads_per_worker", "recycle_after_fits",
+                         "recycle_above_memory", "keras_backend"})
 
 
-def register(name: str) -> Callable[[Factory], Factory]:
-    """Decorator: register a cluster factory under ``name``."""
+def register(name: str, options: Any = (),
+             check: Callable[[dict[str, Any]], None] | None = None
+             ) -> Callable[[Factory], Factory]:
+    """Decorator: register a cluster factory under ``name``.
+
+    Parameters
+    ----------
+    name : str
+        The backend's name in specs and on the command line.
+    options : iterable of str
+        ``cluster:`` keys this backend accepts besides the common ones.
+    check : callable, optional
+        Validates a spec's backend options before any cluster starts; raises
+        :class:`~sweep.exceptions.SpecError` naming the field and the fix.
+    """
 
     def decorate(factory: Factory) -> Factory:
         BACKENDS[name] = factory
+        OPTIONS[name] = frozenset(options)
+        if check is not None:
+            CHECKS[name] = check
         return factory
 
     return decorate
@@ -77,7 +111,7 @@ def default_workers() -> int:
         return os.cpu_count() or 1
 
 
-@register("local")
+@register("local", options={"memory_limit", "dashboard_address", "host"})
 def local(settings: ClusterSettings) -> Started:
     """Worker processes on this machine, listening on loopback only."""
     env = settings.environment
@@ -107,21 +141,68 @@ def local(settings: ClusterSettings) -> Started:
     return Started(cluster, cluster.scheduler_address)
 
 
-@register("attach")
+@register("attach", options={"address", "scheduler_file"})
 def attach(settings: ClusterSettings) -> Started:
     """Connect to a scheduler that is already running (``address`` setting)."""
     address = settings.extra.get("address")
+    scheduler_file = settings.extra.get("scheduler_file")
+    if scheduler_file and not address:
+        address = _read_scheduler_file(str(scheduler_file))
     if not address:
         raise ClusterError(
             "the 'attach' backend needs a scheduler address.\n"
             "  Fix: sweep run SPEC --scheduler tcp://HOST:8786 "
-            "(or cluster: {backend: attach, address: tcp://HOST:8786})"
+            "(or cluster: {backend: attach, address: tcp://HOST:8786}, or "
+            "scheduler_file: PATH written by `dask scheduler --scheduler-file PATH`)"
         )
     return Started(None, str(address))
 
 
+def _read_scheduler_file(path: str) -> str:
+    """Address in a Dask scheduler file, waiting for the scheduler to write it."""
+    import json
+    import time
+
+    timeout = float(setting("cluster.startup-timeout"))
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with open(path) as fh:
+                return str(json.load(fh)["address"])
+        except (OSError, ValueError, KeyError):
+            if time.monotonic() > deadline:
+                raise ClusterError(
+                    f"no Dask scheduler wrote its address to {path} within {timeout:.0f} s.\n"
+                    "  Fix: start `dask scheduler --scheduler-file PATH` first (the "
+                    "one-allocation SLURM script does), or check the path is on a "
+                    "filesystem this machine shares with the scheduler."
+                ) from None
+            time.sleep(0.5)
+
+
+#: backends in modules of their own, imported on first use
+PLUGINS = ("sweep.slurm",)
+
+
+def _load_plugins() -> None:
+    import importlib
+
+    for module in PLUGINS:
+        importlib.import_module(module)
+
+
+def known_backends() -> list[str]:
+    """Names of every backend (imports the backend modules)."""
+    _load_plugins()
+    return sorted(BACKENDS)
+
+
 def start(name: str, settings: ClusterSettings) -> Started:
     """Start (or find) the cluster of backend ``name``."""
+    try:
+        factory = BACKENDS[name]
+    except KeyError:
+        _load_plugins()
     try:
         factory = BACKENDS[name]
     except KeyError:

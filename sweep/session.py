@@ -61,8 +61,10 @@ class Session:
 
 def _settings(workers: int | None, threads: int | None, keras_backend: str | None,
               max_retries: int | None, extra: dict[str, Any]) -> clusters.ClusterSettings:
+    requested = setting("cluster.workers", workers)
     return clusters.ClusterSettings(
-        workers=int(setting("cluster.workers", workers) or clusters.default_workers()),
+        workers=int(requested or clusters.default_workers()),
+        requested_workers=int(requested) if requested else None,
         threads_per_worker=int(setting("cluster.threads-per-worker", threads)),
         keras_backend=str(setting("worker.keras-backend", keras_backend)),
         max_retries=int(setting("fit.max-retries", max_retries)),
@@ -156,7 +158,7 @@ def cluster(
         monitor = FitMonitor(show=progress)
         sweep_backend = SweepBackend(
             client, sweep_seed=seed, on_submit=monitor.on_submit, on_fit=monitor.on_fit,
-            workers=settings.workers if started.cluster is not None else None,
+            workers=_capacity(started, settings),
             journal=store,
         )
         with joblib.parallel_config(backend=sweep_backend):
@@ -173,24 +175,42 @@ def cluster(
             started.cluster.close()
 
 
+def _capacity(started: clusters.Started, settings: clusters.ClusterSettings) -> int | None:
+    """Workers the backend plans to run at most (``None``: unknown, attached)."""
+    if started.max_workers is not None:
+        return started.max_workers
+    return settings.workers if started.cluster is not None else None
+
+
 def _connect(started: clusters.Started, settings: clusters.ClusterSettings, name: str) -> Client:
     timeout = float(setting("cluster.startup-timeout"))
     try:
         client = Client(started.address, security=started.security, timeout=timeout,
                         set_as_default=True)
-    except OSError as exc:
+    except (OSError, TimeoutError) as exc:
         raise ClusterError(
             f"cannot reach the Dask scheduler at {started.address}: {exc}\n"
             "  Fix: check the address and that the scheduler is running."
         ) from exc
-    expected = settings.workers if started.cluster is not None else 1
+    expected = started.expected_workers
+    if expected is None:
+        expected = (settings.workers if started.cluster is not None
+                    else settings.requested_workers or 1)
     try:
         client.wait_for_workers(expected, timeout=timeout)
     except TimeoutError as exc:
+        arrived = len(client.scheduler_info()["workers"])
         client.close()
+        details = ""
+        if started.diagnose is not None:
+            try:
+                details = "\n" + started.diagnose()
+            except Exception as why:  # a diagnosis must not hide the error
+                details = f"\n  (no diagnosis: {why})"
         raise ClusterError(
-            f"only {len(client.scheduler_info()['workers'])} of {expected} worker(s) of the "
-            f"'{name}' cluster arrived within {timeout:.0f} s.\n"
-            "  Fix: raise sweep.cluster.startup-timeout or look at the worker logs."
+            f"only {arrived} of {expected} worker(s) of the '{name}' cluster arrived within "
+            f"{timeout:.0f} s.{details}\n"
+            "  Fix: raise sweep.cluster.startup-timeout (e.g. DASK_SWEEP__CLUSTER__"
+            "STARTUP_TIMEOUT=600 for a busy queue) or look at the worker logs above."
         ) from exc
     return client

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -37,9 +38,6 @@ FIELDS: dict[str, tuple[tuple[type, ...], str]] = {
 }
 DATA_KEYS = {"dataset", "csv", "target", "header", "scale", "sample"}
 MODEL_KEYS = {"builder", "task", "params", "loss", "optimizer", "optimizer_params"}
-CLUSTER_KEYS = {"backend", "workers", "threads_per_worker", "recycle_after_fits",
-                "recycle_above_memory", "keras_backend", "address", "memory_limit",
-                "dashboard_address"}
 ROUTING_PREFIXES = ("model__", "optimizer__", "loss__", "fit__", "predict__", "callbacks__")
 OPTIMIZER_ALIASES = {"learning_rate", "momentum", "rho", "epsilon", "beta_1", "beta_2",
                      "nesterov", "weight_decay"}
@@ -108,7 +106,31 @@ def demo_spec() -> dict[str, Any]:
     return dict(yaml.safe_load(text))
 
 
-def load(source: str | Path | dict[str, Any], overrides: dict[str, Any] | None = None) -> Spec:
+def read_profile(path: str | Path) -> dict[str, Any]:
+    """A cluster profile: a YAML file with a ``cluster:`` mapping (or just the mapping)."""
+    raw = read_yaml(path)
+    profile = raw.get("cluster", raw)
+    if not isinstance(profile, dict) or "backend" not in profile:
+        raise SpecError("--cluster", str(path), "a profile needs a cluster: mapping with a "
+                        "backend", "see cluster/slurm.yaml for an example")
+    return dict(profile)
+
+
+def apply_profile(cluster: dict[str, Any], profile: dict[str, Any]) -> dict[str, Any]:
+    """The spec's ``cluster:`` section under a profile: the profile wins.
+
+    Options of another backend in the spec are dropped; the common ones
+    (workers, threads, recycling, Keras backend) are kept unless the profile sets them.
+    """
+    from .clusters import COMMON_KEYS
+
+    if cluster.get("backend", "local") == profile["backend"]:
+        return {**cluster, **profile}
+    return {**{k: v for k, v in cluster.items() if k in COMMON_KEYS}, **profile}
+
+
+def load(source: str | Path | dict[str, Any], overrides: dict[str, Any] | None = None,
+         profile: dict[str, Any] | None = None) -> Spec:
     """Read (if a path), override, and validate a spec.
 
     Parameters
@@ -117,12 +139,17 @@ def load(source: str | Path | dict[str, Any], overrides: dict[str, Any] | None =
         A YAML file or an already-parsed mapping.
     overrides : dict, optional
         Dotted keys to set, e.g. ``{"cluster.workers": 4, "fit.epochs": 2}``.
+    profile : dict, optional
+        A cluster profile (:func:`read_profile`) that replaces the spec's cluster
+        section before the overrides apply.
     """
     base_dir = None
     if isinstance(source, dict):
         raw = copy.deepcopy(source)
     else:
         raw, base_dir = read_yaml(source), Path(source).resolve().parent
+    if profile is not None:
+        raw["cluster"] = apply_profile(dict(raw.get("cluster") or {}), profile)
     for key, value in (overrides or {}).items():
         _set_dotted(raw, key, value)
     return validate(raw, base_dir)
@@ -173,7 +200,7 @@ def _check_fields(raw: dict[str, Any]) -> None:
                             f"write it as {example}")
 
 
-def _unknown(section: str, mapping: dict[str, Any], allowed: set[str]) -> None:
+def _unknown(section: str, mapping: dict[str, Any], allowed: AbstractSet[str]) -> None:
     for key, value in mapping.items():
         if key not in allowed:
             raise SpecError(f"{section}.{key}", value, "unknown field",
@@ -253,18 +280,22 @@ def _check_scoring(scoring: str) -> None:
 
 
 def _check_cluster(cluster: dict[str, Any]) -> dict[str, Any]:
-    _unknown("cluster", cluster, CLUSTER_KEYS)
+    from . import clusters
+
+    backends = clusters.known_backends()
+    backend = cluster.get("backend", "local")
+    if backend not in backends:
+        raise SpecError("cluster.backend", backend, "unknown cluster backend",
+                        f"use one of: {', '.join(backends)}")
+    _unknown("cluster", cluster, clusters.COMMON_KEYS | clusters.OPTIONS[backend])
     for key, value in cluster.items():
         if key in ("workers", "threads_per_worker", "recycle_after_fits") and value is not None:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise SpecError(f"cluster.{key}", value, "must be a positive integer",
                                 f"cluster: {{{key}: 2}}")
-    from .clusters import BACKENDS
-
-    backend = cluster.get("backend", "local")
-    if backend not in BACKENDS:
-        raise SpecError("cluster.backend", backend, "unknown cluster backend",
-                        f"use one of: {', '.join(sorted(BACKENDS))}")
+    check = clusters.CHECKS.get(backend)
+    if check is not None:
+        check({k: v for k, v in cluster.items() if k not in clusters.COMMON_KEYS})
     return dict(cluster)
 
 

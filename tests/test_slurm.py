@@ -1,0 +1,302 @@
+"""The slurm backend against a real single-node SLURM (cluster/slurm/up).
+
+scripts/test starts SLURM when run as root. Without it these tests skip, unless
+SWEEP_REQUIRE_SERVICES is set (CI sets it), in which case they fail.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import sweep_env
+
+from sweep import spec as specmod
+from sweep.exceptions import ClusterError, SpecError
+from sweep.runner import run
+from sweep.slurm import job_options, lifetime, parse_walltime
+
+pytestmark = [pytest.mark.slurm]
+
+JOB_NAME = "sweep-worker"
+
+
+def _slurm_ready() -> str | None:
+    try:
+        out = subprocess.run(["sinfo", "-h", "-N", "-o", "%t"], capture_output=True, text=True,
+                             timeout=10)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"no SLURM here ({exc}); run cluster/slurm/up as root"
+    if "idle" not in out.stdout and "mix" not in out.stdout and "alloc" not in out.stdout:
+        return f"SLURM node not ready ({out.stdout.strip() or out.stderr.strip()})"
+    return None
+
+
+@pytest.fixture(scope="module")
+def slurm() -> None:
+    problem = _slurm_ready()
+    if problem:
+        if os.environ.get("SWEEP_REQUIRE_SERVICES"):
+            pytest.fail(problem)
+        pytest.skip(problem)
+
+
+def _jobs(name: str = JOB_NAME) -> list[str]:
+    out = subprocess.run(["squeue", "-h", "-n", name, "-o", "%i"], capture_output=True,
+                         text=True, timeout=10)
+    return out.stdout.split()
+
+
+def _wait_no_jobs(name: str = JOB_NAME, timeout: float = 30) -> list[str]:
+    deadline = time.monotonic() + timeout
+    while (left := _jobs(name)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return left
+
+
+def _spec(tmp_path: Path, backend: dict, epochs: int = 1, grid=None) -> specmod.Spec:
+    return specmod.load({
+        "name": "slurm-test",
+        "data": {"dataset": "breast_cancer"},
+        "model": {"builder": "mlp", "params": {"neurons": 4}},
+        "fit": {"epochs": epochs, "batch_size": 64},
+        "param_grid": grid or {"model__neurons": [2, 4]},
+        "cv": 3,
+        "seed": 11,
+        "cluster": backend,
+        "output": str(tmp_path / backend["backend"]),
+    })
+
+
+SLURM = {"backend": "slurm", "queue": "debug", "jobs": 2, "interface": "lo",
+         "walltime": "00:30:00", "memory": "2 GiB"}
+
+
+def _fold_scores(result) -> np.ndarray:
+    cv = result.search.cv_results_
+    return np.array([cv[f"split{i}_test_score"] for i in range(3)])
+
+
+# -- pure: options, walltime arithmetic, validation ---------------------------------
+
+
+def test_walltime_formats():
+    assert parse_walltime("90") == 5400
+    assert parse_walltime("10:30") == 630
+    assert parse_walltime("01:00:00") == 3600
+    assert parse_walltime("2-00") == 2 * 86400
+    assert parse_walltime("1-02:03:04") == 86400 + 2 * 3600 + 3 * 60 + 4
+    with pytest.raises(SpecError, match="HH:MM:SS"):
+        parse_walltime("one hour")
+
+
+def test_lifetime_is_shorter_than_walltime_and_staggered():
+    life, stagger = lifetime("01:00:00")
+    assert life == 3600 - 360 and stagger == 90
+    life, stagger = lifetime("00:02:00", margin="20s", stagger="10s")
+    assert (life, stagger) == (100, 10)
+    with pytest.raises(SpecError, match="lifetime_margin"):
+        lifetime("00:01:00")
+
+
+def test_job_options_pin_threads_and_set_lifetime():
+    from sweep.clusters import ClusterSettings
+
+    settings = ClusterSettings(workers=4, threads_per_worker=2, keras_backend="tensorflow",
+                               requested_workers=4,
+                               extra={"partition": "gpu", "processes": 2, "walltime": "02:00:00",
+                                      "job_script_prologue": ["module load python"]})
+    kwargs, lo, hi = job_options(settings)
+    assert kwargs["queue"] == "gpu" and kwargs["cores"] == 4 and kwargs["processes"] == 2
+    assert (lo, hi) == (2, 2)  # 4 workers / 2 per job
+    assert "export OMP_NUM_THREADS=2" in kwargs["job_script_prologue"]
+    assert "export TF_NUM_INTRAOP_THREADS=2" in kwargs["job_script_prologue"]
+    assert kwargs["job_script_prologue"][-1] == "module load python"
+    assert kwargs["worker_extra_args"][:2] == ["--lifetime", f"{7200 - 600}s"]
+
+
+@pytest.mark.parametrize("cluster, field", [
+    ({"backend": "slurm", "jobs": 0}, "cluster.jobs"),
+    ({"backend": "slurm", "walltime": "soon"}, "cluster.walltime"),
+    ({"backend": "slurm", "minimum_jobs": 5, "maximum_jobs": 2}, "cluster.minimum_jobs"),
+    ({"backend": "slurm", "job_extra_directives": "--qos=x"}, "cluster.job_extra_directives"),
+    ({"backend": "slurm", "hosts": ["a"]}, "cluster.hosts"),
+])
+def test_bad_slurm_options_are_rejected_before_any_job(cluster, field, tmp_path):
+    with pytest.raises(SpecError) as info:
+        _spec(tmp_path, cluster)
+    assert info.value.field == field and "Fix:" in str(info.value)
+
+
+def test_missing_sbatch_names_the_fix(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no SLURM commands on it
+    with pytest.raises(ClusterError, match="sbatch.*PATH") as info:
+        run(_spec(tmp_path, SLURM), progress=False, echo=lambda _: None)
+    assert "Fix:" in str(info.value)
+
+
+# -- real SLURM ----------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_sweep_on_slurm_jobs_matches_local_and_leaves_no_job(slurm, tmp_path):
+    seen: set[str] = set()
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            seen.update(_jobs())
+            time.sleep(0.3)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    start = time.perf_counter()
+    try:
+        on_slurm = run(_spec(tmp_path, SLURM), progress=False, echo=lambda _: None)
+    finally:
+        done.set()
+        watcher.join()
+    wall = time.perf_counter() - start
+    assert len(seen) >= 2, f"worker jobs seen in squeue: {seen}"
+    assert _wait_no_jobs() == [], "worker jobs left running after the sweep"
+    assert not on_slurm.failed
+    local = run(_spec(tmp_path, {"backend": "local", "workers": 2}), progress=False,
+                echo=lambda _: None)
+    np.testing.assert_array_equal(_fold_scores(on_slurm), _fold_scores(local))
+    print(f"slurm sweep: {wall:.1f} s wall, jobs {sorted(seen)}")
+
+
+@pytest.mark.slow
+def test_cancelled_worker_job_is_replaced_and_sweep_completes(slurm, tmp_path):
+    spec = _spec(tmp_path, SLURM, epochs=3,
+                 grid={"model__neurons": [2, 3, 4, 5, 6, 7]})
+    cancelled: list[str] = []
+
+    def cancel_one_job_mid_sweep() -> None:
+        journal = Path(spec.output) / "journal.sqlite"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if journal.exists() and journal.stat().st_size > 0 and len(_jobs()) >= 2:
+                import sqlite3
+
+                with sqlite3.connect(journal) as db:
+                    done = db.execute("select count(*) from fits").fetchone()[0]
+                if done >= 2:
+                    victim = _jobs()[0]
+                    subprocess.run(["scancel", victim], check=True)
+                    cancelled.append(victim)
+                    return
+            time.sleep(0.3)
+
+    killer = threading.Thread(target=cancel_one_job_mid_sweep, daemon=True)
+    killer.start()
+    result = run(spec, progress=False, echo=lambda _: None)
+    killer.join()
+    assert cancelled, "the sweep ended before a job could be cancelled"
+    cv = result.search.cv_results_
+    assert len(cv["params"]) == 6
+    assert not result.failed, [f.get("fit_error") for f in result.failed]
+    assert all(np.isfinite(cv[f"split{i}_test_score"]).all() for i in range(3))
+    assert _wait_no_jobs() == []
+
+
+@pytest.mark.slow
+def test_workers_retire_before_walltime_and_are_replaced(slurm, tmp_path):
+    """Jobs of 1 minute walltime: workers leave after ~40 s, new jobs take over."""
+    seen: set[str] = set()
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            seen.update(_jobs())
+            time.sleep(0.5)
+
+    threading.Thread(target=watch, daemon=True).start()
+    spec = _spec(tmp_path, {**SLURM, "walltime": "00:01:00", "lifetime_margin": "20s",
+                            "lifetime_stagger": "5s"},
+                 epochs=6, grid={"model__neurons": [2, 3, 4, 5, 6, 7, 8, 9]})
+    try:
+        result = run(spec, progress=False, echo=lambda _: None)
+    finally:
+        done.set()
+    assert result.wall_seconds > 45, "the sweep must outlive a worker's lifetime to test this"
+    assert len(seen) > 2, f"no replacement job was submitted: {seen}"
+    assert not result.failed
+    assert len(result.search.cv_results_["params"]) == 8
+    assert _wait_no_jobs() == []
+
+
+@pytest.mark.slow
+def test_one_allocation_batch_script(slurm, tmp_path):
+    out = tmp_path / "batch"
+    spec_file = tmp_path / "spec.yaml"
+    import yaml
+
+    spec = _spec(tmp_path, {**SLURM, "walltime": "00:10:00"})
+    spec_file.write_text(yaml.safe_dump(spec.resolved()))
+    proc = subprocess.run(
+        [sys.executable, "-m", "sweep", "batch", str(spec_file), "--set", f"output={out}",
+         "--submit", "--wait"], capture_output=True, text=True, env=sweep_env(), timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert (out / "sweep-batch.sh").read_text().count("srun ") == 2
+    assert (out / "cv_results.csv").is_file() and (out / "best.json").is_file()
+    logs = list(out.glob("sweep-*.log"))
+    assert logs and "Best:" in logs[0].read_text()
+    assert _wait_no_jobs(f"sweep-{spec.name}") == []
+
+
+@pytest.mark.slow
+def test_interrupt_cancels_jobs(slurm, tmp_path):
+    import yaml
+
+    spec = _spec(tmp_path, SLURM, epochs=50, grid={"model__neurons": [2, 3, 4, 5]})
+    spec_file = tmp_path / "spec.yaml"
+    spec_file.write_text(yaml.safe_dump(spec.resolved()))
+    proc = subprocess.Popen([sys.executable, "-m", "sweep", "run", str(spec_file),
+                             "--no-progress"], env=sweep_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while len(_jobs()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.3)
+        assert len(_jobs()) >= 2
+        time.sleep(2)
+        proc.send_signal(signal.SIGINT)
+        output, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, output
+    assert _wait_no_jobs(timeout=15) == [], "Ctrl-C left worker jobs in the queue"
+
+
+@pytest.mark.slow
+def test_unknown_partition_and_no_worker_errors(slurm, tmp_path, monkeypatch):
+    with pytest.raises(ClusterError, match="partition 'nope' does not exist") as info:
+        run(_spec(tmp_path, {**SLURM, "queue": "nope"}), progress=False, echo=lambda _: None)
+    assert "debug" in str(info.value)  # the fix lists the partitions there are
+
+    monkeypatch.setenv("DASK_SWEEP__CLUSTER__STARTUP_TIMEOUT", "8")
+    import dask.config
+
+    dask.config.refresh()
+    try:
+        logs = tmp_path / "logs"
+        with pytest.raises(ClusterError) as info:
+            run(_spec(tmp_path, {**SLURM, "python": "/nonexistent/python",
+                                 "log_directory": str(logs)}),
+                progress=False, echo=lambda _: None)
+    finally:
+        monkeypatch.delenv("DASK_SWEEP__CLUSTER__STARTUP_TIMEOUT")
+        dask.config.refresh()
+    message = str(info.value)
+    assert "0 of 2 worker(s)" in message and "Fix:" in message
+    assert "SLURM jobs" in message and "/nonexistent/python" in message  # the log's tail
+    assert _wait_no_jobs() == []
