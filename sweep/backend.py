@@ -77,24 +77,35 @@ class IsolatedBatch:
     """Stands in for joblib's ``Batch``: runs each task inside an isolated fit."""
 
     def __init__(self, batch: Any, sweep_seed: int | None,
-                 keys: Sequence[str | None] = ()) -> None:
+                 keys: Sequence[str | None] = (), fast_path: bool = False) -> None:
         self.batch = batch
         self.sweep_seed = sweep_seed
         self.keys = list(keys)
+        self.fast_path = fast_path
 
     def __call__(self, tasks: list[Task] | None = None) -> FitOutcome:
         results: list[Any] = []
         facts: list[dict[str, Any]] = []
         for i, task in enumerate(tasks or []):
+            fast = self.fast_path and _enable_fast_path(task)
             with isolated_fit(fit_seed(self.sweep_seed, task[2])) as fact:
                 results.extend(self.batch([task]))
             fact.update(describe_task(task[2]))
+            fact["fast_path"] = fast
             fact["key"] = self.keys[i] if i < len(self.keys) else None
             facts.append(fact)
         return FitOutcome(results, facts)
 
     def __repr__(self) -> str:
         return repr(self.batch)
+
+
+def _enable_fast_path(task: Task) -> bool:
+    """Whole epochs per Keras execution for this task's estimator, if it allows."""
+    from .fastpath import enable
+
+    args = task[1]
+    return bool(args) and enable(args[0])
 
 
 def failed_fit_result(task_kwargs: dict[str, Any], reason: str) -> dict[str, Any]:
@@ -172,6 +183,9 @@ class SweepBackend(DaskDistributedBackend):
         Size of the cluster, for staggering worker restarts.
     journal : Journal, optional
         Where finished fits are recorded; fits already in it are not run again.
+    fast_path : bool
+        Run whole epochs per Keras execution (``steps_per_execution``) in the
+        workers; see :mod:`sweep.fastpath`.
     """
 
     def __init__(
@@ -182,6 +196,7 @@ class SweepBackend(DaskDistributedBackend):
         on_fit: FitListener | None = None,
         workers: int | None = None,
         journal: Journal | None = None,
+        fast_path: bool = False,
         **submit_kwargs: Any,
     ) -> None:
         super().__init__(client=client, **submit_kwargs)
@@ -191,6 +206,7 @@ class SweepBackend(DaskDistributedBackend):
         self.on_submit = on_submit
         self.on_fit = on_fit
         self.journal = journal
+        self.fast_path = fast_path
         from . import __version__
 
         self.keys = FitKeys(sweep_seed, __version__)
@@ -256,7 +272,7 @@ class SweepBackend(DaskDistributedBackend):
         if self.on_submit is not None:
             for task in tasks:
                 self.on_submit(describe_task(task[2]))
-        return IsolatedBatch(batch, self.sweep_seed), tasks
+        return IsolatedBatch(batch, self.sweep_seed, fast_path=self.fast_path), tasks
 
     def _watch(self, future: Any) -> None:
         """Deliver ``future``'s result once it is done (called again if it is lost)."""

@@ -101,6 +101,8 @@ def _add_spec_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output", metavar="DIR", help="folder for the results")
     p.add_argument("--sample", type=float, metavar="FRACTION",
                    help="train on a stratified sample of the rows, e.g. 0.25, for a quick scan")
+    p.add_argument("--no-fast-path", action="store_true",
+                   help="one Keras call per batch (default: a whole epoch per call)")
 
 
 def overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -112,6 +114,7 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
         "seed": args.seed,
         "output": args.output,
         "data.sample": args.sample,
+        "fast_path": False if getattr(args, "no_fast_path", False) else None,
     }
     out = {k: v for k, v in mapping.items() if v is not None}
     for item in args.settings:

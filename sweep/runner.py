@@ -50,7 +50,8 @@ def run(spec: Spec, *, progress: bool = True, echo: Callable[[str], None] = prin
     if journal.exists():
         echo(f"sweep: journal {journal} found: fits it holds are not run again")
     with cluster(spec.cluster.get("backend"), seed=spec.seed, progress=progress,
-                 journal=journal, max_retries=spec.max_retries, **options) as own:
+                 journal=journal, max_retries=spec.max_retries,
+                 fast_path=spec.fast_path, **options) as own:
         return _fit(spec, own, dataset, search, echo, start)
 
 

@@ -33,6 +33,7 @@ FIELDS: dict[str, tuple[tuple[type, ...], str]] = {
     "error_score": ((int, float, str), "nan, a number, or raise"),
     "allow_failures": ((bool,), "true or false"),
     "max_retries": ((int,), "how often a fit whose worker died is retried, e.g. 2"),
+    "fast_path": ((bool,), "true (whole epochs per Keras execution) or false"),
     "cluster": ((dict,), "{backend: local, workers: 2}"),
     "output": ((str,), "a folder for the results, e.g. sweep-results/demo"),
 }
@@ -60,6 +61,7 @@ class Spec:
     error_score: float | str
     allow_failures: bool
     max_retries: int
+    fast_path: bool
     cluster: dict[str, Any]
     output: str
     base_dir: Path | None = None
@@ -181,7 +183,8 @@ def validate(raw: dict[str, Any], base_dir: Path | None = None) -> Spec:
         param_grid=grid, cv=cv, scoring=scoring, seed=raw.get("seed", 0),
         refit=raw.get("refit", True), error_score=_error_score(raw.get("error_score", "nan")),
         allow_failures=raw.get("allow_failures", False),
-        max_retries=_non_negative("max_retries", raw.get("max_retries", 2)), cluster=cluster,
+        max_retries=_non_negative("max_retries", raw.get("max_retries", 2)),
+        fast_path=raw.get("fast_path", True), cluster=cluster,
         output=raw.get("output", f"sweep-results/{raw.get('name', 'sweep')}"),
         base_dir=base_dir,
     )

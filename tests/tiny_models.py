@@ -30,3 +30,18 @@ def kill_worker(meta: dict[str, Any], neurons: int = 2) -> Any:
 
         os.kill(os.getpid(), signal.SIGKILL)
     return tiny(meta, neurons)
+
+
+def per_batch_callback() -> Any:
+    """A callback that counts batches: it needs every batch, so no fast path."""
+    return CountBatches()
+
+
+try:
+    import keras as _keras
+
+    class CountBatches(_keras.callbacks.Callback):
+        def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
+            self.batches = getattr(self, "batches", 0) + 1
+except ImportError:  # pragma: no cover
+    pass

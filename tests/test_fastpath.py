@@ -1,0 +1,83 @@
+"""The fast fit path: whole epochs per Keras execution, same numbers as the plain path."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+from conftest import scores
+from sklearn.model_selection import GridSearchCV, StratifiedKFold
+
+import sweep
+from sweep import fastpath
+from sweep.isolation import enable_determinism, isolated_fit
+
+
+class SeenStepsPerExecution(keras.callbacks.Callback):
+    """Epoch-level callback (allowed): records the model's steps_per_execution."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[int] = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.seen.append(int(self.model.steps_per_execution))
+
+
+def test_steps_per_epoch_arithmetic():
+    assert fastpath.steps_for(512, 10, 1000) == 52
+    assert fastpath.steps_for(512, None, 1000) == 16      # Keras' default batch size 32
+    assert fastpath.steps_for(10**7, 1, 1000) == 1000     # capped
+    assert fastpath.steps_for(5, 10, 1000) == 1
+
+
+def test_callbacks_that_need_every_batch_block_the_fast_path():
+    from tiny_models import per_batch_callback
+
+    assert fastpath.needs_every_batch([keras.callbacks.EarlyStopping()]) == []
+    assert fastpath.needs_every_batch([SeenStepsPerExecution()]) == []
+    assert fastpath.needs_every_batch([per_batch_callback()]) == ["CountBatches"]
+    assert fastpath.needs_every_batch(None) == []
+
+
+def test_fast_path_gives_bitwise_the_same_losses_and_predictions(cancer, tiny_classifier):
+    X, y = cancer
+    enable_determinism()
+    runs = {}
+    for fast in (False, True):
+        model = tiny_classifier.set_params(epochs=3, batch_size=16)
+        probe = SeenStepsPerExecution()
+        model.set_params(callbacks=[probe])
+        if fast:
+            assert fastpath.enable(model)
+        with isolated_fit(3):
+            model.fit(X[:400], y[:400])
+            runs[fast] = (np.array(model.history_["loss"]), model.predict_proba(X[400:]),
+                          probe.seen)
+    assert runs[False][2] == [1, 1, 1]
+    assert runs[True][2] == [25, 25, 25]                   # ceil(400 / 16) batches per call
+    np.testing.assert_array_equal(runs[False][0], runs[True][0])
+    np.testing.assert_array_equal(runs[False][1], runs[True][1])
+
+
+@pytest.mark.slow
+def test_sweep_scores_equal_with_and_without_fast_path(cancer, tiny_classifier):
+    from tiny_models import per_batch_callback
+
+    X, y = cancer
+    tiny_classifier.set_params(epochs=2, batch_size=16)
+    cv = StratifiedKFold(3, shuffle=True, random_state=0)
+    got = {}
+    with sweep.cluster("local", workers=2, seed=5, fast_path=True) as session:
+        got["fast"] = scores(GridSearchCV(tiny_classifier, {"model__neurons": [1, 2]}, cv=cv,
+                                          n_jobs=-1).fit(X, y))
+        assert [f["fast_path"] for f in session.fits] == [True] * 6
+        blocked = tiny_classifier.set_params(callbacks=[per_batch_callback()])
+        GridSearchCV(blocked, {"model__neurons": [1]}, cv=cv, n_jobs=-1, refit=False).fit(X, y)
+        assert [f["fast_path"] for f in session.fits[6:]] == [False] * 3
+    tiny_classifier.set_params(callbacks=None)
+    with sweep.cluster("local", workers=2, seed=5, fast_path=False) as session:
+        got["plain"] = scores(GridSearchCV(tiny_classifier, {"model__neurons": [1, 2]}, cv=cv,
+                                           n_jobs=-1).fit(X, y))
+        assert not any(f["fast_path"] for f in session.fits)
+    np.testing.assert_array_equal(got["fast"], got["plain"])
