@@ -86,9 +86,12 @@ class IsolatedBatch:
     def __call__(self, tasks: list[Task] | None = None) -> FitOutcome:
         results: list[Any] = []
         facts: list[dict[str, Any]] = []
+        from .fastpath import enabled
+
         for i, task in enumerate(tasks or []):
-            fast = self.fast_path and _enable_fast_path(task)
-            with isolated_fit(fit_seed(self.sweep_seed, task[2])) as fact:
+            estimator = task[1][0] if task[1] else None
+            with enabled(estimator, self.fast_path) as fast, \
+                    isolated_fit(fit_seed(self.sweep_seed, task[2])) as fact:
                 results.extend(self.batch([task]))
             fact.update(describe_task(task[2]))
             fact["fast_path"] = fast
@@ -98,14 +101,6 @@ class IsolatedBatch:
 
     def __repr__(self) -> str:
         return repr(self.batch)
-
-
-def _enable_fast_path(task: Task) -> bool:
-    """Whole epochs per Keras execution for this task's estimator, if it allows."""
-    from .fastpath import enable
-
-    args = task[1]
-    return bool(args) and enable(args[0])
 
 
 def failed_fit_result(task_kwargs: dict[str, Any], reason: str) -> dict[str, Any]:

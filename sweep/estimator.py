@@ -43,7 +43,7 @@ def build_search(spec: Spec, task: str, n_classes: int) -> GridSearchCV:
         cv=splitter,
         scoring=spec.scoring,
         n_jobs=-1,
-        refit=spec.refit,
+        refit=False,  # the runner refits on a worker (sweep.refit)
         error_score=spec.error_score,
         return_train_score=False,
     )

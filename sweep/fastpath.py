@@ -16,8 +16,10 @@ Keras' multi-step predict loop is not bitwise equal to the single-step one.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import types
+from collections.abc import Iterator
 from typing import Any
 
 #: batch-level hooks: a callback that overrides any of them disables the fast path
@@ -92,6 +94,21 @@ def enable(estimator: Any, cap: int = 1000) -> bool:
 
     estimator._fit_keras_model = types.MethodType(fit_keras_model, estimator)
     return True
+
+
+@contextlib.contextmanager
+def enabled(estimator: Any, on: bool = True, cap: int = 1000) -> Iterator[bool]:
+    """Within the block, ``estimator`` fits on the fast path (if ``on`` and allowed).
+
+    Yields whether it does. The patch is removed afterwards, so the estimator
+    pickles (e.g. a refitted model sent back to the driver) as if never touched.
+    """
+    active = bool(on) and enable(estimator, cap)
+    try:
+        yield active
+    finally:
+        if active:
+            estimator.__dict__.pop("_fit_keras_model", None)
 
 
 def _rows(X: Any) -> int | None:

@@ -78,7 +78,15 @@ def _fit(spec: Spec, session: Session, dataset: Any, search: Any,
          f"dashboard: {session.dashboard_link or 'not available'}")
     before = len(session.fits)
     search.fit(dataset.X, dataset.y)
-    fits = list(session.fits[before:])
+    if spec.refit and hasattr(search, "best_params_"):
+        try:
+            facts = session.refit(search, dataset.X, dataset.y)
+            echo(f"sweep: refit of the best candidate on all {dataset.X.shape[0]} rows on "
+                 f"worker {facts.get('worker')}: {facts['seconds']:.1f} s")
+        except Exception as exc:  # the cross-validation results are kept regardless
+            echo(f"sweep: the refit of the best candidate failed ({exc!r}); "
+                 "cross-validation results are saved anyway")
+    fits = [f for f in session.fits[before:] if not f.get("refit")]
     resumed = sum(1 for f in fits if f.get("resumed"))
     if resumed:
         echo(f"sweep: {resumed} fit(s) came from the journal, {len(fits) - resumed} ran now")

@@ -54,6 +54,19 @@ class Session:
         except Exception:
             return None
 
+    def refit(self, search: Any, X: Any, y: Any, **fit_params: Any) -> dict[str, Any]:
+        """Refit ``search``'s best candidate on all rows on a worker (isolated, seeded).
+
+        Use with ``GridSearchCV(..., refit=False)``: afterwards the search has
+        ``best_estimator_`` and predicts as if refitted by scikit-learn. See
+        :func:`sweep.refit.refit_on_worker`.
+        """
+        from .refit import refit_on_worker
+
+        facts = refit_on_worker(self, search, X, y, **fit_params)
+        self.monitor.records.append(facts)
+        return facts
+
     def worker_reports(self) -> dict[str, dict[str, Any]]:
         """Per worker: pid, thread variables, thread counts TensorFlow reports."""
         return dict(self.client.run(worker_report))
