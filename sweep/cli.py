@@ -62,9 +62,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--cluster", metavar="NAME", help="cluster backend: local (default), attach")
+    p.add_argument("--cluster", metavar="NAME|PROFILE",
+                   help="cluster backend: local (default), attach, ssh; or a profile YAML such "
+                   "as cluster/ssh.yaml")
     p.add_argument("--scheduler", metavar="ADDRESS",
                    help="attach to a running Dask scheduler at ADDRESS (implies --cluster attach)")
+    p.add_argument("--tls-ca", metavar="FILE", help="attach: CA certificate of the cluster")
+    p.add_argument("--tls-cert", metavar="FILE", help="attach: this client's certificate")
+    p.add_argument("--tls-key", metavar="FILE", help="attach: this client's private key")
+    p.add_argument("--insecure", action="store_true",
+                   help="plain TCP off this machine (no TLS): only on an isolated network")
     p.add_argument("--workers", type=int, metavar="N", help="worker processes (default: cores)")
     p.add_argument("--threads-per-worker", type=int, metavar="N",
                    help="threads per worker; TensorFlow/OpenMP/BLAS pinned to it (default 1)")
@@ -79,8 +86,11 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
 def overrides(args: argparse.Namespace) -> dict[str, Any]:
     """Dotted spec overrides from command-line flags."""
     mapping = {
-        "cluster.backend": "attach" if args.scheduler else args.cluster,
         "cluster.address": args.scheduler,
+        "cluster.tls_ca": args.tls_ca,
+        "cluster.tls_cert": args.tls_cert,
+        "cluster.tls_key": args.tls_key,
+        "cluster.tls": False if args.insecure else None,
         "cluster.workers": args.workers,
         "cluster.threads_per_worker": args.threads_per_worker,
         "fit.epochs": args.epochs,
@@ -88,7 +98,19 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
         "output": args.output,
         "data.sample": args.sample,
     }
-    return {k: v for k, v in mapping.items() if v is not None}
+    flags = {k: v for k, v in mapping.items() if v is not None}
+    return {k: v for k, v in _cluster_overrides(args).items() if v is not None} | flags
+
+
+def _cluster_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """``--cluster NAME`` picks a backend; ``--cluster FILE.yaml`` loads a profile."""
+    if args.scheduler:
+        return {"cluster.backend": "attach"}
+    if args.cluster and args.cluster.endswith((".yaml", ".yml")):
+        from .spec import load_profile
+
+        return {f"cluster.{k}": v for k, v in load_profile(args.cluster).items()}
+    return {"cluster.backend": args.cluster}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -177,4 +177,5 @@ def start(name: str, settings: ClusterSettings) -> Started:
 
 
 # Backends in modules of their own register themselves when imported.
+from . import cloud as _cloud  # noqa: E402,F401
 from . import ssh as _ssh  # noqa: E402,F401
