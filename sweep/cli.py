@@ -82,6 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scheduler", metavar="ADDRESS",
                    help="attach to a running Dask scheduler at ADDRESS (implies --cluster attach)")
+    p.add_argument("--tls-ca", metavar="FILE", help="attach: CA certificate of the cluster")
+    p.add_argument("--tls-cert", metavar="FILE", help="attach: this client's certificate")
+    p.add_argument("--tls-key", metavar="FILE", help="attach: this client's private key")
+    p.add_argument("--insecure", action="store_true",
+                   help="plain TCP off this machine (no TLS): only on an isolated network")
     _add_spec_options(p)
     p.add_argument("--no-progress", action="store_true", help="do not draw the progress bar")
 
@@ -108,6 +113,10 @@ def _add_spec_options(p: argparse.ArgumentParser) -> None:
 def overrides(args: argparse.Namespace) -> dict[str, Any]:
     """Dotted spec overrides from command-line flags."""
     mapping = {
+        "cluster.tls_ca": getattr(args, "tls_ca", None),
+        "cluster.tls_cert": getattr(args, "tls_cert", None),
+        "cluster.tls_key": getattr(args, "tls_key", None),
+        "cluster.tls": False if getattr(args, "insecure", False) else None,
         "cluster.workers": args.workers,
         "cluster.threads_per_worker": args.threads_per_worker,
         "fit.epochs": args.epochs,

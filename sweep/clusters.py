@@ -20,6 +20,8 @@ from .config import setting
 from .exceptions import ClusterError
 from .isolation import worker_environment
 
+logger = logging.getLogger(__name__)
+
 
 @dataclass
 class ClusterSettings:
@@ -141,7 +143,8 @@ def local(settings: ClusterSettings) -> Started:
     return Started(cluster, cluster.scheduler_address)
 
 
-@register("attach", options={"address", "scheduler_file"})
+@register("attach", options={"address", "scheduler_file", "tls", "tls_ca", "tls_cert",
+                             "tls_key"})
 def attach(settings: ClusterSettings) -> Started:
     """Connect to a scheduler that is already running (``address`` setting)."""
     address = settings.extra.get("address")
@@ -155,7 +158,49 @@ def attach(settings: ClusterSettings) -> Started:
             "(or cluster: {backend: attach, address: tcp://HOST:8786}, or "
             "scheduler_file: PATH written by `dask scheduler --scheduler-file PATH`)"
         )
-    return Started(None, str(address))
+    return Started(None, str(address), attach_security(str(address), settings.extra))
+
+
+def attach_security(address: str, extra: dict[str, Any]) -> Any:
+    """``Security`` for attaching: TLS files if given; plain TCP off-host only if asked."""
+    files = [str(extra.get(k) or "") for k in ("tls_ca", "tls_cert", "tls_key")]
+    if any(files):
+        if not all(files):
+            raise ClusterError(
+                "attaching with TLS needs all three files: the CA certificate, the client "
+                "certificate and its key.\n  Fix: --tls-ca ca.pem --tls-cert client.pem "
+                "--tls-key client-key.pem (or cluster: {tls_ca: ..., tls_cert: ..., "
+                "tls_key: ...})")
+        from .tls import security
+
+        return security(*files)
+    if address.startswith("tls://"):
+        raise ClusterError(
+            f"the scheduler {address} speaks TLS but no certificate was given.\n"
+            "  Fix: --tls-ca ca.pem --tls-cert client.pem --tls-key client-key.pem")
+    if not _loopback(address):
+        _refuse_plain_tcp(address, extra.get("tls"))
+    return None
+
+
+def _loopback(address: str) -> bool:
+    from distributed.comm import get_address_host
+
+    host = get_address_host(address)
+    return host in ("localhost", "::1") or host.startswith("127.")
+
+
+def _refuse_plain_tcp(address: str, tls: Any) -> None:
+    if tls is not False:
+        raise ClusterError(
+            f"{address} is plain TCP to another machine: anyone who reaches that port can "
+            "run code on the cluster, and sweep would send its pickles unencrypted.\n"
+            "  Fix: start the scheduler and workers with TLS (dask scheduler --tls-ca-file "
+            "ca.pem --tls-cert scheduler.pem --tls-key scheduler-key.pem) and attach with "
+            "--scheduler tls://HOST:8786 --tls-ca ... --tls-cert ... --tls-key ...; only on an "
+            "isolated network: --insecure (cluster: {tls: false})")
+    logger.warning("sweep: PLAIN TCP to %s (tls: false): traffic is unencrypted and "
+                   "anyone who reaches the scheduler can run code on it", address)
 
 
 def _read_scheduler_file(path: str) -> str:
@@ -181,7 +226,7 @@ def _read_scheduler_file(path: str) -> str:
 
 
 #: backends in modules of their own, imported on first use
-PLUGINS = ("sweep.slurm",)
+PLUGINS = ("sweep.slurm", "sweep.ssh", "sweep.cloud")
 
 
 def _load_plugins() -> None:
@@ -211,3 +256,4 @@ def start(name: str, settings: ClusterSettings) -> Started:
             f"unknown cluster backend {name!r}.\n  Fix: use one of: {known}"
         ) from None
     return factory(settings)
+

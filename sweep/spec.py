@@ -39,6 +39,10 @@ FIELDS: dict[str, tuple[tuple[type, ...], str]] = {
 }
 DATA_KEYS = {"dataset", "csv", "target", "header", "scale", "sample"}
 MODEL_KEYS = {"builder", "task", "params", "loss", "optimizer", "optimizer_params"}
+SSH_KEYS = {"hosts", "scheduler", "user", "port", "key", "known_hosts", "remote_python",
+            "workers_per_host", "interface", "scheduler_port", "connect_timeout",
+            "remote_tls_dir"}
+TLS_FILE_KEYS = {"tls_ca", "tls_cert", "tls_key"}
 ROUTING_PREFIXES = ("model__", "optimizer__", "loss__", "fit__", "predict__", "callbacks__")
 OPTIMIZER_ALIASES = {"learning_rate", "momentum", "rho", "epsilon", "beta_1", "beta_2",
                      "nesterov", "weight_decay"}
@@ -299,7 +303,79 @@ def _check_cluster(cluster: dict[str, Any]) -> dict[str, Any]:
     check = clusters.CHECKS.get(backend)
     if check is not None:
         check({k: v for k, v in cluster.items() if k not in clusters.COMMON_KEYS})
+    if "tls" in cluster and not isinstance(cluster["tls"], bool):
+        raise SpecError("cluster.tls", cluster["tls"], "must be true or false",
+                        "leave it out (TLS on); tls: false only on an isolated network")
+    if backend == "ssh":
+        _check_ssh(cluster)
+    if backend == "ec2":
+        _check_ec2(cluster)
+    for key in sorted(TLS_FILE_KEYS & cluster.keys()):
+        _existing_file(f"cluster.{key}", cluster[key], f"{key}: /path/to/{key[4:]}.pem")
     return dict(cluster)
+
+
+def _check_ssh(cluster: dict[str, Any]) -> None:
+    """The ssh settings, checked before any connection is made."""
+    hosts = cluster.get("hosts")
+    if not isinstance(hosts, list) or not hosts or not all(
+            isinstance(h, str) and h.strip() for h in hosts):
+        raise SpecError("cluster.hosts", hosts, "the ssh backend needs a list of host names "
+                        "or addresses", "hosts: [10.0.0.5, 10.0.0.6] (workers run on each)")
+    for key in ("scheduler", "user", "remote_python", "interface", "remote_tls_dir"):
+        if key in cluster and not (isinstance(cluster[key], str) and cluster[key].strip()):
+            raise SpecError(f"cluster.{key}", cluster[key], "must be a non-empty string",
+                            f"{key}: {_SSH_EXAMPLES[key]} (or leave it out for the default)")
+    _int_in("cluster.port", cluster.get("port", 22), 1, 65535, "port: 22")
+    _int_in("cluster.scheduler_port", cluster.get("scheduler_port", 0), 0, 65535,
+            "scheduler_port: 0 (a free port)")
+    _int_in("cluster.workers_per_host", cluster.get("workers_per_host", 1), 1, 4096,
+            "workers_per_host: 2")
+    timeout = cluster.get("connect_timeout", 15)
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
+        raise SpecError("cluster.connect_timeout", timeout, "must be a positive number of "
+                        "seconds", "connect_timeout: 15")
+    if "key" in cluster:
+        _existing_file("cluster.key", cluster["key"], "key: ~/.ssh/id_ed25519")
+    if cluster.get("known_hosts") not in (None, "ignore"):
+        _existing_file("cluster.known_hosts", cluster["known_hosts"],
+                       "known_hosts: ~/.ssh/known_hosts (fill it with ssh-keyscan HOST)")
+
+
+_SSH_EXAMPLES = {"scheduler": "10.0.0.5", "user": "ubuntu",
+                 "remote_python": "/opt/venv/bin/python", "interface": "eth0",
+                 "remote_tls_dir": "/tmp/sweep-tls"}
+
+
+def _check_ec2(cluster: dict[str, Any]) -> None:
+    from .cloud import EC2_KEYS
+
+    ec2 = cluster.get("ec2")
+    if not isinstance(ec2, dict) or not ec2.get("region"):
+        raise SpecError("cluster.ec2", ec2, "the ec2 backend needs at least a region",
+                        "ec2: {region: eu-west-1, instance_type: c6i.large, docker_image: ...}")
+    for key, value in ec2.items():
+        if key not in EC2_KEYS:
+            raise SpecError(f"cluster.ec2.{key}", value, "not an EC2Cluster setting sweep "
+                            "passes on", f"use one of: {', '.join(sorted(EC2_KEYS))}")
+
+
+def _int_in(field: str, value: Any, low: int, high: int, example: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise SpecError(field, value, f"must be an integer from {low} to {high}", example)
+
+
+def _existing_file(field: str, value: Any, example: str) -> None:
+    if not isinstance(value, str) or not Path(value).expanduser().is_file():
+        raise SpecError(field, value, "no such file", f"give the path of an existing file: "
+                        f"{example}")
+
+
+def load_profile(path: str | Path) -> dict[str, Any]:
+    """Read and validate a cluster profile (such as ``cluster/ssh.yaml``)."""
+    profile = read_profile(path)
+    _check_cluster(profile)
+    return profile
 
 
 def _non_negative(field: str, value: int) -> int:

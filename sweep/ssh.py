@@ -1,0 +1,387 @@
+"""The ``ssh`` backend: a Dask cluster on hosts you can reach with SSH, mutual TLS on.
+
+A thin factory over :func:`distributed.deploy.ssh.SSHCluster`. Before anything
+starts, every host is checked over SSH (reachable, key accepted, remote Python
+found, the same versions of the packages that must match), and the TLS
+certificates sweep made for this cluster are copied to each host over that
+same SSH connection (SFTP). Then ``SSHCluster`` starts the scheduler and the
+workers; they inherit the Dask settings (TLS files, worker environment) from
+this process through ``DASK_INTERNAL_INHERIT_CONFIG``.
+
+>>> with sweep.cluster("ssh", hosts=["10.0.0.5", "10.0.0.6"], user="me",
+...                    key="~/.ssh/id_ed25519") as session:      # doctest: +SKIP
+...     grid.fit(X, y)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import functools
+import json
+import logging
+import shlex
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import dask.config
+
+from . import tls
+from .clusters import ClusterSettings, Started, register
+from .config import setting
+from .exceptions import ClusterError
+from .spec import SSH_KEYS
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+#: Packages whose versions must be equal here and on every host (pickles cross).
+MUST_MATCH = ("dask", "distributed", "cloudpickle", "msgpack", "numpy", "scikit-learn",
+              "keras", "scikeras")
+
+#: Run by the remote Python (and here): prints the versions that must match as JSON.
+PROBE = f"""\
+import json, sys
+from importlib import metadata
+out = {{"python": "%d.%d" % sys.version_info[:2], "executable": sys.executable}}
+for name in {MUST_MATCH!r}:
+    try:
+        out[name] = metadata.version(name)
+    except Exception:
+        out[name] = None
+try:
+    import sweep
+    out["sweep"] = sweep.__version__
+except Exception as exc:
+    out["sweep"] = None
+    out["sweep_error"] = repr(exc)
+print(json.dumps(out))
+"""
+
+
+@dataclass(frozen=True)
+class SshOptions:
+    """Every setting of the ssh backend, resolved from keywords and ``sweep.ssh.*``."""
+
+    hosts: tuple[str, ...]
+    scheduler: str
+    user: str | None
+    port: int
+    key: str | None
+    known_hosts: str | None
+    remote_python: str
+    workers_per_host: int
+    interface: str | None
+    scheduler_port: int
+    dashboard_address: str | None
+    connect_timeout: float
+    remote_tls_dir: str
+    tls: bool
+
+    @property
+    def all_hosts(self) -> list[str]:
+        """Scheduler host first, then the worker hosts (what ``SSHCluster`` expects)."""
+        return [self.scheduler, *self.hosts]
+
+
+def resolve(extra: dict[str, Any]) -> SshOptions:
+    """Resolve the ssh settings: keyword (spec, profile, CLI) over ``sweep.ssh.*``."""
+
+    def get(name: str) -> Any:
+        return setting(f"ssh.{name.replace('_', '-')}", extra.get(name))
+
+    hosts = get("hosts")
+    hosts = [hosts] if isinstance(hosts, str) else list(hosts or [])
+    if not hosts:
+        raise ClusterError(
+            "the 'ssh' backend needs the hosts to run workers on.\n"
+            "  Fix: sweep run SPEC --cluster cluster/ssh.yaml (a profile with hosts: [...]), "
+            "or cluster: {backend: ssh, hosts: [10.0.0.5, 10.0.0.6]} in the spec")
+    key = get("key")
+    return SshOptions(
+        hosts=tuple(str(h) for h in hosts), scheduler=str(get("scheduler") or hosts[0]),
+        user=get("user"), port=int(get("port")),
+        key=str(Path(key).expanduser()) if key else None, known_hosts=get("known_hosts"),
+        remote_python=str(get("remote_python") or sys.executable),
+        workers_per_host=int(get("workers_per_host")), interface=get("interface"),
+        scheduler_port=int(get("scheduler_port")),
+        dashboard_address=get("dashboard_address") or None,
+        connect_timeout=float(get("connect_timeout")),
+        remote_tls_dir=str(get("remote_tls_dir") or f"/tmp/sweep-tls-{uuid.uuid4().hex[:12]}"),
+        tls=bool(setting("tls.enabled", extra.get("tls"))),
+    )
+
+
+def connect_options(opts: SshOptions) -> dict[str, Any]:
+    """Keywords of ``asyncssh.connect`` for every host."""
+    out: dict[str, Any] = {"port": opts.port, "connect_timeout": opts.connect_timeout}
+    if opts.user:
+        out["username"] = opts.user
+    if opts.key:
+        out["client_keys"] = [opts.key]
+    if opts.known_hosts == "ignore":
+        out["known_hosts"] = None
+    elif opts.known_hosts:
+        out["known_hosts"] = str(Path(opts.known_hosts).expanduser())
+    return out
+
+
+def _run_async(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run a coroutine to completion from sync code, even inside a running loop."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:  # no loop here (a script, or interpreter exit): run one
+        return asyncio.run(make())
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:  # e.g. inside Jupyter
+        return pool.submit(lambda: asyncio.run(make())).result()
+
+
+def _ssh_command(opts: SshOptions, host: str) -> str:
+    user = f"{opts.user}@" if opts.user else ""
+    key = f" -i {opts.key}" if opts.key else ""
+    return f"ssh -p {opts.port}{key} {user}{host}"
+
+
+async def _connect(host: str, opts: SshOptions) -> Any:
+    import asyncssh
+
+    ssh = _ssh_command(opts, host)
+    try:
+        return await asyncssh.connect(host, **connect_options(opts))
+    except asyncssh.PermissionDenied as exc:
+        raise ClusterError(
+            f"host {host}: SSH refused the key of user {opts.user or '(default)'}: {exc}\n"
+            f"  Fix: authorize the key on the host ({ssh.replace('ssh ', 'ssh-copy-id ', 1)})"
+            " or set the right user: and key: in the profile (key: ~/.ssh/id_ed25519); "
+            f"check with: {ssh} true") from exc
+    except asyncssh.HostKeyNotVerifiable as exc:
+        raise ClusterError(
+            f"host {host}: its SSH host key is not in known_hosts: {exc}\n"
+            f"  Fix: after checking the key's fingerprint, ssh-keyscan -p {opts.port} {host} "
+            ">> ~/.ssh/known_hosts (or give known_hosts: FILE in the profile)") from exc
+    except (OSError, asyncio.TimeoutError, asyncssh.Error) as exc:
+        raise ClusterError(
+            f"host {host} is unreachable on SSH port {opts.port}: "
+            f"{type(exc).__name__}: {exc}\n"
+            f"  Fix: check the address, that sshd runs there and that a firewall lets port "
+            f"{opts.port} through; try: {ssh} true") from exc
+
+
+def local_versions() -> dict[str, Any]:
+    """The versions :data:`PROBE` reports, for this Python."""
+    import contextlib
+    import io
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(PROBE, {})
+    return dict(json.loads(out.getvalue()))
+
+
+async def _probe(conn: Any, host: str, opts: SshOptions) -> dict[str, Any]:
+    result = await conn.run(f"{shlex.quote(opts.remote_python)} -c {shlex.quote(PROBE)}")
+    if result.exit_status in (126, 127):
+        raise ClusterError(
+            f"host {host}: remote Python {opts.remote_python!r} not found "
+            f"(exit {result.exit_status}: {str(result.stderr).strip()})\n"
+            f"  Fix: install Python and sweep on {host}, or set remote_python: to its path "
+            f"(find it with: {_ssh_command(opts, host)} 'command -v python3')")
+    try:
+        return dict(json.loads(str(result.stdout).strip().splitlines()[-1]))
+    except (ValueError, IndexError):
+        raise ClusterError(
+            f"host {host}: {opts.remote_python} could not report its packages "
+            f"(exit {result.exit_status}): {str(result.stderr).strip()[-500:]}\n"
+            f"  Fix: check that {opts.remote_python} -c 'import sweep' works on {host}"
+        ) from None
+
+
+def check_versions(host: str, here: dict[str, Any], there: dict[str, Any],
+                   remote_python: str) -> None:
+    """Raise if a package is missing on ``host`` or its version differs from here."""
+    if there.get("sweep") is None:
+        raise ClusterError(
+            f"host {host}: {remote_python} cannot import sweep "
+            f"({there.get('sweep_error', 'not installed')}).\n"
+            f"  Fix: pip install the same sweep on {host} (pip install sweep=="
+            f"{here['sweep']}, or pip install -e . in a shared checkout), or point "
+            "remote_python: at the Python that has it")
+    names = ("python", "sweep", *MUST_MATCH)
+    differ = {n: (here.get(n), there.get(n)) for n in names if here.get(n) != there.get(n)}
+    if differ:
+        rows = "; ".join(f"{n}: here {a}, there {b}" for n, (a, b) in differ.items())
+        pins = " ".join(f"{n}=={a}" for n, (a, _) in differ.items()
+                        if a is not None and n not in ("python", "sweep"))
+        raise ClusterError(
+            f"host {host}: package versions differ from this machine ({rows}).\n"
+            f"  Fix: install the same versions on every host, e.g. on {host}: "
+            f"{remote_python} -m pip install {pins or 'sweep==' + str(here['sweep'])}")
+
+
+async def _ship(conn: Any, files: tls.TlsFiles, roles: list[str], remote_dir: str) -> None:
+    """Copy the CA certificate and the key pairs of ``roles`` to ``remote_dir`` (0700)."""
+    await conn.run(f"umask 077 && mkdir -p {shlex.quote(remote_dir)}", check=True)
+    paths = sorted({p for role in roles for p in files.for_role(role)})
+    async with conn.start_sftp_client() as sftp:
+        for path in paths:
+            target = f"{remote_dir}/{path.name}"
+            await sftp.put(str(path), target)
+            await sftp.chmod(target, 0o600)
+
+
+def _roles(host: str, opts: SshOptions) -> list[str]:
+    return [r for r, on in (("scheduler", host == opts.scheduler),
+                            ("worker", host in opts.hosts)) if on]
+
+
+async def _prepare_host(host: str, opts: SshOptions, here: dict[str, Any],
+                        files: tls.TlsFiles | None) -> None:
+    conn = await _connect(host, opts)
+    async with conn:
+        check_versions(host, here, await _probe(conn, host, opts), opts.remote_python)
+        if files is not None:
+            await _ship(conn, files, _roles(host, opts), opts.remote_tls_dir)
+
+
+def prepare_hosts(opts: SshOptions, files: tls.TlsFiles | None) -> None:
+    """Check every host (in parallel) and copy its TLS files to it; raise the first problem."""
+    here = local_versions()
+
+    async def all_hosts() -> None:
+        await asyncio.gather(*(_prepare_host(h, opts, here, files)
+                               for h in dict.fromkeys(opts.all_hosts)))
+
+    _run_async(all_hosts)
+
+
+def _remove_tls(opts: SshOptions, local_dir: str) -> None:
+    """Delete the certificates here and on every host (when the cluster is gone)."""
+    import shutil
+
+    shutil.rmtree(local_dir, ignore_errors=True)
+
+    async def remove(host: str) -> None:
+        async with await _connect(host, opts) as conn:
+            await conn.run(f"rm -rf {shlex.quote(opts.remote_tls_dir)}")
+
+    async def everywhere() -> list[Any]:
+        return await asyncio.gather(*(remove(h) for h in dict.fromkeys(opts.all_hosts)),
+                                    return_exceptions=True)
+
+    try:
+        errors = [e for e in _run_async(everywhere) if isinstance(e, BaseException)]
+    except Exception as exc:
+        errors = [exc]
+    for error in errors:  # best effort: the CA is per cluster and the files expire
+        logger.warning("sweep: could not remove TLS files %s on a host: %s",
+                       opts.remote_tls_dir, error)
+
+
+def _remove_tls_on_close(cluster: Any, remove: Callable[[], None]) -> None:
+    """Delete the certificates right after ``cluster.close()`` (while SSH still works).
+
+    The CA is made per cluster, so files left behind (the process was killed)
+    open nothing once the cluster is gone; they expire after ``tls.valid-days``.
+    """
+    close = cluster.close
+
+    @functools.wraps(close)
+    def close_then_remove(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return close(*args, **kwargs)
+        finally:
+            cluster.close = close  # once
+            remove()
+
+    cluster.close = close_then_remove
+
+
+def _warn_insecure(opts: SshOptions) -> None:
+    logger.warning(
+        "sweep: TLS IS OFF (tls: false). Scheduler and workers on %s accept PLAIN TCP: "
+        "anyone who can reach their ports can run any code on every host. Use this only "
+        "on a network no one else can reach.", ", ".join(opts.all_hosts))
+
+
+def _dask_options(settings: ClusterSettings, opts: SshOptions) -> tuple[dict, dict]:
+    """``scheduler_options`` and ``worker_options`` of ``SSHCluster`` (JSON only)."""
+    address: dict[str, Any] = ({"interface": opts.interface} if opts.interface
+                               else {"host": opts.scheduler})
+    scheduler = {"port": opts.scheduler_port, "protocol": "tls" if opts.tls else "tcp",
+                 "dashboard": opts.dashboard_address is not None,
+                 "dashboard_address": opts.dashboard_address, **address}
+    worker = {"nthreads": settings.threads_per_worker, "n_workers": opts.workers_per_host,
+              "env": settings.environment, "death_timeout": setting("cluster.startup-timeout"),
+              "memory_limit": settings.extra.get("memory_limit", setting("cluster.memory-limit"))}
+    if opts.interface:
+        worker["interface"] = opts.interface
+    return scheduler, worker
+
+
+def _dask_config(settings: ClusterSettings, opts: SshOptions) -> dict[str, Any]:
+    pre_spawn = {**dask.config.get("distributed.nanny.pre-spawn-environ", {}),
+                 **settings.environment}
+    config = {"distributed.nanny.pre-spawn-environ": pre_spawn, **settings.scheduler_config}
+    if opts.tls:
+        config.update(tls.dask_config(opts.remote_tls_dir))
+    return config
+
+
+def _start_failed(exc: BaseException, opts: SshOptions) -> ClusterError:
+    return ClusterError(
+        f"the ssh cluster on {', '.join(opts.all_hosts)} did not start: "
+        f"{type(exc).__name__}: {exc}\n"
+        "  Fix: no worker reached the scheduler in time. Set interface: (e.g. eth0) to the "
+        "network the hosts share, open the scheduler's and workers' ports between the hosts, "
+        "raise sweep.cluster.startup-timeout, or run the command by hand to see its log: "
+        f"{_ssh_command(opts, opts.hosts[0])} {opts.remote_python} -m distributed.cli.dask_spec")
+
+
+def _timed(start: Callable[[], Any], opts: SshOptions) -> Any:
+    began = time.perf_counter()
+    try:
+        cluster = start()
+    except ClusterError:
+        raise
+    except Exception as exc:  # translate at the edge
+        raise _start_failed(exc, opts) from exc
+    logger.info("sweep: ssh cluster with %d worker(s) on %d host(s) up in %.1f s",
+                opts.workers_per_host * len(opts.hosts), len(opts.hosts),
+                time.perf_counter() - began)
+    return cluster
+
+
+@register("ssh", options=SSH_KEYS | {"tls"})
+def ssh(settings: ClusterSettings) -> Started:
+    """Scheduler and workers on SSH hosts; mutual TLS unless ``tls: false``."""
+    from distributed.deploy.ssh import SSHCluster
+
+    opts = resolve(settings.extra)
+    local_dir = tempfile.mkdtemp(prefix="sweep-tls-")
+    files = tls.create(local_dir, hosts=opts.all_hosts) if opts.tls else None
+    if files is None:
+        _warn_insecure(opts)
+    security = tls.client_security(files) if files is not None else None
+    scheduler_options, worker_options = _dask_options(settings, opts)
+    try:
+        prepare_hosts(opts, files)
+        with dask.config.set(_dask_config(settings, opts)):
+            cluster = _timed(lambda: SSHCluster(
+                opts.all_hosts, connect_options=connect_options(opts),
+                worker_options=worker_options, scheduler_options=scheduler_options,
+                remote_python=opts.remote_python, security=security), opts)
+    except BaseException:
+        _remove_tls(opts, local_dir)
+        raise
+    _remove_tls_on_close(cluster, lambda: _remove_tls(opts, local_dir))
+    # the session waits for (and staggers restarts over) the workers started here
+    settings.workers = opts.workers_per_host * len(opts.hosts)
+    return Started(cluster, cluster.scheduler_address, security)
+
+

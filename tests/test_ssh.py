@@ -1,0 +1,296 @@
+"""Several hosts over SSH, with TLS: real sshd in network namespaces (cluster/ssh/up).
+
+The hosts share this machine's filesystem, like hosts with a shared (NFS) home:
+``remote_python`` is a wrapper that runs this Python with this checkout and
+``tests/`` on ``PYTHONPATH`` (workers import ``sweep`` and the test models).
+The TLS files are still copied to every host over SFTP, as on separate machines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from conftest import ROOT, TESTS, scores
+from distributed.comm import get_address_host
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GridSearchCV
+
+import sweep
+from sweep import ClusterError, tls
+
+STATE = Path(os.environ.get("SWEEP_SSH_STATE", "/tmp/sweep-ssh"))
+pytestmark = [
+    pytest.mark.ssh,
+    # a refused asynchronous Client leaves distributed's own cleanup to __del__
+    pytest.mark.filterwarnings("ignore:coroutine 'wait_for' was never awaited"),
+    pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning"),
+]
+
+
+@pytest.fixture(scope="module")
+def hosts() -> dict:
+    """What cluster/ssh/up wrote; skip (or fail, under SWEEP_REQUIRE_SERVICES) if absent."""
+    path = STATE / "hosts.yaml"
+    if not path.is_file():
+        reason = f"no sshd test hosts ({path} missing): run cluster/ssh/up as root first"
+        if os.environ.get("SWEEP_REQUIRE_SERVICES"):
+            pytest.fail(reason + " (SWEEP_REQUIRE_SERVICES is set)")
+        pytest.skip(reason)
+    return dict(yaml.safe_load(path.read_text()))
+
+
+@pytest.fixture(scope="module")
+def remote_python(tmp_path_factory) -> str:
+    wrapper = tmp_path_factory.mktemp("remote") / "python"
+    path = os.pathsep.join([str(ROOT), str(TESTS)])
+    wrapper.write_text(f'#!/bin/sh\nPYTHONPATH={path} exec {sys.executable} "$@"\n')
+    wrapper.chmod(0o755)
+    return str(wrapper)
+
+
+@pytest.fixture(scope="module")
+def options(hosts, remote_python) -> dict:
+    return {"hosts": hosts["hosts"], "user": hosts["user"], "key": hosts["key"],
+            "known_hosts": hosts["known_hosts"], "remote_python": remote_python,
+            "interface": hosts["interface"]}
+
+
+@pytest.fixture(scope="module")
+def ssh_session(options):
+    start = time.perf_counter()
+    with sweep.cluster("ssh", seed=3, threads_per_worker=1, **options) as session:
+        session.seconds_to_workers = time.perf_counter() - start
+        yield session
+
+
+def veth_bytes_in(hosts: dict) -> dict[str, int]:
+    """Bytes that entered each namespace "host" through its network cable."""
+    return {veth: int(Path(f"/sys/class/net/{veth}/statistics/tx_bytes").read_text())
+            for veth in hosts["host_veths"]}
+
+
+# -- a sweep across hosts ---------------------------------------------------------------
+
+@pytest.mark.slow
+def test_keras_sweep_on_three_hosts_matches_local_cluster(ssh_session, cancer,
+                                                          tiny_classifier):
+    X, y = cancer
+    grid = {"model__neurons": [1, 2, 3]}
+    print(f"\ntime to workers (3 hosts, TLS, TensorFlow preloaded): "
+          f"{ssh_session.seconds_to_workers:.1f} s")
+    assert len(ssh_session.client.scheduler_info()["workers"]) == 3
+    assert ssh_session.client.scheduler.address.startswith("tls://")
+    before = len(ssh_session.fits)
+    remote = GridSearchCV(tiny_classifier, grid, cv=3, n_jobs=-1).fit(X, y)
+    fits = ssh_session.fits[before:]
+    with sweep.cluster("local", workers=2, seed=3):
+        local = GridSearchCV(tiny_classifier, grid, cv=3, n_jobs=-1).fit(X, y)
+    np.testing.assert_array_equal(scores(remote), scores(local))
+    hosts_used = {get_address_host(f["worker"]) for f in fits}
+    assert len(fits) == 9 and len(hosts_used) >= 2, hosts_used
+    assert all(f.get("fit_error") is None for f in fits)
+
+
+def test_workers_run_on_every_host_with_pinned_threads(ssh_session, hosts):
+    reports = ssh_session.worker_reports()
+    assert {get_address_host(a) for a in reports} == set(hosts["hosts"])
+    for report in reports.values():
+        assert report["environment"]["OMP_NUM_THREADS"] == "1"
+        assert report["tensorflow_threads"] == {"intra_op": 1, "inter_op": 1}
+
+
+def test_data_crosses_the_network_once_per_worker_not_per_fit(ssh_session, hosts):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(40_000, 25))  # 8 MB, incompressible
+    y = (X[:, 0] + rng.normal(size=len(X)) > 0).astype(int)
+    data = X.nbytes + y.nbytes
+    grid = {"C": [0.001, 0.01, 0.1, 1.0, 10.0, 100.0]}
+    n_workers = len(ssh_session.client.scheduler_info()["workers"])
+    sent_before, before = len(ssh_session.backend.data_sent), veth_bytes_in(hosts)
+    search = GridSearchCV(LogisticRegression(max_iter=50), grid, cv=3, n_jobs=-1).fit(X, y)
+    into_hosts = {v: b - before[v] for v, b in veth_bytes_in(hosts).items()}
+    n_fits = len(grid["C"]) * 3
+    per_worker = ssh_session.client.run(_data_bytes_received)
+    shared = sum(ssh_session.backend.data_sent[sent_before:])  # X, y and the CV folds
+    print(f"\ndata {data / 1e6:.1f} MB (shared with the folds: {shared / 1e6:.1f} MB), "
+          f"{n_fits} fits, {n_workers} workers: "
+          f"{sum(into_hosts.values()) / 1e6:.1f} MB entered the hosts "
+          f"({ {v: round(b / 1e6, 1) for v, b in into_hosts.items()} } MB); "
+          f"data received by workers from peers: "
+          f"{ {get_address_host(a): round(b / 1e6, 1) for a, b in per_worker.items()} } MB")
+    assert np.isfinite(search.cv_results_["mean_test_score"]).all()
+    assert shared >= data  # X and y travel as shared data, not inside each fit's task
+    # one copy per worker (+ the copy the scheduler receives), not one per fit
+    assert sum(into_hosts.values()) < (n_workers + 1.5) * shared < n_fits * data / 3
+    assert all(b <= 1.05 * shared for b in per_worker.values())
+
+
+def _data_bytes_received(dask_worker=None) -> int:
+    return sum(nbytes for entry in dask_worker.transfer_incoming_log
+               for key, nbytes in entry["keys"].items() if "sweep-data-" in str(key))
+
+
+# -- TLS: who may connect ---------------------------------------------------------------
+
+def test_clients_without_the_clusters_certificate_are_refused(ssh_session, tmp_path):
+    address = ssh_session.client.scheduler.address
+    other_ca = tls.client_security(tls.create(tmp_path / "other", hosts=["10.77.0.11"]))
+    plain = address.replace("tls://", "tcp://")
+    _scheduler_refuses_tls_without_client_certificate(
+        address, ssh_session.client.security.tls_ca_file)
+    for target, security in ((address, None), (address, other_ca), (plain, None)):
+        start = time.perf_counter()
+        with pytest.raises((OSError, TimeoutError, ValueError, TypeError)) as refused:
+            asyncio.run(_client_submits(target, security))
+        seconds = time.perf_counter() - start
+        print(f"\nrefused in {seconds:.2f} s: {target[:3]}, {security}: {refused.value!r:.80}")
+        assert seconds < 10
+    assert ssh_session.client.submit(sum, [1, 2]).result() == 3  # the cluster is unharmed
+
+
+def _scheduler_refuses_tls_without_client_certificate(address: str, ca_file: str) -> None:
+    """Dask's client will not even try without a certificate; a raw TLS client does."""
+    import socket
+    import ssl
+
+    from distributed.comm import parse_host_port
+
+    context = ssl.create_default_context(cafile=ca_file)  # trusts the cluster's CA
+    context.check_hostname = False
+    with socket.create_connection(parse_host_port(address.split("://")[1]), timeout=5) as raw:
+        with pytest.raises((ssl.SSLError, ConnectionError), match="certificate|reset|closed|EOF"):
+            with context.wrap_socket(raw) as conn:
+                conn.sendall(b"hello")
+                if not conn.recv(1):  # TLS 1.3: the refusal arrives after the handshake
+                    raise ConnectionError("closed by the scheduler")
+
+
+async def _client_submits(address: str, security) -> None:
+    from distributed import Client
+
+    async with Client(address, security=security, asynchronous=True, timeout=3) as client:
+        await client.submit(sum, [1, 2])
+
+
+def test_attach_to_a_tls_scheduler_started_by_hand(hosts, tmp_path):
+    files = tls.create(tmp_path / "tls", hosts=["10.77.0.1"])
+    scheduler_file = tmp_path / "scheduler.json"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(TESTS)]),
+           "DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION": "True"}
+    procs = [_dask("scheduler", "--host", "10.77.0.1", "--port", "0", "--no-dashboard",
+                   "--scheduler-file", str(scheduler_file), *_tls_args(files, "scheduler"),
+                   env=env)]
+    try:
+        address = _wait_for_address(scheduler_file)
+        procs.append(_dask("worker", address, "--nthreads", "1", "--no-dashboard",
+                           *_tls_args(files, "worker"), env=env))
+        with pytest.raises(ClusterError, match="Fix: --tls-ca"):
+            sweep.cluster("attach", address=address).__enter__()
+        with sweep.cluster("attach", address=address, tls_ca=str(files.ca_file),
+                           tls_cert=str(files.cert("client")),
+                           tls_key=str(files.key("client"))) as session:
+            search = GridSearchCV(LogisticRegression(), {"C": [0.1, 1.0]}, cv=2, n_jobs=-1)
+            search.fit(*_small_data())
+            assert len(session.fits) == 4
+            assert session.client.scheduler.address.startswith("tls://10.77.0.1:")
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(timeout=30)
+
+
+def test_attach_refuses_plain_tcp_to_another_machine_unless_asked():
+    with pytest.raises(ClusterError, match="plain TCP to another machine.*\n.*Fix: .*--insecure"):
+        sweep.cluster("attach", address="tcp://10.77.0.1:8786").__enter__()
+
+
+def _dask(role: str, *args: str, env: dict) -> subprocess.Popen:
+    module = f"distributed.cli.dask_{role}"
+    return subprocess.Popen([sys.executable, "-m", module, *args], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _tls_args(files: tls.TlsFiles, role: str) -> list[str]:
+    return ["--tls-ca-file", str(files.ca_file), "--tls-cert", str(files.cert(role)),
+            "--tls-key", str(files.key(role))]
+
+
+def _wait_for_address(scheduler_file: Path, timeout: float = 60) -> str:
+    import json
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if scheduler_file.is_file() and scheduler_file.stat().st_size:
+            return str(json.loads(scheduler_file.read_text())["address"])
+        time.sleep(0.2)
+    raise AssertionError("the hand-started scheduler did not write its address")
+
+
+def _small_data() -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(200, 5))
+    return X, (X[:, 0] > 0).astype(int)
+
+
+# -- errors, before anything starts -----------------------------------------------------
+
+def _start(**options):
+    with sweep.cluster("ssh", **options):
+        pass
+
+
+def test_unreachable_host_names_the_fix(options):
+    with pytest.raises(ClusterError, match=r"10\.77\.0\.99 is unreachable(.|\n)*Fix: check"):
+        _start(**{**options, "hosts": ["10.77.0.99"], "connect_timeout": 2})
+
+
+def test_refused_key_names_the_fix(options, hosts):
+    bad = {**options, "key": hosts["wrong_key"]}
+    with pytest.raises(ClusterError, match=r"refused the key(.|\n)*Fix: .*ssh-copy-id"):
+        _start(**bad)
+
+
+def test_unknown_host_key_names_the_fix(options, tmp_path):
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    with pytest.raises(ClusterError, match=r"not in known_hosts(.|\n)*Fix: .*ssh-keyscan"):
+        _start(**{**options, "known_hosts": str(empty)})
+
+
+def test_missing_remote_python_names_the_fix(options):
+    with pytest.raises(ClusterError, match=r"not found(.|\n)*Fix: .*remote_python"):
+        _start(**{**options, "remote_python": "/nonexistent/bin/python3"})
+
+
+def test_python_without_sweep_names_the_fix(options):
+    if not Path("/usr/bin/python3").is_file():
+        pytest.skip("needs a system Python without sweep at /usr/bin/python3")
+    with pytest.raises(ClusterError, match=r"cannot import sweep(.|\n)*Fix: pip install"):
+        _start(**{**options, "remote_python": "/usr/bin/python3"})
+
+
+def test_workers_that_cannot_start_name_the_fix(options):
+    start = time.perf_counter()
+    with pytest.raises(ClusterError, match=r"did not start(.|\n)*Fix: .*interface"):
+        _start(**{**options, "interface": "nosuchnic0"})
+    assert time.perf_counter() - start < 60
+
+
+def test_version_mismatch_names_the_packages_and_the_fix():
+    from sweep.ssh import check_versions, local_versions
+
+    here = local_versions()
+    there = {**here, "distributed": "2023.1.0"}
+    with pytest.raises(ClusterError, match=r"distributed: here .*, there 2023\.1\.0(.|\n)*"
+                                           r"Fix: .*pip install distributed=="):
+        check_versions("10.0.0.9", here, there, "/usr/bin/python3")
+    check_versions("10.0.0.9", here, dict(here), "/usr/bin/python3")  # equal: fine
