@@ -118,7 +118,8 @@ def read_profile(path: str | Path) -> dict[str, Any]:
     profile = raw.get("cluster", raw)
     if not isinstance(profile, dict) or "backend" not in profile:
         raise SpecError("--cluster", str(path), "a profile needs a cluster: mapping with a "
-                        "backend", "see cluster/slurm.yaml for an example")
+                        "backend", "name it, e.g. backend: ssh or backend: slurm "
+                        "(examples in cluster/*.yaml)")
     return dict(profile)
 
 
@@ -294,7 +295,14 @@ def _check_cluster(cluster: dict[str, Any]) -> dict[str, Any]:
     if backend not in backends:
         raise SpecError("cluster.backend", backend, "unknown cluster backend",
                         f"use one of: {', '.join(backends)}")
-    _unknown("cluster", cluster, clusters.COMMON_KEYS | clusters.OPTIONS[backend])
+    allowed = clusters.COMMON_KEYS | clusters.OPTIONS[backend]
+    for key in cluster:
+        owners = sorted(name for name, opts in clusters.OPTIONS.items() if key in opts)
+        if key not in allowed and owners:
+            raise SpecError(f"cluster.{key}", cluster[key],
+                            f"only the {' and '.join(repr(o) for o in owners)} backend uses it",
+                            f"use backend: {owners[0]}, or remove cluster.{key}")
+    _unknown("cluster", cluster, allowed)
     for key, value in cluster.items():
         if key in ("workers", "threads_per_worker", "recycle_after_fits") and value is not None:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:

@@ -10,7 +10,7 @@ from conftest import ROOT
 
 from sweep import ClusterError, SpecError
 from sweep import spec as specmod
-from sweep.cli import build_parser, overrides
+from sweep.cli import _load, build_parser, overrides
 from sweep.cloud import ec2_arguments
 from sweep.clusters import ClusterSettings, attach_security
 
@@ -33,11 +33,10 @@ def _ssh_profile(key: str, tmp_path: Path) -> Path:
 def test_ssh_profile_validates_and_becomes_cli_overrides(key, tmp_path):
     path = _ssh_profile(key, tmp_path)
     args = build_parser().parse_args(["run", "spec.yaml", "--cluster", str(path)])
-    out = overrides(args)
-    assert out["cluster.backend"] == "ssh"
-    assert out["cluster.hosts"] == ["10.0.0.5", "10.0.0.6", "10.0.0.7"]
-    assert out["cluster.tls"] is True
-    spec = specmod.load(specmod.demo_spec(), out)
+    spec = _load(specmod.demo_spec(), args)
+    assert spec.cluster["backend"] == "ssh"
+    assert spec.cluster["hosts"] == ["10.0.0.5", "10.0.0.6", "10.0.0.7"]
+    assert spec.cluster["tls"] is True
     assert spec.cluster["workers_per_host"] == 2
 
 
@@ -46,7 +45,6 @@ def test_insecure_and_tls_files_flags(tmp_path):
                                       "--tls-ca", "ca.pem", "--tls-cert", "c.pem",
                                       "--tls-key", "k.pem", "--insecure"])
     out = overrides(args)
-    assert out["cluster.backend"] == "attach"
     assert (out["cluster.tls_ca"], out["cluster.tls_cert"], out["cluster.tls_key"]) == (
         "ca.pem", "c.pem", "k.pem")
     assert out["cluster.tls"] is False

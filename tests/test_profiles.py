@@ -22,7 +22,11 @@ def _load(*argv: str, spec: dict | None = None) -> specmod.Spec:
 
 @pytest.mark.parametrize("profile", sorted((ROOT / "cluster").glob("*.yaml")),
                          ids=lambda p: p.name)
-def test_every_shipped_profile_validates(profile):
+def test_every_shipped_profile_validates(profile, tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))  # the ssh profile names ~/.ssh files
+    (tmp_path / ".ssh").mkdir()
+    for name in ("id_ed25519", "known_hosts"):
+        (tmp_path / ".ssh" / name).write_text("")
     spec = _load("--cluster", str(profile))
     assert spec.cluster["backend"] == specmod.read_profile(profile)["backend"]
 
