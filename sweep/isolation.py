@@ -57,6 +57,11 @@ def worker_environment(threads: int, keras_backend: str = "tensorflow") -> dict[
         TF_ENABLE_ONEDNN_OPTS="0",
         PYTHONWARNINGS="ignore::UserWarning",
     )
+    if keras_backend == "jax":
+        # XLA's CPU client: one intra-op pool of the worker's size
+        flags = [f"--xla_cpu_multi_thread_eigen={'false' if threads == 1 else 'true'}",
+                 f"intra_op_parallelism_threads={threads}"]
+        env["XLA_FLAGS"] = " ".join(flags)
     return env
 
 
@@ -141,6 +146,10 @@ class TensorFlowIsolation(WorkerPlugin):
             state.tensorflow_threads = pin_tensorflow_threads(self.threads)
             if self.deterministic:
                 state.determinism = enable_determinism()
+        elif self.preload_tensorflow:  # another Keras backend (jax): import it now
+            import keras  # noqa: F401
+
+            state.determinism = f"{os.environ.get('KERAS_BACKEND')}: cpu (XLA, seeded)"
         worker._sweep_state = state
 
 
