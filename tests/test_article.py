@@ -72,3 +72,40 @@ def test_run_all_quick_writes_the_results_page(tmp_path, pima_path):
         # every recipe name (optimizers, initializers, activations) trains on Keras 3
         assert table["mean_test_score"].notna().all(), name
     assert "article's best (Keras 2): 0.724 (dropout 0.2, max-norm 4)" in page
+
+
+def _script(name: str):
+    import importlib.util
+
+    sys.path.insert(0, str(ARTICLE))
+    try:
+        spec = importlib.util.spec_from_file_location(f"article_{name}", ARTICLE / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    finally:
+        sys.path.remove(str(ARTICLE))
+
+
+@pytest.mark.parametrize("name", sorted(GRID_SIZES))
+def test_each_python_script_has_the_same_grid_as_its_spec(name):
+    """The plain-Python scripts and the specs describe the same experiments."""
+    module = _script(name)
+    spec = specmod.load(ARTICLE / f"{name}.yaml")
+    script_values = sorted(map(repr, module.param_grid.values()))
+    spec_values = sorted(map(repr, (spec.raw["param_grid"]).values()))
+    assert script_values == spec_values
+    model = module.create_model()  # builds and compiles on Keras 3 with default arguments
+    assert model.compiled and model.input_shape == (None, 8)
+
+
+@pytest.mark.slow
+def test_python_script_runs_quick(pima_path):
+    proc = subprocess.run(
+        [sys.executable, str(ARTICLE / "exp7_neurons.py"), "--quick", "--workers", "2",
+         "--csv", str(pima_path)], capture_output=True, text=True, timeout=900,
+        env=sweep_env())
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("Best: ") and "'model__neurons'" in lines[0]
+    assert sum(" with: {'model__neurons': " in line for line in lines) == 7
