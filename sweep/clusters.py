@@ -43,6 +43,8 @@ class ClusterSettings:
             # a worker holds only the fits it runs, so a worker that dies takes no
             # queued (innocent) fit's retries with it
             "distributed.scheduler.worker-saturation": 1.0,
+            # local workers inherit this config from their nanny (see worker_environment)
+            "distributed.worker.profile.enabled": False,
         }
 
     @property
