@@ -18,7 +18,7 @@ from distributed import LocalCluster
 
 from .config import setting
 from .exceptions import ClusterError
-from .isolation import worker_environment
+from .isolation import THREAD_VARIABLES, worker_environment
 
 logger = logging.getLogger(__name__)
 
@@ -119,7 +119,10 @@ def default_workers() -> int:
 def local(settings: ClusterSettings) -> Started:
     """Worker processes on this machine, listening on loopback only."""
     env = settings.environment
-    pre_spawn = {**dask.config.get("distributed.nanny.pre-spawn-environ", {}), **env}
+    # thread variables must be there when the worker process starts (numpy reads them
+    # on import); the rest (KERAS_BACKEND, ...) is set in the worker before Keras loads
+    threads = {k: v for k, v in env.items() if k in THREAD_VARIABLES}
+    pre_spawn = {**dask.config.get("distributed.nanny.pre-spawn-environ", {}), **threads}
     extra = settings.extra
     try:
         config = {"distributed.nanny.pre-spawn-environ": pre_spawn, **settings.scheduler_config}

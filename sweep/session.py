@@ -11,6 +11,7 @@ so ``n_jobs=-1`` means every worker of the cluster.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -165,7 +166,11 @@ def cluster(
     store = Journal(journal) if isinstance(journal, (str, Path)) else journal
     if name == "local":
         check_main_guard()
-    started = clusters.start(name, settings)
+    environ = dict(os.environ)
+    try:
+        started = clusters.start(name, settings)
+    finally:
+        _restore_environ(environ)
     client = None
     try:
         client = _connect(started, settings, name)
@@ -191,6 +196,21 @@ def cluster(
             client.close()
         if started.cluster is not None:
             started.cluster.close()
+        _restore_environ(environ)
+
+
+def _restore_environ(saved: dict[str, str]) -> None:
+    """Undo what starting workers wrote into this process's environment.
+
+    distributed's nanny copies its pre-spawn variables (the thread counts) into
+    the parent's ``os.environ`` before spawning a worker; without this, the
+    user's process (and e.g. a loky pool it starts later) would inherit them.
+    """
+    for key in set(os.environ) - set(saved):
+        del os.environ[key]
+    for key, value in saved.items():
+        if os.environ.get(key) != value:
+            os.environ[key] = value
 
 
 def _capacity(started: clusters.Started, settings: clusters.ClusterSettings) -> int | None:

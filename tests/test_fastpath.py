@@ -81,3 +81,32 @@ def test_sweep_scores_equal_with_and_without_fast_path(cancer, tiny_classifier):
                                            n_jobs=-1).fit(X, y))
         assert not any(f["fast_path"] for f in session.fits)
     np.testing.assert_array_equal(got["fast"], got["plain"])
+
+
+def _backend_of_worker() -> str:
+    import keras
+
+    return keras.backend.backend()
+
+
+@pytest.mark.slow
+def test_jax_workers_are_opt_in_and_reproducible(cancer, tiny_classifier):
+    """keras_backend="jax": workers build and train on JAX; seeded runs repeat exactly."""
+    X, y = cancer
+    tiny_classifier.set_params(epochs=2, batch_size=16)
+    cv = StratifiedKFold(3, shuffle=True, random_state=0)
+    runs = []
+    import os
+
+    environ = dict(os.environ)
+    with sweep.cluster("local", workers=2, seed=5, keras_backend="jax") as session:
+        # the workers' settings do not leak into this process (a later loky pool or
+        # Keras import here would inherit them)
+        assert dict(os.environ) == environ
+        assert set(session.client.run(_backend_of_worker).values()) == {"jax"}
+        for _ in range(2):
+            runs.append(scores(GridSearchCV(tiny_classifier, {"model__neurons": [1, 2]},
+                                            cv=cv, n_jobs=-1).fit(X, y)))
+        assert all(f["fast_path"] for f in session.fits)
+    np.testing.assert_array_equal(runs[0], runs[1])
+    assert np.isfinite(runs[0]).all()
