@@ -13,7 +13,7 @@ Three measurements on a LocalCluster (default 2 workers), in one run:
 Plus the journal's commit rate (one fsync'ed SQLite transaction per fit). The
 closing lines extrapolate to a 1,000-worker cluster; see README "Performance".
 
-    python scripts/bench_scheduler.py --noop 10000 --sweep-noop 2000 --sleep 1000
+    python scripts/bench_scheduler.py --noop 10000 --sweep-noop 500 --sleep 1000
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--noop", type=int, default=10_000)
-    parser.add_argument("--sweep-noop", type=int, default=2_000)
+    parser.add_argument("--sweep-noop", type=int, default=500)
     parser.add_argument("--sleep", type=int, default=1_000)
     parser.add_argument("--seconds", type=float, default=0.2)
     parser.add_argument("--output", default="bench-results")
