@@ -18,7 +18,7 @@ from distributed import LocalCluster
 
 from .config import setting
 from .exceptions import ClusterError
-from .isolation import THREAD_VARIABLES, worker_environment
+from .isolation import worker_environment
 
 logger = logging.getLogger(__name__)
 
@@ -119,10 +119,11 @@ def default_workers() -> int:
 def local(settings: ClusterSettings) -> Started:
     """Worker processes on this machine, listening on loopback only."""
     env = settings.environment
-    # thread variables must be there when the worker process starts (numpy reads them
-    # on import); the rest (KERAS_BACKEND, ...) is set in the worker before Keras loads
-    threads = {k: v for k, v in env.items() if k in THREAD_VARIABLES}
-    pre_spawn = {**dask.config.get("distributed.nanny.pre-spawn-environ", {}), **threads}
+    # Before the worker process starts: a spawned worker first re-imports the user's
+    # main module, which may import numpy, TensorFlow or Keras (reading the thread
+    # variables and KERAS_BACKEND) before any later setting could apply. The nanny
+    # writes these into this process's os.environ too; sweep.cluster() restores it.
+    pre_spawn = {**dask.config.get("distributed.nanny.pre-spawn-environ", {}), **env}
     extra = settings.extra
     try:
         config = {"distributed.nanny.pre-spawn-environ": pre_spawn, **settings.scheduler_config}

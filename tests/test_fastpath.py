@@ -110,3 +110,30 @@ def test_jax_workers_are_opt_in_and_reproducible(cancer, tiny_classifier):
         assert all(f["fast_path"] for f in session.fits)
     np.testing.assert_array_equal(runs[0], runs[1])
     assert np.isfinite(runs[0]).all()
+
+
+@pytest.mark.slow
+def test_jax_workers_even_when_the_main_module_imports_keras(tmp_path):
+    """Spawned workers re-import the main script first: KERAS_BACKEND must already be set."""
+    import subprocess
+    import sys
+
+    from conftest import sweep_env
+
+    script = tmp_path / "main.py"
+    script.write_text(
+        "import os\n"
+        "import keras  # imported before the cluster starts, as most scripts do\n"
+        "import sweep\n\n"
+        "def backend():\n"
+        "    import keras\n"
+        "    return keras.backend.backend()\n\n"
+        "if __name__ == '__main__':\n"
+        "    before = dict(os.environ)\n"
+        "    with sweep.cluster('local', workers=1, keras_backend='jax') as s:\n"
+        "        print(sorted(set(s.client.run(backend).values())), dict(os.environ) == before)\n"
+        "    print(keras.backend.backend())\n")
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=300, env=sweep_env())
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.splitlines()[-2:] == ["['jax'] True", "tensorflow"]
