@@ -49,8 +49,10 @@ def main() -> None:
     parser.add_argument("--output", default="bench-results")
     args = parser.parse_args()
     out: dict[str, float | int | str] = {"workers": args.workers}
+    # recycling off: thousands of no-op fits would restart workers every 100 of them
     with tempfile.TemporaryDirectory() as tmp, sweep.cluster(
-            "local", workers=args.workers, seed=0, journal=Path(tmp) / "j.sqlite") as session:
+            "local", workers=args.workers, seed=0, journal=Path(tmp) / "j.sqlite",
+            recycle_after_fits=0) as session:
         client = session.client
         client.gather(client.map(noop, range(200)))  # warm up
         start = time.perf_counter()
