@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import dask.config
 import joblib
-from dask.utils import parse_bytes
+from dask.utils import parse_bytes, parse_timedelta
 from distributed import Client
 
 from . import clusters
@@ -164,8 +165,16 @@ def cluster(
     settings = _settings(workers, threads_per_worker, keras_backend, max_retries,
                          backend_options)
     store = Journal(journal) if isinstance(journal, (str, Path)) else journal
+    stack = contextlib.ExitStack()
     if name == "local":
         check_main_guard()
+        # A LocalCluster closes the nanny of a worker that has been gone this long; a
+        # recycled worker re-importing TensorFlow on a loaded machine can take longer
+        # than Dask's 15 s, and its nanny (hence the worker) was then lost for good.
+        grace = max(float(setting("cluster.startup-timeout")), float(parse_timedelta(
+            dask.config.get("distributed.deploy.lost-worker-timeout"))))
+        stack.enter_context(dask.config.set({"distributed.deploy.lost-worker-timeout":
+                                             f"{grace}s"}))
     environ = dict(os.environ)
     try:
         started = clusters.start(name, settings)
@@ -197,6 +206,7 @@ def cluster(
         if started.cluster is not None:
             started.cluster.close()
         _restore_environ(environ)
+        stack.close()
 
 
 def _restore_environ(saved: dict[str, str]) -> None:

@@ -36,3 +36,4 @@ def test_workers_recycle_and_no_fit_is_lost(cancer, tiny_classifier):
     assert first and all(per_process[pid] < len(fits) / 2 for pid in first), per_process
     late = [f["pid"] for f in fits[-10:]]
     assert not first & set(late), "original workers still ran the last fits"
+
