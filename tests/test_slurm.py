@@ -49,8 +49,8 @@ def slurm() -> None:
 
 
 def _jobs(name: str = JOB_NAME) -> list[str]:
-    out = subprocess.run(["squeue", "-h", "-n", name, "-o", "%i"], capture_output=True,
-                         text=True, timeout=10)
+    out = subprocess.run(["squeue", "-h", "-n", name, "-t", "PENDING,CONFIGURING,RUNNING",
+                          "-o", "%i"], capture_output=True, text=True, timeout=10)
     return out.stdout.split()
 
 
@@ -221,7 +221,8 @@ def test_workers_retire_before_walltime_and_are_replaced(slurm, tmp_path):
     threading.Thread(target=watch, daemon=True).start()
     spec = _spec(tmp_path, {**SLURM, "walltime": "00:01:00", "lifetime_margin": "20s",
                             "lifetime_stagger": "5s"},
-                 epochs=6, grid={"model__neurons": [2, 3, 4, 5, 6, 7, 8, 9]})
+                 epochs=80, grid={"model__neurons": list(range(2, 18))})
+    spec.fast_path = False  # long enough fits, so the sweep outlives a 40 s worker
     try:
         result = run(spec, progress=False, echo=lambda _: None)
     finally:
@@ -229,7 +230,7 @@ def test_workers_retire_before_walltime_and_are_replaced(slurm, tmp_path):
     assert result.wall_seconds > 45, "the sweep must outlive a worker's lifetime to test this"
     assert len(seen) > 2, f"no replacement job was submitted: {seen}"
     assert not result.failed
-    assert len(result.search.cv_results_["params"]) == 8
+    assert len(result.search.cv_results_["params"]) == 16
     assert _wait_no_jobs() == []
 
 
@@ -256,20 +257,23 @@ def test_one_allocation_batch_script(slurm, tmp_path):
 def test_interrupt_cancels_jobs(slurm, tmp_path):
     import yaml
 
-    spec = _spec(tmp_path, SLURM, epochs=50, grid={"model__neurons": [2, 3, 4, 5]})
+    spec = _spec(tmp_path, SLURM, epochs=300, grid={"model__neurons": [2, 3, 4, 5]})
     spec_file = tmp_path / "spec.yaml"
     spec_file.write_text(yaml.safe_dump(spec.resolved()))
     proc = subprocess.Popen([sys.executable, "-m", "sweep", "run", str(spec_file),
                              "--no-progress"], env=sweep_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     try:
-        deadline = time.monotonic() + 120
-        while len(_jobs()) < 2 and time.monotonic() < deadline:
-            time.sleep(0.3)
-        assert len(_jobs()) >= 2
-        time.sleep(2)
+        seen = []
+        for line in proc.stdout:  # wait until the workers are up and fits are running
+            seen.append(line)
+            if "cluster 'slurm' with" in line:
+                break
+        assert len(_jobs()) >= 2, "".join(seen)
+        time.sleep(3)
         proc.send_signal(signal.SIGINT)
         output, _ = proc.communicate(timeout=60)
+        output = "".join(seen) + output
     finally:
         if proc.poll() is None:
             proc.kill()
