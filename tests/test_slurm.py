@@ -6,12 +6,14 @@ SWEEP_REQUIRE_SERVICES is set (CI sets it), in which case they fail.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +54,26 @@ def _jobs(name: str = JOB_NAME) -> list[str]:
     out = subprocess.run(["squeue", "-h", "-n", name, "-t", "PENDING,CONFIGURING,RUNNING",
                           "-o", "%i"], capture_output=True, text=True, timeout=10)
     return out.stdout.split()
+
+
+@contextlib.contextmanager
+def _jobs_seen(every: float = 0.3) -> Iterator[set[str]]:
+    """Within the block, collect the ids of every worker job squeue shows."""
+    seen: set[str] = set()
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            seen.update(_jobs())
+            time.sleep(every)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        yield seen
+    finally:
+        done.set()
+        watcher.join()
 
 
 def _wait_no_jobs(name: str = JOB_NAME, timeout: float = 30) -> list[str]:
@@ -147,22 +169,9 @@ def test_missing_sbatch_names_the_fix(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_sweep_on_slurm_jobs_matches_local_and_leaves_no_job(slurm, tmp_path):
-    seen: set[str] = set()
-    done = threading.Event()
-
-    def watch() -> None:
-        while not done.is_set():
-            seen.update(_jobs())
-            time.sleep(0.3)
-
-    watcher = threading.Thread(target=watch, daemon=True)
-    watcher.start()
     start = time.perf_counter()
-    try:
+    with _jobs_seen() as seen:
         on_slurm = run(_spec(tmp_path, SLURM), progress=False, echo=lambda _: None)
-    finally:
-        done.set()
-        watcher.join()
     wall = time.perf_counter() - start
     assert len(seen) >= 2, f"worker jobs seen in squeue: {seen}"
     assert _wait_no_jobs() == [], "worker jobs left running after the sweep"
@@ -210,23 +219,12 @@ def test_cancelled_worker_job_is_replaced_and_sweep_completes(slurm, tmp_path):
 @pytest.mark.slow
 def test_workers_retire_before_walltime_and_are_replaced(slurm, tmp_path):
     """Jobs of 1 minute walltime: workers leave after ~40 s, new jobs take over."""
-    seen: set[str] = set()
-    done = threading.Event()
-
-    def watch() -> None:
-        while not done.is_set():
-            seen.update(_jobs())
-            time.sleep(0.5)
-
-    threading.Thread(target=watch, daemon=True).start()
     spec = _spec(tmp_path, {**SLURM, "walltime": "00:01:00", "lifetime_margin": "20s",
                             "lifetime_stagger": "5s"},
                  epochs=80, grid={"model__neurons": list(range(2, 18))})
     spec.fast_path = False  # long enough fits, so the sweep outlives a 40 s worker
-    try:
+    with _jobs_seen(0.5) as seen:
         result = run(spec, progress=False, echo=lambda _: None)
-    finally:
-        done.set()
     assert result.wall_seconds > 45, "the sweep must outlive a worker's lifetime to test this"
     assert len(seen) > 2, f"no replacement job was submitted: {seen}"
     assert not result.failed
