@@ -73,7 +73,9 @@ def write_script(spec: Spec, output: str | Path | None = None) -> Path:
     # the driver attaches to the allocation's scheduler; everything else as given
     raw = spec.resolved()
     raw["output"] = str(folder)
-    raw["cluster"] = {"backend": "attach", "workers": workers}
+    # the scheduler listens on the allocation's nodes (interface, e.g. ib0): plain TCP
+    # inside the site's network, which attach refuses off-host unless told so
+    raw["cluster"] = {"backend": "attach", "workers": workers, "tls": False}
     spec_path = folder / SPEC_NAME
     spec_path.write_text(yaml.safe_dump(raw, sort_keys=False))
 
