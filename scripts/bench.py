@@ -49,8 +49,8 @@ MODES = ("serial", "loky", "sweep", "sweep-plain")
 
 
 def run_mode(mode: str, session: Any, args: Any, X: np.ndarray,
-             y: np.ndarray) -> tuple[float, float, dict[str, Any]]:
-    """(CV seconds, refit seconds, best params) of one way of running the grid."""
+             y: np.ndarray) -> tuple[float, float, dict[str, Any], list[float]]:
+    """(CV seconds, refit seconds, best params, mean test scores) of one way."""
     import joblib
 
     if mode.startswith("sweep"):
@@ -60,14 +60,33 @@ def run_mode(mode: str, session: Any, args: Any, X: np.ndarray,
         search.fit(X, y)
         cv = time.perf_counter() - start
         refit = session.refit(search, X, y)["wall_seconds"]
-        return cv, refit, search.best_params_
+        return cv, refit, search.best_params_, list(search.cv_results_["mean_test_score"])
     search = make_search(args.epochs, 1 if mode == "serial" else -1, args.candidates,
                          refit=True)
     with joblib.parallel_config(backend="loky"):
         start = time.perf_counter()
         search.fit(X, y)
         total = time.perf_counter() - start
-    return total - search.refit_time_, search.refit_time_, search.best_params_
+    return (total - search.refit_time_, search.refit_time_, search.best_params_,
+            list(search.cv_results_["mean_test_score"]))
+
+
+def worker_overheads(fits: list[dict[str, Any]]) -> list[float]:
+    """Per fit, worker time between one fit's start and the next one's on the same
+    worker, less the fit itself: clean-up, bookkeeping, and waiting for the next task.
+    Gaps longer than 2 s are left out (a worker idle between two searches)."""
+    out = []
+    by_pid: dict[int, list[dict[str, Any]]] = {}
+    for f in fits:
+        if "started" in f:
+            by_pid.setdefault(f["pid"], []).append(f)
+    for runs in by_pid.values():
+        runs.sort(key=lambda f: f["started"])
+        for a, b in zip(runs, runs[1:], strict=False):
+            gap = b["started"] - a["started"] - a["seconds"]
+            if gap < 2.0:
+                out.append(gap)
+    return out
 
 
 def main() -> None:
@@ -85,6 +104,7 @@ def main() -> None:
     cv: dict[str, list[float]] = {m: [] for m in MODES}
     refit: dict[str, list[float]] = {m: [] for m in MODES}
     best: dict[str, Any] = {}
+    means: dict[str, list[float]] = {}
     start = time.perf_counter()
     with sweep.cluster("local", workers=args.workers, seed=0,
                        keras_backend=args.keras_backend) as session:
@@ -92,23 +112,30 @@ def main() -> None:
         for rep in range(args.reps):
             order = MODES if rep % 2 == 0 else tuple(reversed(MODES))
             for mode in order:
-                seconds, refit_seconds, best[mode] = run_mode(mode, session, args, X, y)
+                seconds, refit_seconds, best[mode], means[mode] = run_mode(
+                    mode, session, args, X, y)
                 cv[mode].append(seconds)
                 refit[mode].append(refit_seconds)
                 print(f"{mode}: CV {seconds:.1f} s, refit {refit_seconds:.1f} s", flush=True)
         fits = [f for f in session.fits if not f.get("refit")]
-    report(args, cv, refit, best, startup, fits)
+    report(args, cv, refit, best, means, startup, fits)
 
 
 def report(args: Any, cv: dict[str, list[float]], refit: dict[str, list[float]],
-           best: dict[str, Any], startup: float, fits: list[dict[str, Any]]) -> None:
+           best: dict[str, Any], means: dict[str, list[float]], startup: float,
+           fits: list[dict[str, Any]]) -> None:
     med = {m: statistics.median(t) for m, t in cv.items()}
     med_refit = {m: statistics.median(t) for m, t in refit.items()}
     n_fits = 3 * args.candidates
     plain = [f["seconds"] for f in fits if not f.get("fast_path")]
     fast = [f["seconds"] for f in fits if f.get("fast_path")]
-    # dispatch overhead: wall x workers not spent inside fits, per fit (plain sweep)
-    overhead = (med["sweep-plain"] * args.workers - sum(plain) / args.reps) / n_fits
+    # idle share: wall x workers not spent inside fits, per fit (plain sweep); it
+    # includes waiting at the end of the grid for the last, longest fit
+    idle = (med["sweep-plain"] * args.workers - sum(plain) / args.reps) / n_fits
+    gaps = worker_overheads(fits)
+    overhead = statistics.median(gaps) if gaps else float("nan")
+    cleanup = statistics.median(f.get("cleanup_seconds", 0.0) for f in fits)
+    serial_means = np.array(means["serial"])
     end_to_end = {m: med[m] + med_refit[m] for m in MODES}
     result = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
@@ -127,6 +154,12 @@ def report(args: Any, cv: dict[str, list[float]], refit: dict[str, list[float]],
         "end_to_end_speedup_vs_loky": {m: end_to_end["loky"] / end_to_end[m] for m in MODES},
         "parallel_efficiency_plain": med["serial"] / (med["sweep-plain"] * args.workers),
         "dispatch_overhead_per_fit_s": overhead,
+        "dispatch_overhead_p90_s": float(np.percentile(gaps, 90)) if gaps else None,
+        "cleanup_per_fit_s": cleanup,
+        "idle_per_fit_s": idle,
+        "mean_test_scores": means,
+        "max_score_difference_vs_serial": {
+            m: float(np.max(np.abs(np.array(v) - serial_means))) for m, v in means.items()},
         "worker_startup_s": startup,
         "peak_worker_rss_mb": max(f["rss"] for f in fits) / 2**20,
         "best_params": best,
@@ -152,11 +185,16 @@ def report(args: Any, cv: dict[str, list[float]], refit: dict[str, list[float]],
     mean_fit = result["mean_fit_seconds"]
     table += ["", f"Mean fit in a worker: {mean_fit['plain'] or 0:.2f} s plain, "
               f"{mean_fit['fast'] or 0:.2f} s fast path. Parallel efficiency (fast path off) "
-              f"{result['parallel_efficiency_plain']:.0%}; dispatch overhead "
-              f"{overhead * 1000:.0f} ms per fit; worker start-up (TensorFlow import, warm "
+              f"{result['parallel_efficiency_plain']:.0%}; per-fit overhead in a worker "
+              f"(clean-up, bookkeeping, waiting for the next task; median) "
+              f"{overhead * 1000:.0f} ms, of which clean-up {cleanup * 1000:.0f} ms; idle "
+              f"worker time per fit incl. the grid's tail {idle * 1000:.0f} ms; "
+              f"worker start-up (Keras import, warm "
               f"pool) {startup:.1f} s; peak worker memory {result['peak_worker_rss_mb']:.0f} "
               f"MB; best parameters agree across the four ways: {result['best_params_agree']} "
-              f"({best})."]
+              f"({best}); largest difference of a mean test score from serial's: "
+              + ", ".join(f"{m} {d:.2g}" for m, d in
+                          result["max_score_difference_vs_serial"].items()) + "."]
     (out / "bench.md").write_text("\n".join(table) + "\n")
     print("\n".join(table))
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import copy
 import logging
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -30,6 +31,7 @@ from distributed import KilledWorker
 from joblib._dask import DaskDistributedBackend
 from joblib._utils import _TracebackCapturingWrapper
 
+from .fastpath import enabled
 from .isolation import isolated_fit
 from .journal import FitKeys, Journal
 from .recycling import Recycler
@@ -40,12 +42,31 @@ Task = tuple[Callable[..., Any], Sequence[Any], dict[str, Any]]
 FitListener = Callable[[dict[str, Any], Any], None]
 
 
-def fit_seed(sweep_seed: int | None, task_kwargs: dict[str, Any]) -> int | None:
+def estimator_seed(estimator: Any) -> int | None:
+    """The estimator's own integer ``random_state``, if it has one.
+
+    scikeras seeds every fit of such an estimator with it (Python, NumPy and
+    TensorFlow); sweep then seeds the fit the same way, so the sweep draws the
+    same weights and batches as the user's serial run.
+    """
+    value = getattr(estimator, "random_state", None)
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        return int(value)
+    return None
+
+
+def fit_seed(sweep_seed: int | None, task_kwargs: dict[str, Any],
+             estimator: Any = None) -> int | None:
     """Seed of one fit: the same for every candidate within a CV fold.
 
     Common random numbers: candidates are compared on the same initial weights
-    and the same batch order, so a "best" candidate cannot be a lucky seed.
+    and the same batch order, so a "best" candidate cannot be a lucky seed. An
+    estimator with its own integer ``random_state`` is seeded with that instead
+    (the same for every fit, as scikeras does in a serial run).
     """
+    own = estimator_seed(estimator)
+    if own is not None:
+        return own
     if sweep_seed is None:
         return None
     split = task_kwargs.get("split_progress", (0, 1))[0]
@@ -84,20 +105,37 @@ class IsolatedBatch:
         self.fast_path = fast_path
 
     def __call__(self, tasks: list[Task] | None = None) -> FitOutcome:
+        from .isolation import end_fit
+
         results: list[Any] = []
         facts: list[dict[str, Any]] = []
-        from .fastpath import enabled
-
-        for i, task in enumerate(tasks or []):
-            estimator = task[1][0] if task[1] else None
-            with enabled(estimator, self.fast_path) as fast, \
-                    isolated_fit(fit_seed(self.sweep_seed, task[2])) as fact:
-                results.extend(self.batch([task]))
-            fact.update(describe_task(task[2]))
-            fact["fast_path"] = fast
-            fact["key"] = self.keys[i] if i < len(self.keys) else None
-            facts.append(fact)
+        tasks = tasks if tasks is not None else []
+        for i in range(len(tasks)):
+            fact = self._run(tasks, i, results)
+            # the fitted model is unreachable now (its task was dropped from
+            # ``tasks``), so the clean-up collects it instead of freezing it
+            facts.append(end_fit(fact))
         return FitOutcome(results, facts)
+
+    def _run(self, tasks: list[Any], i: int, results: list[Any]) -> dict[str, Any]:
+        func, args, kwargs = tasks[i]
+        tasks[i] = None
+        estimator = args[0] if args else None
+        if hasattr(estimator, "get_params"):
+            # fit a shallow copy: Dask keeps the task's own arguments (and so the
+            # estimator the fit would mutate) until the task is released, which
+            # would keep the fitted model alive past this fit's clean-up
+            estimator = copy.copy(estimator)
+            args = [estimator, *args[1:]]
+        task = (func, args, kwargs)
+        with isolated_fit(fit_seed(self.sweep_seed, task[2], estimator), clean=False) as fact:
+            with enabled(estimator, self.fast_path) as fast:
+                done = self.batch([task])
+        results.extend(done)
+        fact.update(describe_task(task[2]))
+        fact["fast_path"] = fast
+        fact["key"] = self.keys[i] if i < len(self.keys) else None
+        return fact
 
     def __repr__(self) -> str:
         return repr(self.batch)

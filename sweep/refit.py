@@ -68,12 +68,14 @@ def refit_on_worker(session: Any, search: Any, X: Any, y: Any,
     backend = session.backend
     client = session.client
     start = time.perf_counter()
-    from .backend import _data
+    from .backend import _data, estimator_seed
 
     data = [client.submit(_data, v, pure=False, key=f"sweep-data-refit-{i}-{time.time_ns()}")
             for i, v in enumerate((X, y))]
+    own = estimator_seed(estimator)  # scikeras seeds a refit with it too
+    seed = own if own is not None else refit_seed(backend.sweep_seed)
     future = client.submit(_refit_task, estimator, data[0], data[1],
-                           refit_seed(backend.sweep_seed), backend.fast_path, fit_params,
+                           seed, backend.fast_path, fit_params,
                            pure=False, key=f"sweep-refit-{id(search)}-{time.time_ns()}")
     fitted, facts = future.result()
     search.best_estimator_ = fitted

@@ -98,6 +98,9 @@ def _isolation_plugin(threads: int, after: int | None, above: Any,
         preload_tensorflow=bool(setting("worker.preload-tensorflow")),
         # TensorFlow's op determinism refuses unseeded random ops: only with a seed
         deterministic=seeded and bool(setting("fit.deterministic")),
+        freeze_gc=bool(setting("worker.freeze-gc")),
+        full_gc_every=int(setting("worker.full-gc-every") or 0),
+        purge_gradients=bool(setting("worker.purge-custom-gradients")),
     )
 
 

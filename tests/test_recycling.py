@@ -37,3 +37,70 @@ def test_workers_recycle_and_no_fit_is_lost(cancer, tiny_classifier):
     late = [f["pid"] for f in fits[-10:]]
     assert not first & set(late), "original workers still ran the last fits"
 
+
+
+def _heap_census(dask_worker=None):
+    """Objects frozen in this worker, and Keras models anywhere in its heap (frozen
+    ones included: a model frozen while alive and dropped later would be a leak)."""
+    import gc
+
+    import keras
+
+    frozen = gc.get_freeze_count()
+    gc.unfreeze()
+    try:
+        models = sum(isinstance(o, keras.Model) for o in gc.get_objects())
+    finally:
+        gc.freeze()
+    return frozen, models
+
+
+def test_fitted_models_are_collected_not_frozen(cancer, tiny_classifier):
+    """The heap is frozen (so a fit's clean-up walks only its own objects), but each
+    fitted model is collected before the freeze, even with full collections off."""
+    import dask
+
+    X, y = cancer
+    grid = GridSearchCV(tiny_classifier, {"model__neurons": [1, 2, 3, 4]}, cv=2, n_jobs=-1)
+    with dask.config.set({"sweep.worker.full-gc-every": 0}), \
+            sweep.cluster("local", workers=1, recycle_after_fits=0) as session:
+        grid.fit(X, y)
+        frozen, models = next(iter(session.client.run(_heap_census).values()))
+        report = next(iter(session.worker_reports().values()))
+        fits = list(session.fits)
+    assert report["frozen_objects"] > 100_000, "TensorFlow's import-time heap is frozen"
+    assert frozen >= report["frozen_objects"]
+    assert models == 0, f"{models} Keras model(s) left in the worker's heap after 8 fits"
+    assert len(fits) == 8 and all(f["cleanup_seconds"] >= 0 for f in fits)
+
+
+def _custom_gradients(dask_worker=None):
+    from tensorflow.python.framework import ops
+
+    return sum(str(k).startswith("CustomGradient-") for k in ops.gradient_registry._registry)
+
+
+@pytest.mark.parametrize("purge", [True, False])
+def test_custom_gradient_registrations_do_not_pile_up(cancer, purge):
+    """TensorFlow registers each traced custom gradient globally and keeps its graph
+    alive forever (~3.7 MB per fit here); sweep drops those a fit made, and a
+    module-level tf.function with a custom gradient, reused across fits, still works."""
+    import dask
+    from scikeras.wrappers import KerasClassifier
+    from tiny_models import clipped
+
+    X, y = cancer
+    model = KerasClassifier(model=clipped, loss="binary_crossentropy", optimizer="adam",
+                            epochs=2, batch_size=64, verbose=0)
+    grid = GridSearchCV(model, {"model__neurons": [1, 2, 3]}, cv=2, n_jobs=-1)
+    with dask.config.set({"sweep.worker.purge-custom-gradients": purge}), \
+            sweep.cluster("local", workers=1, seed=0, recycle_after_fits=0) as session:
+        grid.fit(X, y)
+        left = next(iter(session.client.run(_custom_gradients).values()))
+        fits = list(session.fits)
+    assert not [f for f in fits if f.get("fit_error")]
+    assert np.isfinite(grid.cv_results_["mean_test_score"]).all()
+    if purge:
+        assert left == 0 and all(f["purged_gradients"] >= 1 for f in fits[1:]), fits
+    else:
+        assert left >= len(fits), "TensorFlow keeps one registration (or more) per fit"

@@ -40,3 +40,19 @@ def test_a_different_seed_changes_the_scores(cancer, tiny_classifier):
     with sweep.cluster("local", workers=2, seed=2):
         b = scores(search(tiny_classifier).fit(X, y))
     assert not np.array_equal(a, b)
+
+
+def test_an_estimators_own_random_state_gives_the_serial_runs_numbers(cancer,
+                                                                      tiny_classifier):
+    """With ``random_state`` on the estimator, scikeras seeds every fit with it; sweep
+    seeds its fits the same way, so the scores equal a plain ``n_jobs=1`` run's."""
+    X, y = cancer
+    tiny_classifier.set_params(epochs=2, batch_size=32, random_state=5)
+    serial_search = search(tiny_classifier).set_params(n_jobs=1)
+    serial = scores(serial_search.fit(X, y))
+    with sweep.cluster("local", workers=2, seed=11):
+        swept_search = search(tiny_classifier)
+        swept = scores(swept_search.fit(X, y))
+    assert len(np.unique(swept)) > 1
+    np.testing.assert_array_equal(serial, swept)
+    assert serial_search.best_params_ == swept_search.best_params_
