@@ -8,7 +8,7 @@ slope), peak, processes used, and the wall time of the whole run (so a recycling
 worker's restarts are paid for in the number). Configurations:
 
 * ``full-gc``: a full garbage collection after every fit (Keras' own clear_session);
-* ``freeze``: sweep's default: frozen heap, one full collection every 25 fits;
+* ``freeze``: sweep's default: frozen heap, one full collection every 100 fits;
 * ``freeze-never-full``: frozen heap, never a full collection;
 * ``freeze+recycle-N``: the default plus a worker restart every N fits.
 

@@ -68,6 +68,10 @@ class Started:
     expected_workers: int | None = None
     max_workers: int | None = None
     diagnose: Callable[[], str] | None = None
+    #: dask settings to keep in force while the cluster runs: a nanny that
+    #: replaces a recycled worker later takes its pre-spawn variables and its
+    #: workers' config from this process's config at that time
+    config: dict[str, Any] = field(default_factory=dict)
 
 
 Factory = Callable[[ClusterSettings], Started]
@@ -126,7 +130,11 @@ def local(settings: ClusterSettings) -> Started:
     pre_spawn = {**dask.config.get("distributed.nanny.pre-spawn-environ", {}), **env}
     extra = settings.extra
     try:
-        config = {"distributed.nanny.pre-spawn-environ": pre_spawn, **settings.scheduler_config}
+        # the nanny hands its own dask.config (taken now) to every worker it starts,
+        # restarts included, and that overrides the worker's environment variables
+        config = {"distributed.nanny.pre-spawn-environ": pre_spawn,
+                  "distributed.worker.profile.enabled": False,
+                  **settings.scheduler_config}
         with dask.config.set(config):
             cluster = LocalCluster(
                 n_workers=settings.workers,
@@ -146,7 +154,7 @@ def local(settings: ClusterSettings) -> Started:
             "  Fix: use fewer workers (cluster: {workers: 2}) or check that loopback "
             "ports can be opened."
         ) from exc
-    return Started(cluster, cluster.scheduler_address)
+    return Started(cluster, cluster.scheduler_address, config=config)
 
 
 @register("attach", options={"address", "scheduler_file", "tls", "tls_ca", "tls_cert",

@@ -144,7 +144,7 @@ class TensorFlowIsolation(WorkerPlugin):
         preload_tensorflow: bool = True,
         deterministic: bool = True,
         freeze_gc: bool = True,
-        full_gc_every: int = 25,
+        full_gc_every: int = 100,
         purge_gradients: bool = True,
     ) -> None:
         self.threads = threads

@@ -181,6 +181,10 @@ def cluster(
     environ = dict(os.environ)
     try:
         started = clusters.start(name, settings)
+        stack.enter_context(dask.config.set(started.config))
+    except BaseException:
+        stack.close()
+        raise
     finally:
         _restore_environ(environ)
     client = None

@@ -104,3 +104,33 @@ def test_custom_gradient_registrations_do_not_pile_up(cancer, purge):
         assert left == 0 and all(f["purged_gradients"] >= 1 for f in fits[1:]), fits
     else:
         assert left >= len(fits), "TensorFlow keeps one registration (or more) per fit"
+
+
+def _isolation_probe(dask_worker=None):
+    import os
+
+    import dask
+
+    return {"pid": os.getpid(),
+            "profiler": dask.config.get("distributed.worker.profile.enabled"),
+            "profiling": "profile" in dask_worker.periodic_callbacks,
+            "omp": os.environ.get("OMP_NUM_THREADS"),
+            "tf_intra": os.environ.get("TF_NUM_INTRAOP_THREADS")}
+
+
+def test_a_recycled_worker_is_isolated_like_the_first(cancer, tiny_classifier):
+    """The replacement process gets the same settings as the original: thread pins
+    and Dask's profiler off (it was on in replacements, and its samples grew the
+    worker by ~4 MB per fit, because LocalCluster makes the new nanny after the
+    cluster was started, from the config in force at that time)."""
+    X, y = cancer
+    grid = GridSearchCV(tiny_classifier, {"model__neurons": [1, 2, 3]}, cv=2, n_jobs=-1)
+    with sweep.cluster("local", workers=1, recycle_after_fits=2) as session:
+        first = next(iter(session.client.run(_isolation_probe).values()))
+        grid.fit(X, y)
+        session.client.wait_for_workers(1, timeout=120)
+        later = next(iter(session.client.run(_isolation_probe).values()))
+    assert later["pid"] != first["pid"], "the worker was recycled"
+    for probe in (first, later):
+        assert probe["profiler"] is False and not probe["profiling"], probe
+        assert probe["omp"] == "1" and probe["tf_intra"] == "1", probe
