@@ -215,10 +215,8 @@ def _private_keras_python_rng(seed: int) -> None:
         seed_generator.python_random = random.Random(seed)
 
 
-def _imported_modules() -> set[str]:
-    import sys
-
-    return set(sys.modules)
+def _imported_modules() -> Any:
+    return sys.modules
 
 
 def clear_keras_session(state: WorkerState | None = None) -> None:
@@ -241,8 +239,21 @@ def clear_keras_session(state: WorkerState | None = None) -> None:
         return
     if state.full_gc_every and (state.fits + 1) % state.full_gc_every == 0:
         gc.unfreeze()
+    elif not _worth_collecting():
+        return
     gc.collect()
     gc.freeze()
+
+
+def _worth_collecting() -> bool:
+    """Whether the fit left enough new container objects to be worth a collection.
+
+    Fewer new objects than Python's own generation-0 threshold (700), and no
+    automatic collection since the last one, mean nothing big to free (a Keras
+    model is thousands of objects); they wait for Python's next automatic pass.
+    """
+    count = gc.get_count()
+    return count[1] > 0 or count[2] > 0 or count[0] >= gc.get_threshold()[0]
 
 
 def _gradient_registry() -> dict[str, Any] | None:

@@ -134,3 +134,23 @@ def test_a_recycled_worker_is_isolated_like_the_first(cancer, tiny_classifier):
     for probe in (first, later):
         assert probe["profiler"] is False and not probe["profiling"], probe
         assert probe["omp"] == "1" and probe["tf_intra"] == "1", probe
+
+
+def test_a_fit_that_leaves_few_objects_skips_the_collection():
+    """Fits that leave fewer new objects than Python's generation-0 threshold (no-op
+    or sleep-only tasks) skip the per-fit collection; a real model never does."""
+    import gc
+
+    import keras
+
+    from sweep.isolation import _worth_collecting, freeze_heap
+
+    freeze_heap()
+    try:
+        few = [[] for _ in range(10)]
+        assert not _worth_collecting()
+        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+        assert _worth_collecting()
+        del few, model
+    finally:
+        gc.unfreeze()
