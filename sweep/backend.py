@@ -111,10 +111,14 @@ class IsolatedBatch:
         facts: list[dict[str, Any]] = []
         tasks = tasks if tasks is not None else []
         for i in range(len(tasks)):
-            fact = self._run(tasks, i, results)
-            # the fitted model is unreachable now (its task was dropped from
-            # ``tasks``), so the clean-up collects it instead of freezing it
-            facts.append(end_fit(fact))
+            fact: dict[str, Any] = {}
+            try:
+                fact = self._run(tasks, i, results)
+            finally:
+                # the fitted model is unreachable now (its task was dropped from
+                # ``tasks``), so the clean-up collects it instead of freezing it;
+                # after an error escaping the fit, the clean-up still runs
+                facts.append(end_fit(fact))
         return FitOutcome(results, facts)
 
     def _run(self, tasks: list[Any], i: int, results: list[Any]) -> dict[str, Any]:
