@@ -205,6 +205,17 @@ def seed_everything(seed: int) -> None:
         _private_keras_python_rng(seed)
 
 
+def _keras_seed_module() -> Any:
+    """Keras' module that holds its default seed source (None: Keras not imported)."""
+    if "keras" not in sys.modules:
+        return None
+    try:
+        from keras.src.random import seed_generator
+    except ImportError:  # pragma: no cover - other Keras layout
+        return None
+    return seed_generator
+
+
 def _private_keras_python_rng(seed: int) -> None:
     try:
         from keras.src.random import seed_generator
@@ -241,19 +252,36 @@ def clear_keras_session(state: WorkerState | None = None) -> None:
         gc.unfreeze()
     elif not _worth_collecting():
         return
-    gc.collect()
-    gc.freeze()
+    _collect_and_freeze()
+
+
+#: Python's automatic collections since sweep's last one (see _count_collections)
+_automatic_collections = 0
+
+
+def _count_collections(phase: str, info: dict[str, Any]) -> None:
+    global _automatic_collections
+    if phase == "stop":
+        _automatic_collections += 1
 
 
 def _worth_collecting() -> bool:
     """Whether the fit left enough new container objects to be worth a collection.
 
     Fewer new objects than Python's own generation-0 threshold (700), and no
-    automatic collection since the last one, mean nothing big to free (a Keras
-    model is thousands of objects); they wait for Python's next automatic pass.
+    automatic collection since sweep's last one, mean nothing big to free (a
+    Keras model is thousands of objects); they wait for Python's next pass.
     """
-    count = gc.get_count()
-    return count[1] > 0 or count[2] > 0 or count[0] >= gc.get_threshold()[0]
+    return _automatic_collections > 0 or gc.get_count()[0] >= gc.get_threshold()[0]
+
+
+def _collect_and_freeze() -> None:
+    global _automatic_collections
+    gc.collect()
+    gc.freeze()
+    _automatic_collections = 0
+    if _count_collections not in gc.callbacks:
+        gc.callbacks.append(_count_collections)
 
 
 def _gradient_registry() -> dict[str, Any] | None:
@@ -292,8 +320,7 @@ def purge_custom_gradients(before: set[str]) -> int:
 
 def freeze_heap() -> int:
     """Collect garbage, then freeze everything alive; returns the frozen count."""
-    gc.collect()
-    gc.freeze()
+    _collect_and_freeze()
     return gc.get_freeze_count()
 
 
@@ -315,9 +342,13 @@ def isolated_fit(seed: int | None, clean: bool = True) -> Iterator[dict[str, Any
     free it).
     """
     facts: dict[str, Any] = {"pid": os.getpid(), "seed": seed}
+    state = _worker_state()
+    # outside a worker (tests, joblib's sequential fallback) leave Keras' default
+    # seed source as it was: a later plain run in this process draws as without us
+    keras_rng: Any = _keras_seed_module() if state is None else None
+    saved = getattr(keras_rng, "python_random", None)
     if seed is not None:
         seed_everything(seed)
-    state = _worker_state()
     if state is not None and state.purge_gradients:
         state.gradient_keys = custom_gradient_keys()
     facts["started"] = time.time()
@@ -328,6 +359,8 @@ def isolated_fit(seed: int | None, clean: bool = True) -> Iterator[dict[str, Any
         facts["seconds"] = time.perf_counter() - start
         if clean:
             end_fit(facts)
+        if keras_rng is not None and saved is not None:
+            keras_rng.python_random = saved
 
 
 def end_fit(facts: dict[str, Any]) -> dict[str, Any]:

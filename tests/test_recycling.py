@@ -149,8 +149,13 @@ def test_a_fit_that_leaves_few_objects_skips_the_collection():
     try:
         few = [[] for _ in range(10)]
         assert not _worth_collecting()
-        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+        model.compile(loss="mse", optimizer="adam")
+        model.fit(np.zeros((8, 4)), np.zeros(8), epochs=1, verbose=0)
         assert _worth_collecting()
         del few, model
+        freeze_heap()  # a collection by sweep starts the count again
+        assert not _worth_collecting()
     finally:
         gc.unfreeze()
+        gc.callbacks[:] = [c for c in gc.callbacks if c.__name__ != "_count_collections"]
