@@ -71,40 +71,32 @@ def run_mode(mode: str, session: Any, args: Any, X: np.ndarray,
             list(search.cv_results_["mean_test_score"]))
 
 
-def dispatch_gaps(fits: list[dict[str, Any]]) -> list[float]:
-    """Per fit, the time a worker waited between finishing one fit (clean-up done,
-    result handed to Dask) and starting the next: Dask's round trip plus sweep's
-    bookkeeping. Gaps longer than 2 s are left out (a worker idle between searches)."""
-    out = []
+def consecutive_fits(fits: list[dict[str, Any]]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """Pairs of fits that ran one after the other on the same worker, less than
+    2 s apart (longer: a worker idle between two searches)."""
     by_pid: dict[int, list[dict[str, Any]]] = {}
     for f in fits:
         if "started" in f and "ended" in f:
             by_pid.setdefault(f["pid"], []).append(f)
+    pairs = []
     for runs in by_pid.values():
         runs.sort(key=lambda f: f["started"])
-        for a, b in zip(runs, runs[1:], strict=False):
-            gap = b["started"] - a["ended"]
-            if gap < 2.0:
-                out.append(gap)
-    return out
+        pairs += [(a, b) for a, b in zip(runs, runs[1:], strict=False)
+                  if b["started"] - a["ended"] < 2.0]
+    return pairs
+
+
+def dispatch_gaps(fits: list[dict[str, Any]]) -> list[float]:
+    """Per fit, the time a worker waited between finishing one fit (clean-up done,
+    result handed to Dask) and starting the next: Dask's round trip plus sweep's
+    bookkeeping."""
+    return [b["started"] - a["ended"] for a, b in consecutive_fits(fits)]
 
 
 def worker_overheads(fits: list[dict[str, Any]]) -> list[float]:
     """Per fit, worker time between one fit's start and the next one's on the same
-    worker, less the fit itself: clean-up, bookkeeping, and waiting for the next task.
-    Gaps longer than 2 s are left out (a worker idle between two searches)."""
-    out = []
-    by_pid: dict[int, list[dict[str, Any]]] = {}
-    for f in fits:
-        if "started" in f:
-            by_pid.setdefault(f["pid"], []).append(f)
-    for runs in by_pid.values():
-        runs.sort(key=lambda f: f["started"])
-        for a, b in zip(runs, runs[1:], strict=False):
-            gap = b["started"] - a["started"] - a["seconds"]
-            if gap < 2.0:
-                out.append(gap)
-    return out
+    worker, less the fit itself: clean-up, bookkeeping, and waiting for the next task."""
+    return [b["started"] - a["started"] - a["seconds"] for a, b in consecutive_fits(fits)]
 
 
 def main() -> None:
