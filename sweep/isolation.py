@@ -198,7 +198,7 @@ def seed_everything(seed: int) -> None:
 
     random.seed(seed)
     np.random.seed(seed % 2**32)
-    if "keras" in _imported_modules():
+    if "keras" in sys.modules:
         import keras
 
         keras.utils.set_random_seed(seed)
@@ -226,10 +226,6 @@ def _private_keras_python_rng(seed: int) -> None:
         seed_generator.python_random = random.Random(seed)
 
 
-def _imported_modules() -> Any:
-    return sys.modules
-
-
 def clear_keras_session(state: WorkerState | None = None) -> None:
     """Drop Keras' global state and collect the fit's garbage.
 
@@ -241,7 +237,7 @@ def clear_keras_session(state: WorkerState | None = None) -> None:
     cyclic garbage among frozen objects (e.g. Dask's own task records) is
     freed too. Outside a worker: one full collection, as Keras does it.
     """
-    if "keras" in _imported_modules():
+    if "keras" in sys.modules:
         import keras
 
         keras.backend.clear_session(free_memory=False)
