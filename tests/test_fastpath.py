@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 from conftest import scores
 from sklearn.model_selection import GridSearchCV, StratifiedKFold
 
@@ -40,8 +43,11 @@ def test_callbacks_that_need_every_batch_block_the_fast_path():
     assert fastpath.needs_every_batch(None) == []
 
 
-def test_fast_path_gives_bitwise_the_same_losses_and_predictions(cancer, tiny_classifier):
+@pytest.mark.parametrize("rows, weighted", [(400, False), (390, True)])
+def test_fast_path_gives_bitwise_the_same_losses_and_predictions(cancer, tiny_classifier,
+                                                                 rows, weighted):
     X, y = cancer
+    weights = np.random.default_rng(0).random(rows) if weighted else None
     enable_determinism()
     runs = {}
     for fast in (False, True):
@@ -51,13 +57,62 @@ def test_fast_path_gives_bitwise_the_same_losses_and_predictions(cancer, tiny_cl
         if fast:
             assert fastpath.enable(model)
         with isolated_fit(3):
-            model.fit(X[:400], y[:400])
+            model.fit(X[:rows], y[:rows], sample_weight=weights)
             runs[fast] = (np.array(model.history_["loss"]), model.predict_proba(X[400:]),
                           probe.seen)
     assert runs[False][2] == [1, 1, 1]
-    assert runs[True][2] == [25, 25, 25]                   # ceil(400 / 16) batches per call
+    assert runs[True][2] == [25, 25, 25]              # ceil(rows / 16) batches per call
     np.testing.assert_array_equal(runs[False][0], runs[True][0])
     np.testing.assert_array_equal(runs[False][1], runs[True][1])
+
+
+def _batches(dataset: Any, epochs: int = 2) -> list[list[np.ndarray]]:
+    return [[np.asarray(t) for t in tf.nest.flatten(batch)]
+            for _ in range(epochs) for batch in dataset]  # a new iterator per epoch, as Keras
+
+
+@pytest.mark.parametrize("shuffle", [True, False])
+@pytest.mark.parametrize("weighted", [True, False])
+def test_epoch_batches_are_keras_batches(shuffle, weighted):
+    """The whole-epoch pipeline yields Keras' batches: same rows, order, dtypes, shapes."""
+    from keras.src.trainers.data_adapters.array_data_adapter import ArrayDataAdapter
+
+    rng = np.random.default_rng(1)
+    X, y = rng.normal(size=(103, 4)), rng.integers(0, 2, 103)  # 10 full batches + 3 rows
+    weights = rng.random(103).astype("float32") if weighted else None
+    got = {}
+    for way in ("keras", "sweep"):
+        keras.utils.set_random_seed(7)
+        adapter = ArrayDataAdapter(X, y, sample_weight=weights, batch_size=10, shuffle=shuffle)
+        dataset = adapter.get_tf_dataset() if way == "keras" else fastpath._epoch_dataset(
+            adapter)
+        got[way] = _batches(dataset)
+    assert len(got["keras"]) == len(got["sweep"]) == 22
+    assert [b[0].shape[0] for b in got["sweep"]][10] == 3
+    for ours, theirs in zip(got["sweep"], got["keras"], strict=True):
+        assert len(ours) == len(theirs) == (3 if weighted else 2)
+        for a, b in zip(ours, theirs, strict=True):
+            assert a.dtype == b.dtype
+            np.testing.assert_array_equal(a, b)
+    if shuffle:  # the rows really were permuted
+        assert not np.array_equal(np.concatenate([b[0] for b in got["sweep"][:11]]), X)
+
+
+def test_epoch_batches_leave_what_they_do_not_cover_to_keras(monkeypatch):
+    from keras.src.trainers.data_adapters.array_data_adapter import ArrayDataAdapter
+
+    X, y = np.zeros((20, 2)), np.zeros(20)
+    assert fastpath._epoch_dataset(ArrayDataAdapter(X, y, batch_size=4, shuffle="batch")) is None
+    assert fastpath._epoch_dataset(ArrayDataAdapter(X, y, batch_size=4)) is not None
+    monkeypatch.setattr(fastpath, "EPOCH_COPY_MAX_BYTES", 20 * 3 * 4 - 1)  # X and y, float32
+    assert fastpath._epoch_dataset(ArrayDataAdapter(X, y, batch_size=4)) is None
+    original = ArrayDataAdapter.get_tf_dataset
+    with fastpath.epoch_batches():
+        assert ArrayDataAdapter.get_tf_dataset is not original
+        with fastpath.epoch_batches():  # nested: still one layer
+            pass
+        assert ArrayDataAdapter.get_tf_dataset is not original
+    assert ArrayDataAdapter.get_tf_dataset is original
 
 
 @pytest.mark.slow
