@@ -385,6 +385,7 @@ def _after_fit(facts: dict[str, Any]) -> None:
         reason = _recycle_reason(state, facts["rss"])
     if reason is not None:
         facts["recycle_due"] = reason
+        facts["nanny"] = get_worker().nanny  # its restarted process registers under it
 
 
 async def recycle_worker(dask_worker: Any, reason: str = "recycle") -> bool:

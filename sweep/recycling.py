@@ -42,6 +42,8 @@ class Recycler:
         self.restarting: dict[str, float] = {}
         self.restarts = 0
         self.seen: set[str] = set()
+        self.requests: list[asyncio.Future[Any]] = []
+        self.nannies: dict[str, str] = {}
 
     def fit_done(self, facts: dict[str, Any]) -> None:
         """Look at one finished fit's facts; maybe restart its worker.
@@ -63,7 +65,36 @@ class Recycler:
             return
         self.restarting[address] = now
         self.restarts += 1
+        if facts.get("nanny"):
+            self.nannies[address] = facts["nanny"]
         coro = self.client.run(
             recycle_worker, reason=reason, workers=[address], wait=False, asynchronous=True
         )
-        asyncio.ensure_future(coro)
+        self.requests = [r for r in self.requests if not r.done()]
+        self.requests.append(asyncio.ensure_future(coro))
+
+    def settle(self, timeout: float) -> bool:
+        """Wait until the restarts asked for are over; True if they are, False on timeout.
+
+        Called from the driver's thread before the cluster closes: closing while a
+        worker is halfway through its restart makes Dask log errors (an invalid
+        status transition, a closed connection pool) although nothing is lost.
+        Done when each restarting worker has left the scheduler and a new process
+        of its nanny has registered.
+        """
+        waiting = {a: n for a, n in self.nannies.items() if a in self.restarting}
+        if not waiting:
+            return True
+        logger.info("sweep: waiting for %d restarting worker(s) before closing", len(waiting))
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if all(request.done() for request in self.requests):
+                workers = self.client.scheduler_info(n_workers=-1).get("workers", {})
+                nannies = {info.get("nanny") for info in workers.values()}
+                if all(a not in workers and n in nannies for a, n in waiting.items()):
+                    self.restarting.clear()
+                    return True
+            time.sleep(0.1)
+        logger.warning("sweep: %d worker restart(s) still running after %.0f s; closing anyway",
+                       len(waiting), timeout)
+        return False

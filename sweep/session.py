@@ -205,6 +205,8 @@ def cluster(
                 yield Session(client, started.cluster, sweep_backend, monitor, name, store)
             finally:
                 monitor.close()
+        # a normal exit lets a restart asked for by the last fits finish (not Ctrl-C)
+        sweep_backend.recycler.settle(float(setting("cluster.startup-timeout")))
     finally:
         if isinstance(journal, (str, Path)) and store is not None:
             store.close()
