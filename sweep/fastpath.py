@@ -150,6 +150,8 @@ def epoch_batches() -> Iterator[None]:
         dataset = _epoch_dataset(self)
         return original(self) if dataset is None else dataset
 
+    # A class attribute: concurrent fits in one process (threads_per_worker > 1) may
+    # see it set or restored mid-fit, which is harmless as both give the same batches.
     get_tf_dataset._sweep_epoch_batches = True  # type: ignore[attr-defined]
     ArrayDataAdapter.get_tf_dataset = get_tf_dataset
     try:
@@ -182,8 +184,9 @@ def _epoch_dataset(adapter: Any) -> Any:
                 or (tf.is_tensor(x) and not isinstance(x, tf.SparseTensor)) for x in leaves)
     if not leaves or not dense:
         return None
-    if sum(int(np.prod(x.shape)) * x.dtype.itemsize if isinstance(x, np.ndarray)
-           else x.shape.num_elements() * x.dtype.size for x in leaves) > EPOCH_COPY_MAX_BYTES:
+    sizes = [x.nbytes if isinstance(x, np.ndarray) else
+             (x.shape.num_elements() or -1) * x.dtype.size for x in leaves]
+    if min(sizes) < 0 or sum(sizes) > EPOCH_COPY_MAX_BYTES:  # unknown shape, or too big
         return None
     inputs = tree.map_structure(tf.convert_to_tensor, inputs)  # as Dataset.from_tensors does
     num_samples, batch_size = adapter._num_samples, adapter._batch_size

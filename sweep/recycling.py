@@ -65,6 +65,7 @@ class Recycler:
             return
         self.restarting[address] = now
         self.restarts += 1
+        self.nannies = {a: n for a, n in self.nannies.items() if a in self.restarting}
         if facts.get("nanny"):
             self.nannies[address] = facts["nanny"]
         coro = self.client.run(
