@@ -175,6 +175,15 @@ class TensorFlowIsolation(WorkerPlugin):
         worker._sweep_state = state
 
 
+def isolation_ready(dask_worker: Any) -> bool:
+    """Whether this worker has run the isolation plugin's setup (through ``client.run``).
+
+    The setup imports TensorFlow on the worker's event loop, so a worker that has
+    just registered may not answer for seconds; closing it then makes Dask log errors.
+    """
+    return getattr(dask_worker, "_sweep_state", None) is not None
+
+
 def _uses_tensorflow() -> bool:
     return os.environ.get("KERAS_BACKEND", "tensorflow") == "tensorflow"
 
@@ -401,12 +410,17 @@ async def recycle_worker(dask_worker: Any, reason: str = "recycle") -> bool:
         return False
     state.recycling = True
     logger.info("sweep: recycling worker %s (%s)", dask_worker.address, reason)
-    await dask_worker.scheduler.retire_workers(
-        workers=[dask_worker.address],
-        close_workers=False,
-        remove=True,
-        stimulus_id=f"sweep-recycle-{time.time()}",
-    )
+    identity = await dask_worker.scheduler.identity(n_workers=-1)
+    if len(identity.get("workers", {})) > 1:
+        await dask_worker.scheduler.retire_workers(
+            workers=[dask_worker.address],
+            close_workers=False,
+            remove=True,
+            stimulus_id=f"sweep-recycle-{time.time()}",
+        )
+    # else: nowhere to move its results (Dask recomputes them). Retiring anyway
+    # fails, and the scheduler's status messages then race the restart's close:
+    # Dask logged "Invalid Worker.status transition" and "ConnectionPool is closed".
     dask_worker.loop.add_callback(_restart_by_nanny, dask_worker.nanny, reason)
     return True
 

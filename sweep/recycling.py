@@ -15,7 +15,7 @@ import logging
 import time
 from typing import Any
 
-from .isolation import recycle_worker
+from .isolation import isolation_ready, recycle_worker
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +81,8 @@ class Recycler:
         worker is halfway through its restart makes Dask log errors (an invalid
         status transition, a closed connection pool) although nothing is lost.
         Done when each restarting worker has left the scheduler and a new process
-        of its nanny has registered.
+        of its nanny has registered and finished its set-up (which imports
+        TensorFlow: closing a worker in the middle of it logs the same errors).
         """
         waiting = {a: n for a, n in self.nannies.items() if a in self.restarting}
         if not waiting:
@@ -93,8 +94,12 @@ class Recycler:
                 workers = self.client.scheduler_info(n_workers=-1).get("workers", {})
                 nannies = {info.get("nanny") for info in workers.values()}
                 if all(a not in workers and n in nannies for a, n in waiting.items()):
-                    self.restarting.clear()
-                    return True
+                    new = [a for a, info in workers.items()
+                           if info.get("nanny") in set(waiting.values())]
+                    ready = self.client.run(isolation_ready, workers=new, on_error="return")
+                    if all(ok is True for ok in ready.values()):
+                        self.restarting.clear()
+                        return True
             time.sleep(0.1)
         logger.warning("sweep: %d worker restart(s) still running after %.0f s; closing anyway",
                        len(waiting), timeout)
