@@ -91,16 +91,23 @@ class Recycler:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if all(request.done() for request in self.requests):
-                workers = self.client.scheduler_info(n_workers=-1).get("workers", {})
-                nannies = {info.get("nanny") for info in workers.values()}
-                if all(a not in workers and n in nannies for a, n in waiting.items()):
-                    new = [a for a, info in workers.items()
-                           if info.get("nanny") in set(waiting.values())]
-                    ready = self.client.run(isolation_ready, workers=new, on_error="return")
-                    if all(ok is True for ok in ready.values()):
+                try:
+                    if self._restarted(waiting):
                         self.restarting.clear()
                         return True
+                except Exception as exc:  # noqa: BLE001 - a finished sweep must not fail here
+                    logger.debug("sweep: restart not seen yet: %r", exc)
             time.sleep(0.1)
         logger.warning("sweep: %d worker restart(s) still running after %.0f s; closing anyway",
                        len(waiting), timeout)
         return False
+
+    def _restarted(self, waiting: dict[str, str]) -> bool:
+        """Each old worker gone, and its nanny's new process registered and set up."""
+        workers = self.client.scheduler_info(n_workers=-1).get("workers", {})
+        nannies = {info.get("nanny") for info in workers.values()}
+        if not all(a not in workers and n in nannies for a, n in waiting.items()):
+            return False
+        new = [a for a, info in workers.items() if info.get("nanny") in set(waiting.values())]
+        ready = self.client.run(isolation_ready, workers=new, on_error="return")
+        return all(ok is True for ok in ready.values())
