@@ -226,9 +226,8 @@ def _keras_seed_module() -> Any:
 
 
 def _private_keras_python_rng(seed: int) -> None:
-    try:
-        from keras.src.random import seed_generator
-    except ImportError:  # pragma: no cover - other Keras layout
+    seed_generator = _keras_seed_module()  # Keras is imported here: None means another layout
+    if seed_generator is None:  # pragma: no cover
         logger.warning("sweep: cannot isolate Keras' default seeds; fits may not be exact")
         return
     if hasattr(seed_generator, "python_random"):
