@@ -77,10 +77,10 @@ def consecutive_fits(fits: list[dict[str, Any]]) -> list[tuple[dict[str, Any], d
     by_pid: dict[int, list[dict[str, Any]]] = {}
     for f in fits:
         if "started" in f and "ended" in f:
-            by_pid.setdefault(f["pid"], []).append(f)
+            by_pid.setdefault(f.pid, []).append(f)
     pairs = []
     for runs in by_pid.values():
-        runs.sort(key=lambda f: f["started"])
+        runs.sort(key=lambda f: f.started)
         pairs += [(a, b) for a, b in zip(runs, runs[1:], strict=False)
                   if b["started"] - a["ended"] < 2.0]
     return pairs
@@ -127,7 +127,7 @@ def main() -> None:
                 cv[mode].append(seconds)
                 refit[mode].append(refit_seconds)
                 print(f"{mode}: CV {seconds:.1f} s, refit {refit_seconds:.1f} s", flush=True)
-        fits = [f for f in session.fits if not f.get("refit")]
+        fits = [f for f in session.fits if not f.refit]
     report(args, cv, refit, best, means, startup, fits)
 
 
@@ -137,14 +137,14 @@ def report(args: Any, cv: dict[str, list[float]], refit: dict[str, list[float]],
     med = {m: statistics.median(t) for m, t in cv.items()}
     med_refit = {m: statistics.median(t) for m, t in refit.items()}
     n_fits = 3 * args.candidates
-    plain = [f["seconds"] for f in fits if not f.get("fast_path")]
-    fast = [f["seconds"] for f in fits if f.get("fast_path")]
+    plain = [f.seconds for f in fits if not f.fast_path]
+    fast = [f.seconds for f in fits if f.fast_path]
     # idle share: wall x workers not spent inside fits, per fit (plain sweep); it
     # includes waiting at the end of the grid for the last, longest fit
     idle = (med["sweep-plain"] * args.workers - sum(plain) / args.reps) / n_fits
     gaps = worker_overheads(fits)
     overhead = statistics.median(gaps) if gaps else float("nan")
-    cleanup = statistics.median(f.get("cleanup_seconds", 0.0) for f in fits)
+    cleanup = statistics.median((f.cleanup_seconds or 0.0) for f in fits)
     waits = dispatch_gaps(fits)
     dispatch = statistics.median(waits) if waits else float("nan")
     serial_means = np.array(means["serial"])
@@ -175,10 +175,10 @@ def report(args: Any, cv: dict[str, list[float]], refit: dict[str, list[float]],
         "max_score_difference_vs_serial": {
             m: float(np.max(np.abs(np.array(v) - serial_means))) for m, v in means.items()},
         "worker_startup_s": startup,
-        "peak_worker_rss_mb": max(f["rss"] for f in fits) / 2**20,
+        "peak_worker_rss_mb": max(f.rss for f in fits) / 2**20,
         "best_params": best,
         "best_params_agree": len({json.dumps(b, sort_keys=True) for b in best.values()}) == 1,
-        "fits": [{k: f.get(k) for k in ("pid", "started", "ended", "seconds",
+        "fits": [{k: getattr(f, k) for k in ("pid", "started", "ended", "seconds",
                                         "cleanup_seconds", "fast_path", "candidate", "split")}
                  for f in fits],
     }

@@ -3,7 +3,7 @@
 It is joblib's own Dask backend with two small changes, so scikit-learn's
 ``BaseSearchCV.fit`` stays untouched and owns the loop:
 
-* on the worker, every task of a batch runs inside :func:`~sweep.isolation.isolated_fit`
+* on the worker, every task of a batch runs inside :func:`~sweep.worker.fit.isolated_fit`
   (seeded per CV fold, Keras session cleared afterwards, worker recycled when due);
 * on the driver, each finished fit is reported to a listener (progress bar, fit
   records) as soon as its result arrives.
@@ -19,172 +19,51 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import copy
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 from uuid import uuid4
 
-import numpy as np
 from dask.sizeof import sizeof
 from distributed import KilledWorker
-from joblib._dask import DaskDistributedBackend
-from joblib._utils import _TracebackCapturingWrapper
 
-from .fastpath import enabled
-from .isolation import isolated_fit
+from ._compat import JoblibDaskBackend, failed_fit_result, fit_error
 from .journal import FitKeys, Journal
+from .records import FitRecord
 from .recycling import Recycler
+from .worker.fit import FitOutcome, IsolatedBatch, identify
 
 logger = logging.getLogger(__name__)
 
-Task = tuple[Callable[..., Any], Sequence[Any], dict[str, Any]]
-FitListener = Callable[[dict[str, Any], Any], None]
-
-
-def estimator_seed(estimator: Any) -> int | None:
-    """The estimator's own integer ``random_state``, if it has one.
-
-    scikeras seeds every fit of such an estimator with it (Python, NumPy and
-    TensorFlow); sweep then seeds the fit the same way, so the sweep draws the
-    same weights and batches as the user's serial run.
-    """
-    value = getattr(estimator, "random_state", None)
-    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-        return int(value)
-    return None
-
-
-def fit_seed(sweep_seed: int | None, task_kwargs: dict[str, Any],
-             estimator: Any = None) -> int | None:
-    """Seed of one fit: the same for every candidate within a CV fold.
-
-    Common random numbers: candidates are compared on the same initial weights
-    and the same batch order, so a "best" candidate cannot be a lucky seed. An
-    estimator with its own integer ``random_state`` is seeded with that instead
-    (the same for every fit, as scikeras does in a serial run).
-    """
-    own = estimator_seed(estimator)
-    if own is not None:
-        return own
-    if sweep_seed is None:
-        return None
-    split = task_kwargs.get("split_progress", (0, 1))[0]
-    return int(np.random.SeedSequence([sweep_seed, split]).generate_state(1)[0])
-
-
-def describe_task(task_kwargs: dict[str, Any]) -> dict[str, Any]:
-    """Identity of one fit as scikit-learn's search passes it to ``_fit_and_score``."""
-    candidate, n_candidates = task_kwargs.get("candidate_progress", (None, None))
-    split, n_splits = task_kwargs.get("split_progress", (None, None))
-    return {
-        "candidate": candidate,
-        "n_candidates": n_candidates,
-        "split": split,
-        "n_splits": n_splits,
-        "params": task_kwargs.get("parameters"),
-    }
-
-
-class FitOutcome:
-    """What a worker sends back for a batch: joblib's results plus fit facts."""
-
-    def __init__(self, results: list[Any], facts: list[dict[str, Any]]) -> None:
-        self.results = results
-        self.facts = facts
-
-
-class IsolatedBatch:
-    """Stands in for joblib's ``Batch``: runs each task inside an isolated fit."""
-
-    def __init__(self, batch: Any, sweep_seed: int | None,
-                 keys: Sequence[str | None] = (), fast_path: bool = False) -> None:
-        self.batch = batch
-        self.sweep_seed = sweep_seed
-        self.keys = list(keys)
-        self.fast_path = fast_path
-
-    def __call__(self, tasks: list[Task] | None = None) -> FitOutcome:
-        from .isolation import end_fit
-
-        results: list[Any] = []
-        facts: list[dict[str, Any]] = []
-        tasks = tasks if tasks is not None else []
-        for i in range(len(tasks)):
-            fact: dict[str, Any] = {}
-            try:
-                fact = self._run(tasks, i, results)
-            finally:
-                # the fitted model is unreachable now (its task was dropped from
-                # ``tasks``), so the clean-up collects it instead of freezing it;
-                # after an error escaping the fit, the clean-up still runs
-                facts.append(end_fit(fact))
-        return FitOutcome(results, facts)
-
-    def _run(self, tasks: list[Any], i: int, results: list[Any]) -> dict[str, Any]:
-        func, args, kwargs = tasks[i]
-        tasks[i] = None
-        estimator = args[0] if args else None
-        if hasattr(estimator, "get_params"):
-            # fit a shallow copy: Dask keeps the task's own arguments (and so the
-            # estimator the fit would mutate) until the task is released, which
-            # would keep the fitted model alive past this fit's clean-up
-            estimator = copy.copy(estimator)
-            args = [estimator, *args[1:]]
-        task = (func, args, kwargs)
-        with isolated_fit(fit_seed(self.sweep_seed, task[2], estimator), clean=False) as fact:
-            with enabled(estimator, self.fast_path) as fast:
-                done = self.batch([task])
-        results.extend(done)
-        fact.update(describe_task(task[2]))
-        fact["fast_path"] = fast
-        fact["key"] = self.keys[i] if i < len(self.keys) else None
-        return fact
-
-    def __repr__(self) -> str:
-        return repr(self.batch)
-
-
-def failed_fit_result(task_kwargs: dict[str, Any], reason: str) -> dict[str, Any]:
-    """What ``_fit_and_score`` returns for a fit that raised, for a fit that never
-    returned (its worker died). Follows ``error_score`` like scikit-learn does."""
-    error_score = task_kwargs.get("error_score", np.nan)
-    if error_score == "raise":
-        raise RuntimeError(reason)
-    scorer = task_kwargs.get("scorer")
-    names = getattr(scorer, "_scorers", None)
-    scores: Any = {name: error_score for name in names} if names else error_score
-    result: dict[str, Any] = {"test_scores": scores, "fit_error": reason}
-    if task_kwargs.get("return_train_score"):
-        result["train_scores"] = dict(scores) if names else scores
-    if task_kwargs.get("return_n_test_samples"):
-        result["n_test_samples"] = len(task_kwargs.get("test", ()))
-    if task_kwargs.get("return_times"):
-        result["fit_time"], result["score_time"] = 0.0, 0.0
-    if task_kwargs.get("return_parameters"):
-        result["parameters"] = task_kwargs.get("parameters")
-    if task_kwargs.get("return_estimator"):
-        result["estimator"] = None
-    return result
+FitListener = Callable[[FitRecord, Any], None]
 
 
 def _data(value: Any) -> Any:
     return value
 
 
+def data_future(client: Any, value: Any, name: str = "data") -> Any:
+    """A Dask future of ``value`` that Dask can recompute after a worker loss.
+
+    Unlike ``client.scatter`` (whose data is gone for good if the worker
+    holding it dies or restarts), it is a small task that returns the data.
+    """
+    return client.submit(_data, value, pure=False, key=f"sweep-{name}-{uuid4().hex}")
+
+
 class _RecomputableScatter:
-    """A client whose ``scatter`` makes a recomputable task instead of raw data."""
+    """A client whose ``scatter`` makes a :func:`data_future` instead of raw data."""
 
     def __init__(self, client: Any) -> None:
-        self._client = client
+        self.unwrapped = client
         self.sent_bytes: list[int] = []
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(self._client, name)
+        return getattr(self.unwrapped, name)
 
     async def scatter(self, data: Any, **_: Any) -> Any:
         self.sent_bytes.append(int(sizeof(data)))
-        return self._client.submit(_data, data, pure=False, key=f"sweep-data-{uuid4().hex}")
+        return data_future(self.unwrapped, data)
 
 
 #: Errors of a Dask future that mean "the fit never returned", not "the fit raised".
@@ -200,22 +79,21 @@ class _Raise:
 
 
 def _lost(result: Any) -> bool:
-    error = result.get("fit_error") if isinstance(result, dict) else None
-    return bool(error) and str(error).startswith(WORKER_LOST_PREFIX)
+    return str(fit_error(result) or "").startswith(WORKER_LOST_PREFIX)
 
 
-class SweepBackend(DaskDistributedBackend):
+class SweepBackend(JoblibDaskBackend):
     """joblib backend: Dask futures, isolated fits, per-fit reporting, a journal.
 
     Parameters
     ----------
     client : distributed.Client
         Client of the cluster that runs the fits.
-    sweep_seed : int, optional
+    seed : int, optional
         Seed of the sweep; each fit derives its own from it and its CV fold.
     on_submit, on_fit : callable, optional
-        ``on_submit(info)`` is called on the driver for each fit sent out,
-        ``on_fit(facts, result)`` for each fit that came back.
+        ``on_submit(record)`` is called on the driver for each fit sent out (its
+        identity filled in), ``on_fit(record, result)`` for each fit that came back.
     workers : int, optional
         Size of the cluster, for staggering worker restarts.
     journal : Journal, optional
@@ -228,8 +106,8 @@ class SweepBackend(DaskDistributedBackend):
     def __init__(
         self,
         client: Any,
-        sweep_seed: int | None = None,
-        on_submit: Callable[[dict[str, Any]], None] | None = None,
+        seed: int | None = None,
+        on_submit: Callable[[FitRecord], None] | None = None,
         on_fit: FitListener | None = None,
         workers: int | None = None,
         journal: Journal | None = None,
@@ -239,15 +117,20 @@ class SweepBackend(DaskDistributedBackend):
         super().__init__(client=client, **submit_kwargs)
         self.client = _RecomputableScatter(client)
         self.recycler = Recycler(client, workers)
-        self.sweep_seed = sweep_seed
+        self.seed = seed
         self.on_submit = on_submit
         self.on_fit = on_fit
         self.journal = journal
         self.fast_path = fast_path
         from . import __version__
 
-        self.keys = FitKeys(sweep_seed, __version__)
+        self.keys = FitKeys(seed, __version__)
         self._tasks: dict[Any, tuple[list[dict[str, Any]], list[str | None]]] = {}
+
+    @property
+    def unwrapped_client(self) -> Any:
+        """The ``distributed.Client`` itself."""
+        return self.client.unwrapped
 
     @property
     def data_sent(self) -> list[int]:
@@ -270,10 +153,10 @@ class SweepBackend(DaskDistributedBackend):
         cf_future.get = cf_future.result  # type: ignore[attr-defined]
         stored = self._stored(keys)
         if stored is not None:
-            facts = [{**describe_task(kw), "key": k, "resumed": True}
-                     for (_, _, kw), k in zip(items, keys, strict=True)]
+            records = [identify(FitRecord(key=k, resumed=True), kw)
+                       for (_, _, kw), k in zip(items, keys, strict=True)]
             self.client.loop.add_callback(
-                self._resolve, cf_future, callback, FitOutcome(stored, facts))
+                self._resolve, cf_future, callback, FitOutcome(stored, records))
             return cf_future
         self.client.loop.add_callback(self._submit_async, func, callback, cf_future, keys)
         return cf_future
@@ -294,22 +177,32 @@ class SweepBackend(DaskDistributedBackend):
 
     async def _submit_async(self, func: Any, callback: Any, cf_future: Any,
                             keys: list[str | None]) -> None:
-        batch, tasks = await self._to_func_args(func)
-        batch.keys = keys
+        joblib_batch, tasks = await self.split_batch(func)
+        if self.on_submit is not None:
+            for task in tasks:
+                self.on_submit(identify(FitRecord(), task[2]))
+        batch = IsolatedBatch(joblib_batch, self.seed, keys, fast_path=self.fast_path)
         dask_future = self.client.submit(
-            _TracebackCapturingWrapper(batch), tasks=tasks,
+            self.capture_traceback(batch), tasks=tasks,
             key=f"{batch!r}-{uuid4().hex}", **self.submit_kwargs)
-        self._callbacks[dask_future] = callback
-        self._results[dask_future] = cf_future
+        self.track(dask_future, callback, cf_future)
         self._tasks[dask_future] = ([kwargs for _, _, kwargs in func.items], keys)
         self._watch(dask_future)
 
-    async def _to_func_args(self, func: Any) -> tuple[IsolatedBatch, list[Task]]:
-        batch, tasks = await super()._to_func_args(func)
-        if self.on_submit is not None:
-            for task in tasks:
-                self.on_submit(describe_task(task[2]))
-        return IsolatedBatch(batch, self.sweep_seed, fast_path=self.fast_path), tasks
+    def abort_everything(self, ensure_ready: bool = True) -> None:
+        """Cancel every fit still running or queued (joblib will not collect them).
+
+        joblib calls this when the search raises (``error_score="raise"``, Ctrl-C);
+        joblib's own version only empties a queue sweep does not use, so the
+        cluster would go on running the fits.
+        """
+        futures = self.tracked()
+        for future in futures:
+            self.untrack(future)
+            self._tasks.pop(future, None)
+        if futures:
+            self.client.loop.add_callback(self.unwrapped_client.cancel, futures,
+                                          asynchronous=True)
 
     def _watch(self, future: Any) -> None:
         """Deliver ``future``'s result once it is done (called again if it is lost)."""
@@ -319,10 +212,10 @@ class SweepBackend(DaskDistributedBackend):
         """Gather one finished fit. Unlike ``as_completed``, this survives a result
         lost with its worker before it was fetched: Dask recomputes it and we
         wait for it again."""
-        if future not in self._results:
+        if not self.is_tracked(future):
             return
         try:
-            result = await self.client._client.gather(future, asynchronous=True)
+            result = await self.unwrapped_client.gather(future, asynchronous=True)
         except Exception as exc:  # noqa: BLE001 - sorted below
             if future.status in ("pending", "lost") and not isinstance(exc, WORKER_LOST):
                 self._watch(future)
@@ -332,8 +225,10 @@ class SweepBackend(DaskDistributedBackend):
         self._deliver(future, result)
 
     def _deliver(self, future: Any, result: Any) -> None:
-        cf_future = self._results.pop(future)
-        callback = self._callbacks.pop(future)
+        tracked = self.untrack(future)
+        if tracked is None:  # aborted meanwhile
+            return
+        cf_future, callback = tracked
         kwargs_list, keys = self._tasks.pop(future, ([], []))
         if not (isinstance(result, tuple) and len(result) == 3 and result[0] == "error"):
             try:
@@ -364,25 +259,26 @@ class SweepBackend(DaskDistributedBackend):
                   "and each time its worker died (killed, out of memory, or crashed).")
         logger.warning("sweep: %s", reason)
         keys = keys or [None] * len(kwargs_list)
-        facts = [{**describe_task(kw), "key": key, "worker_lost": True}
-                 for kw, key in zip(kwargs_list, keys, strict=False)]
-        return FitOutcome([failed_fit_result(kw, reason) for kw in kwargs_list], facts)
+        records = [identify(FitRecord(key=key, worker_lost=True), kw)
+                   for kw, key in zip(kwargs_list, keys, strict=False)]
+        return FitOutcome([failed_fit_result(kw, reason) for kw in kwargs_list], records)
 
     def retrieve_result_callback(self, out: Any) -> Any:
         if isinstance(out, _Raise):
             raise out.error
         if isinstance(out, FitOutcome):
-            for fact, result in zip(out.facts, out.results, strict=False):
-                self.recycler.fit_done(fact)
-                if self.journal is not None and fact.get("key") and not fact.get("resumed"):
-                    self.journal.record(fact["key"], result, fact)
+            for record, result in zip(out.records, out.results, strict=False):
+                record.fit_error = fit_error(result)
+                self.recycler.fit_done(record)
+                if self.journal is not None and record.key and not record.resumed:
+                    self.journal.record(record.key, result, record)
                 if self.on_fit is not None:
-                    self.on_fit(fact, result)
+                    self.on_fit(record, result)
             return out.results
         return super().retrieve_result_callback(out)
 
     def get_nested_backend(self) -> tuple[Any, int]:
-        return DaskDistributedBackend(client=self.client._client), -1
+        return JoblibDaskBackend(client=self.unwrapped_client), -1
 
     def __reduce__(self) -> tuple[Any, tuple[()]]:
-        return (DaskDistributedBackend, ())
+        return (JoblibDaskBackend, ())

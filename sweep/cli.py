@@ -213,10 +213,10 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 
 def _batch(args: argparse.Namespace) -> int:
-    from .slurm_batch import submit, write_script
+    from .clusters.slurm_batch import submit, write_script
 
     spec = _load(args.spec, args)
-    script = write_script(spec)
+    script = write_script(spec.resolved(), spec.name, spec.settings(), spec.output)
     print(f"sweep: batch script written to {script}")
     if not args.submit:
         print(f"  submit it with: sbatch {script}")
@@ -238,7 +238,7 @@ def _refine(args: argparse.Namespace) -> int:
 
     from . import spec as specmod
     from .exceptions import SpecError
-    from .tuning import refine_spec
+    from .refine import refine_spec
 
     folder = Path(args.results)
     try:
@@ -269,8 +269,8 @@ def _run(spec: Any, progress: bool) -> int:
     if result.failed:
         print(f"sweep: {len(result.failed)} fit(s) failed:", file=sys.stderr)
         for rec in result.failed[:10]:
-            last = str(rec["fit_error"]).strip().splitlines()[-1]
-            print(f"  candidate {rec.get('params')} fold {rec.get('split')}: {last}",
+            last = str(rec.fit_error).strip().splitlines()[-1]
+            print(f"  candidate {rec.params} fold {rec.split}: {last}",
                   file=sys.stderr)
         if not spec.allow_failures:
             print("  (set allow_failures: true in the spec to exit 0 anyway)", file=sys.stderr)

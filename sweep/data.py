@@ -1,4 +1,5 @@
-"""Load the data a spec names: any CSV file, or a dataset bundled with scikit-learn."""
+"""Load the data a spec names (any CSV file, or a dataset bundled with scikit-learn),
+and sample it."""
 
 from __future__ import annotations
 
@@ -40,14 +41,15 @@ def load(spec: dict[str, Any], base_dir: Path | None = None) -> Dataset:
         dataset = load_bundled(data["dataset"])
     else:
         dataset = load_csv(
-            _resolve(data["csv"], base_dir), data.get("target", -1), data.get("header", False)
+            csv_path(data["csv"], base_dir), data.get("target", -1), data.get("header", False)
         )
     if data.get("scale", False):
         dataset.X = standardize(dataset.X)
     return dataset
 
 
-def _resolve(path: str, base_dir: Path | None) -> Path:
+def csv_path(path: str, base_dir: Path | None) -> Path:
+    """``path`` as given, or relative to the spec's folder ``base_dir`` if it exists there."""
     p = Path(path).expanduser()
     if not p.is_absolute() and base_dir is not None and not p.exists():
         candidate = base_dir / p
@@ -142,3 +144,23 @@ def standardize(X: np.ndarray) -> np.ndarray:
     std = X.std(axis=0)
     std[std == 0] = 1.0
     return ((X - X.mean(axis=0)) / std).astype("float32")
+
+
+def stratified_sample(X: np.ndarray, y: np.ndarray, fraction: float, seed: int = 0,
+                      stratify: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """A random ``fraction`` of the rows that keeps the class proportions.
+
+    Parameters
+    ----------
+    fraction : float
+        Share of rows to keep, in (0, 1]; 1 keeps everything.
+    stratify : bool
+        Keep class proportions (classification); False for regression.
+    """
+    from sklearn.model_selection import train_test_split
+
+    if fraction >= 1:
+        return X, y
+    X_kept, _, y_kept, _ = train_test_split(X, y, train_size=fraction, random_state=seed,
+                                            stratify=y if stratify else None)
+    return X_kept, y_kept

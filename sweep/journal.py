@@ -24,6 +24,9 @@ from typing import Any
 
 import joblib
 
+from ._compat import fit_error, fit_task
+from .records import FitRecord
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS fits (
     key TEXT PRIMARY KEY,
@@ -61,12 +64,11 @@ class Journal:
             row = self._db.execute("SELECT result FROM fits WHERE key=?", (key,)).fetchone()
         return None if row is None else pickle.loads(row[0])
 
-    def record(self, key: str, result: Any, facts: dict[str, Any]) -> None:
+    def record(self, key: str, result: Any, record: FitRecord) -> None:
         """Store one finished fit durably (committed before returning)."""
-        error = result.get("fit_error") if isinstance(result, dict) else None
-        row = (key, facts.get("candidate"), facts.get("split"), repr(facts.get("params")),
-               pickle.dumps(result), repr({k: v for k, v in facts.items() if k != "params"}),
-               error, time.time())
+        facts = {k: v for k, v in record.as_dict().items() if k != "params"}
+        row = (key, record.candidate, record.split, repr(record.params),
+               pickle.dumps(result), repr(facts), fit_error(result), time.time())
         with self._lock:
             self._db.execute("INSERT OR REPLACE INTO fits VALUES (?,?,?,?,?,?,?,?)", row)
 
@@ -103,8 +105,8 @@ class FitKeys:
     fit) are described and hashed each time, without being kept.
     """
 
-    def __init__(self, sweep_seed: int | None, version: str) -> None:
-        self.salt = f"sweep-{version}-seed-{sweep_seed}"
+    def __init__(self, seed: int | None, version: str) -> None:
+        self.salt = f"sweep-{version}-seed-{seed}"
         self._cache: dict[int, tuple[Any, str]] = {}
 
     def _hash(self, value: Any) -> str:
@@ -119,7 +121,8 @@ class FitKeys:
 
     def key(self, args: Any, kwargs: dict[str, Any]) -> str | None:
         """The key of one ``_fit_and_score(estimator, X, y, ...)`` call, else None."""
-        if len(args) < 3 or "train" not in kwargs or "parameters" not in kwargs:
+        task = fit_task(kwargs)
+        if len(args) < 3 or task.train is None or task.params is None:
             return None
         estimator, X, y = args[:3]
         parts = [
@@ -127,11 +130,11 @@ class FitKeys:
             self._hash(estimator),
             self._hash(X),
             self._hash(y),
-            joblib.hash(kwargs["train"]),
-            joblib.hash(kwargs["test"]),
-            joblib.hash(_describe(kwargs["parameters"])),
-            joblib.hash(repr(kwargs.get("scorer"))),
-            repr(kwargs.get("error_score")),
-            repr(kwargs.get("return_train_score")),
+            joblib.hash(task.train),
+            joblib.hash(task.test),
+            joblib.hash(_describe(task.params)),
+            joblib.hash(repr(task.scorer)),
+            repr(task.error_score),
+            repr(task.return_train_score),
         ]
         return hashlib.sha256("|".join(map(str, parts)).encode()).hexdigest()

@@ -3,40 +3,20 @@
 The classic recipe wrote ``KerasClassifier(build_fn=create_model, ...)`` with
 ``SGD(lr=...)``, ``maxnorm(...)``, ``init='uniform'`` and grid keys such as
 ``init_mode``, ``learn_rate`` or ``weight_constraint``. Grid keys with a known new
-name are renamed (and reported); names that are gone raise with the new name.
+name are renamed by spec validation (:data:`sweep.spec.GRID_KEYS`, re-exported
+here); names that are gone raise with the new name.
 """
 
 from __future__ import annotations
 
-from .exceptions import SpecError
+import inspect
+from typing import Any
 
-#: Recipe / Keras-2 grid keys -> the parameter of sweep's built-in ``mlp`` or scikeras.
-GRID_KEYS: dict[str, str] = {
-    "init": "model__kernel_initializer",
-    "init_mode": "model__kernel_initializer",
-    "kernel_initializer": "model__kernel_initializer",
-    "dropout_rate": "model__dropout",
-    "weight_constraint": "model__max_norm",
-    "maxnorm": "model__max_norm",
-    "learn_rate": "optimizer__learning_rate",
-    "lr": "optimizer__learning_rate",
-    "nb_epoch": "epochs",
-}
+from ._compat import sequential_has_layers
+from .spec import GRID_KEYS, REMOVED, rename_grid_key
 
-#: Keras-2 names that no longer exist, and what to write instead.
-REMOVED: dict[str, str] = {
-    "build_fn": "model (scikeras: KerasClassifier(model=create_model))",
-    "decay": "optimizer__weight_decay, or a learning-rate schedule",
-}
-
-
-def rename_grid_key(key: str) -> str | None:
-    """The current name of a recipe-era grid key, or None if it is not one."""
-    if key in REMOVED:
-        raise SpecError(f"param_grid.{key}", key, "this Keras 2 name no longer exists",
-                        f"use {REMOVED[key]}")
-    return GRID_KEYS.get(key)
-
+__all__ = ["GRID_KEYS", "REMOVED", "rename_grid_key", "KerasClassifier", "KerasRegressor",
+           "Sequential", "Dense", "Dropout", "SGD", "Adam", "RMSprop", "maxnorm", "max_norm"]
 
 # -- Python-level Keras 2 calls ----------------------------------------------------------
 # The recipe's code, as written for Keras 2 and keras.wrappers.scikit_learn, runs on
@@ -46,9 +26,6 @@ def rename_grid_key(key: str) -> str | None:
 #
 # Each maps its Keras 2 arguments to the new ones; an argument that no longer
 # exists raises a TypeError that names its replacement.
-
-import inspect  # noqa: E402
-from typing import Any  # noqa: E402
 
 #: Keras 2 layer arguments -> Keras 3
 LAYER_ARGS = {"init": "kernel_initializer", "W_constraint": "kernel_constraint",
@@ -98,7 +75,7 @@ def _sequential_class() -> type:
 
         def add(self, layer: Any, rebuild: bool = True) -> None:
             dim = getattr(layer, "_sweep_input_dim", None)
-            if dim is not None and not self._layers:
+            if dim is not None and not sequential_has_layers(self):
                 super().add(keras.Input(shape=(dim,)), rebuild=False)
             super().add(layer, rebuild=rebuild)
 

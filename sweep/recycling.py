@@ -1,7 +1,7 @@
 """Driver-side worker recycling: restart workers one at a time, never all at once.
 
 A worker reports ``recycle_due`` with a fit when it has run its quota of fits or
-grown past its memory limit (see :mod:`sweep.isolation`). The driver then asks
+grown past its memory limit (see :mod:`sweep.worker.fit`). The driver then asks
 that worker to close gracefully and restart (Dask's own lifetime-restart path:
 the scheduler moves the worker's results elsewhere before it exits, and the
 nanny starts a fresh process). Only a few workers recycle at a time, so the
@@ -15,7 +15,9 @@ import logging
 import time
 from typing import Any
 
-from .isolation import isolation_ready, recycle_worker
+from .records import FitRecord
+from .worker.fit import recycle_worker
+from .worker.plugin import setup_done
 
 logger = logging.getLogger(__name__)
 
@@ -45,14 +47,14 @@ class Recycler:
         self.requests: list[asyncio.Future[Any]] = []
         self.nannies: dict[str, str] = {}
 
-    def fit_done(self, facts: dict[str, Any]) -> None:
-        """Look at one finished fit's facts; maybe restart its worker.
+    def fit_done(self, record: FitRecord) -> None:
+        """Look at one finished fit's record; maybe restart its worker.
 
         Called on the client's event loop thread. A fit from a worker never seen
         before means a restarted worker is back, which frees a restart slot.
         """
         now = time.monotonic()
-        address, reason = facts.get("worker"), facts.get("recycle_due")
+        address, reason = record.worker, record.recycle_due
         if not address:
             return
         if address not in self.seen:
@@ -66,8 +68,8 @@ class Recycler:
         self.restarting[address] = now
         self.restarts += 1
         self.nannies = {a: n for a, n in self.nannies.items() if a in self.restarting}
-        if facts.get("nanny"):
-            self.nannies[address] = facts["nanny"]
+        if record.nanny:
+            self.nannies[address] = record.nanny
         coro = self.client.run(
             recycle_worker, reason=reason, workers=[address], wait=False, asynchronous=True
         )
@@ -109,5 +111,5 @@ class Recycler:
         if not all(a not in workers and n in nannies for a, n in waiting.items()):
             return False
         new = [a for a, info in workers.items() if info.get("nanny") in set(waiting.values())]
-        ready = self.client.run(isolation_ready, workers=new, on_error="return")
+        ready = self.client.run(setup_done, workers=new, on_error="return")
         return all(ok is True for ok in ready.values())

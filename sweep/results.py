@@ -11,6 +11,8 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from .records import FitRecord
+
 
 def summary_lines(cv_results: dict[str, Any], best_index: int | None) -> list[str]:
     """The recipe's summary: ``Best: ... using {...}``, then one line per candidate."""
@@ -23,9 +25,9 @@ def summary_lines(cv_results: dict[str, Any], best_index: int | None) -> list[st
     return lines
 
 
-def failed_fits(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def failed_fits(records: list[FitRecord]) -> list[FitRecord]:
     """The fit records that carry an error."""
-    return [r for r in records if r.get("fit_error")]
+    return [r for r in records if r.fit_error]
 
 
 def _jsonable(value: Any) -> Any:
@@ -51,7 +53,7 @@ def cv_results_frame(cv_results: dict[str, Any]) -> pd.DataFrame:
 
 
 def save(output: Path, *, cv_results: dict[str, Any], best: dict[str, Any],
-         spec: dict[str, Any], fits: list[dict[str, Any]]) -> list[Path]:
+         spec: dict[str, Any], fits: list[FitRecord]) -> list[Path]:
     """Write ``cv_results.csv/.json``, ``best.json``, ``spec.yaml`` and ``fits.csv``."""
     output.mkdir(parents=True, exist_ok=True)
     paths = {
@@ -59,7 +61,8 @@ def save(output: Path, *, cv_results: dict[str, Any], best: dict[str, Any],
         "cv_results.json": lambda p: p.write_text(json.dumps(_jsonable(cv_results), indent=1)),
         "best.json": lambda p: p.write_text(json.dumps(_jsonable(best), indent=1)),
         "spec.yaml": lambda p: p.write_text(yaml.safe_dump(_jsonable(spec), sort_keys=False)),
-        "fits.csv": lambda p: pd.DataFrame([_jsonable(f) for f in fits]).to_csv(p, index=False),
+        "fits.csv": lambda p: pd.DataFrame([_jsonable(f.as_dict()) for f in fits]).to_csv(
+            p, index=False),
     }
     written = []
     for name, write in paths.items():

@@ -12,10 +12,10 @@ import numpy as np
 
 from . import data as datamod
 from . import results
-from .estimator import build_search
+from .records import FitRecord
+from .search import build_search
 from .session import Session, cluster
 from .spec import Spec
-from .tuning import stratified_sample
 
 JOURNAL_NAME = "journal.sqlite"
 
@@ -25,12 +25,12 @@ class SweepResult:
     """Outcome of :func:`run`: the fitted search, fit records and written files."""
 
     search: Any
-    fits: list[dict[str, Any]]
+    fits: list[FitRecord]
     output: Path
     files: list[Path]
     wall_seconds: float
     dashboard: str | None
-    failed: list[dict[str, Any]] = field(default_factory=list)
+    failed: list[FitRecord] = field(default_factory=list)
 
     @property
     def summary(self) -> list[str]:
@@ -45,13 +45,12 @@ def run(spec: Spec, *, progress: bool = True, echo: Callable[[str], None] = prin
     dataset, search = prepare(spec, echo)
     if session is not None:
         return _fit(spec, session, dataset, search, echo, start)
-    options = {k: v for k, v in spec.cluster.items() if k != "backend"}
     journal = Path(spec.output) / JOURNAL_NAME
     if journal.exists():
         echo(f"sweep: journal {journal} found: fits it holds are not run again")
-    with cluster(spec.cluster.get("backend"), seed=spec.seed, progress=progress,
-                 journal=journal, max_retries=spec.max_retries,
-                 fast_path=spec.fast_path, **options) as own:
+    with cluster(seed=spec.seed, progress=progress, journal=journal,
+                 max_retries=spec.max_retries, fast_path=spec.fast_path,
+                 **spec.cluster) as own:
         return _fit(spec, own, dataset, search, echo, start)
 
 
@@ -60,7 +59,7 @@ def prepare(spec: Spec, echo: Callable[[str], None] = print) -> tuple[Any, Any]:
     dataset = datamod.load(spec.data, spec.base_dir)
     task = spec.model.get("task") or dataset.task
     if spec.data.get("sample", 1.0) < 1.0:
-        dataset.X, dataset.y = stratified_sample(
+        dataset.X, dataset.y = datamod.stratified_sample(
             dataset.X, dataset.y, spec.data["sample"], spec.seed or 0,
             stratify=task == "classification")
         echo(f"sweep: training on a stratified sample of {spec.data['sample']:.0%} of the rows")
@@ -68,7 +67,10 @@ def prepare(spec: Spec, echo: Callable[[str], None] = print) -> tuple[Any, Any]:
     echo(f"sweep: {spec.name}: {spec.n_candidates} candidates x {spec.cv} folds = "
          f"{spec.n_candidates * spec.cv} fits on {dataset.source} "
          f"({dataset.X.shape[0]} rows, {dataset.X.shape[1]} features)")
-    return dataset, build_search(spec, task, n_classes)
+    search = build_search(spec.model, spec.fit, spec.param_grid, cv=spec.cv,
+                          scoring=spec.scoring, seed=spec.seed, error_score=spec.error_score,
+                          task=task, n_classes=n_classes)
+    return dataset, search
 
 
 def _fit(spec: Spec, session: Session, dataset: Any, search: Any,
@@ -80,14 +82,14 @@ def _fit(spec: Spec, session: Session, dataset: Any, search: Any,
     search.fit(dataset.X, dataset.y)
     if spec.refit and hasattr(search, "best_params_"):
         try:
-            facts = session.refit(search, dataset.X, dataset.y)
+            record = session.refit(search, dataset.X, dataset.y)
             echo(f"sweep: refit of the best candidate on all {dataset.X.shape[0]} rows on "
-                 f"worker {facts.get('worker')}: {facts['seconds']:.1f} s")
+                 f"worker {record.worker}: {record.seconds or 0.0:.1f} s")
         except Exception as exc:  # the cross-validation results are kept regardless
             echo(f"sweep: the refit of the best candidate failed ({exc!r}); "
                  "cross-validation results are saved anyway")
-    fits = [f for f in session.fits[before:] if not f.get("refit")]
-    resumed = sum(1 for f in fits if f.get("resumed"))
+    fits = [f for f in session.fits[before:] if not f.refit]
+    resumed = sum(1 for f in fits if f.resumed)
     if resumed:
         echo(f"sweep: {resumed} fit(s) came from the journal, {len(fits) - resumed} ran now")
     output = Path(spec.output)

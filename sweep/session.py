@@ -11,7 +11,6 @@ so ``n_jobs=-1`` means every worker of the cluster.
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,17 +18,17 @@ from typing import Any
 
 import dask.config
 import joblib
-from dask.utils import parse_bytes, parse_timedelta
 from distributed import Client
 
 from . import clusters
-from ._main_guard import check_main_guard
 from .backend import SweepBackend
-from .config import setting
+from .config import Settings, resolve
 from .exceptions import ClusterError
-from .isolation import TensorFlowIsolation, worker_report
 from .journal import Journal
 from .progress import FitMonitor
+from .records import FitRecord
+from .worker.plugin import WorkerSetup, worker_report
+from .worker.seeding import op_determinism
 
 
 @dataclass
@@ -40,11 +39,16 @@ class Session:
     cluster: Any
     backend: SweepBackend
     monitor: FitMonitor
-    backend_name: str
+    settings: Settings
     journal: Journal | None = None
 
     @property
-    def fits(self) -> list[dict[str, Any]]:
+    def backend_name(self) -> str:
+        """Name of the cluster backend (``"local"``, ``"slurm"``, ...)."""
+        return self.settings.backend
+
+    @property
+    def fits(self) -> list[FitRecord]:
         """One record per finished fit (worker, pid, seconds, memory, error)."""
         return self.monitor.records
 
@@ -56,7 +60,7 @@ class Session:
         except Exception:
             return None
 
-    def refit(self, search: Any, X: Any, y: Any, **fit_params: Any) -> dict[str, Any]:
+    def refit(self, search: Any, X: Any, y: Any, **fit_params: Any) -> FitRecord:
         """Refit ``search``'s best candidate on all rows on a worker (isolated, seeded).
 
         Use with ``GridSearchCV(..., refit=False)``: afterwards the search has
@@ -65,42 +69,25 @@ class Session:
         """
         from .refit import refit_on_worker
 
-        facts = refit_on_worker(self, search, X, y, **fit_params)
-        self.monitor.records.append(facts)
-        return facts
+        record = refit_on_worker(self, search, X, y, **fit_params)
+        self.monitor.records.append(record)
+        return record
 
     def worker_reports(self) -> dict[str, dict[str, Any]]:
         """Per worker: pid, thread variables, thread counts TensorFlow reports."""
         return dict(self.client.run(worker_report))
 
 
-def _settings(workers: int | None, threads: int | None, keras_backend: str | None,
-              max_retries: int | None, extra: dict[str, Any]) -> clusters.ClusterSettings:
-    requested = setting("cluster.workers", workers)
-    return clusters.ClusterSettings(
-        workers=int(requested or clusters.default_workers()),
-        requested_workers=int(requested) if requested else None,
-        threads_per_worker=int(setting("cluster.threads-per-worker", threads)),
-        keras_backend=str(setting("worker.keras-backend", keras_backend)),
-        max_retries=int(setting("fit.max-retries", max_retries)),
-        extra=extra,
-    )
-
-
-def _isolation_plugin(threads: int, after: int | None, above: Any,
-                      seeded: bool) -> TensorFlowIsolation:
-    after = setting("worker.recycle-after-fits", after)
-    above = setting("worker.recycle-above-memory", above)
-    return TensorFlowIsolation(
-        threads=threads,
-        recycle_after_fits=int(after) if after else None,
-        recycle_above_bytes=parse_bytes(above) if isinstance(above, str) else above,
-        preload_tensorflow=bool(setting("worker.preload-tensorflow")),
-        # TensorFlow's op determinism refuses unseeded random ops: only with a seed
-        deterministic=seeded and bool(setting("fit.deterministic")),
-        freeze_gc=bool(setting("worker.freeze-gc")),
-        full_gc_every=int(setting("worker.full-gc-every") or 0),
-        purge_gradients=bool(setting("worker.purge-custom-gradients")),
+def _worker_setup(settings: Settings, seed: int | None) -> WorkerSetup:
+    return WorkerSetup(
+        threads=settings.threads_per_worker,
+        recycle_after_fits=settings.recycle_after_fits,
+        recycle_above_bytes=settings.recycle_above_bytes,
+        preload_tensorflow=settings.preload_tensorflow,
+        deterministic=op_determinism(seed, settings.deterministic),
+        freeze_gc=settings.freeze_gc,
+        full_gc_every=settings.full_gc_every,
+        purge_gradients=settings.purge_custom_gradients,
     )
 
 
@@ -122,10 +109,15 @@ def cluster(
 ) -> Iterator[Session]:
     """Run every joblib-parallel fit inside the block on an isolated Dask cluster.
 
+    Every setting left out (``None``) comes from the Dask configuration
+    (``sweep.*``: ``~/.config/dask/*.yaml``, ``DASK_SWEEP__...`` variables),
+    else from sweep's packaged defaults; see :mod:`sweep.config`.
+
     Parameters
     ----------
     backend : str, optional
-        Cluster backend by name: ``"local"`` (default) or ``"attach"``.
+        Cluster backend by name: ``"local"`` (default), ``"attach"``, ``"slurm"``,
+        ``"ssh"`` or ``"ec2"``.
     workers : int, optional
         Worker processes; default one per CPU core.
     threads_per_worker : int, optional
@@ -152,95 +144,69 @@ def cluster(
         per epoch) unless a callback needs every batch (default: on,
         ``sweep.fit.fast-path``). Same losses and scores, less overhead.
     **backend_options
-        Passed to the backend factory, e.g. ``address=`` for ``"attach"``.
+        Options of the backend, e.g. ``address=`` for ``"attach"``, ``hosts=``
+        for ``"ssh"``, ``queue=`` for ``"slurm"``.
 
     Yields
     ------
     Session
-        The client, the cluster and the records of finished fits.
+        The client, the cluster, the resolved settings and the records of
+        finished fits.
 
     Examples
     --------
     >>> with sweep.cluster("local", workers=2, seed=7):   # doctest: +SKIP
     ...     GridSearchCV(model, grid, cv=3, n_jobs=-1).fit(X, y)
     """
-    name = str(setting("cluster.backend", backend))
-    settings = _settings(workers, threads_per_worker, keras_backend, max_retries,
-                         backend_options)
-    store = Journal(journal) if isinstance(journal, (str, Path)) else journal
-    stack = contextlib.ExitStack()
-    if name == "local":
-        check_main_guard()
-        # A LocalCluster closes the nanny of a worker that has been gone this long; a
-        # recycled worker re-importing TensorFlow on a loaded machine can take longer
-        # than Dask's 15 s, and its nanny (hence the worker) was then lost for good.
-        grace = max(float(setting("cluster.startup-timeout")), float(parse_timedelta(
-            dask.config.get("distributed.deploy.lost-worker-timeout"))))
-        stack.enter_context(dask.config.set({"distributed.deploy.lost-worker-timeout":
-                                             f"{grace}s"}))
-    environ = dict(os.environ)
+    settings = resolve(
+        backend=backend, workers=workers, threads_per_worker=threads_per_worker,
+        recycle_after_fits=recycle_after_fits, recycle_above_memory=recycle_above_memory,
+        keras_backend=keras_backend, max_retries=max_retries, fast_path=fast_path,
+        **backend_options)
+    started = clusters.start(settings)
+    client = store = None
     try:
-        started = clusters.start(name, settings)
-        stack.enter_context(dask.config.set(started.config))
-    except BaseException:
-        stack.close()
-        raise
-    finally:
-        _restore_environ(environ)
-    client = None
-    try:
-        client = _connect(started, settings, name)
-        client.register_plugin(
-            _isolation_plugin(settings.threads_per_worker, recycle_after_fits,
-                              recycle_above_memory, seeded=seed is not None)
-        )
-        monitor = FitMonitor(show=progress)
-        sweep_backend = SweepBackend(
-            client, sweep_seed=seed, on_submit=monitor.on_submit, on_fit=monitor.on_fit,
-            workers=_capacity(started, settings),
-            journal=store, fast_path=bool(setting("fit.fast-path", fast_path)),
-        )
-        with joblib.parallel_config(backend=sweep_backend):
+        with dask.config.set(started.config):  # in force until the cluster is closed
             try:
-                yield Session(client, started.cluster, sweep_backend, monitor, name, store)
+                store = Journal(journal) if isinstance(journal, (str, Path)) else journal
+                client = _connect(started, settings)
+                yield from _session(started, settings, client, store, seed, progress)
             finally:
-                monitor.close()
-        # a normal exit lets a restart asked for by the last fits finish (not Ctrl-C)
-        sweep_backend.recycler.settle(float(setting("cluster.startup-timeout")))
+                _close(started, client, store if store is not journal else None)
     finally:
-        if isinstance(journal, (str, Path)) and store is not None:
-            store.close()
-        if client is not None:
-            client.close()
-        if started.cluster is not None:
-            started.cluster.close()
-        _restore_environ(environ)
-        stack.close()
+        if started.cleanup is not None:
+            started.cleanup()
 
 
-def _restore_environ(saved: dict[str, str]) -> None:
-    """Undo what starting workers wrote into this process's environment.
-
-    distributed's nanny copies its pre-spawn variables (the thread counts) into
-    the parent's ``os.environ`` before spawning a worker; without this, the
-    user's process (and e.g. a loky pool it starts later) would inherit them.
-    """
-    for key in set(os.environ) - set(saved):
-        del os.environ[key]
-    for key, value in saved.items():
-        if os.environ.get(key) != value:
-            os.environ[key] = value
-
-
-def _capacity(started: clusters.Started, settings: clusters.ClusterSettings) -> int | None:
-    """Workers the backend plans to run at most (``None``: unknown, attached)."""
-    if started.max_workers is not None:
-        return started.max_workers
-    return settings.workers if started.cluster is not None else None
+def _session(started: clusters.Started, settings: Settings, client: Client,
+             store: Journal | None, seed: int | None, progress: bool) -> Iterator[Session]:
+    """Set the workers up, make joblib use sweep's backend, yield the session."""
+    client.register_plugin(_worker_setup(settings, seed))
+    monitor = FitMonitor(show=progress)
+    backend = SweepBackend(client, seed=seed, on_submit=monitor.on_submit,
+                           on_fit=monitor.on_fit, workers=started.max_workers,
+                           journal=store, fast_path=settings.fast_path)
+    with joblib.parallel_config(backend=backend):
+        try:
+            yield Session(client, started.cluster, backend, monitor, settings, store)
+        finally:
+            monitor.close()
+    # a normal exit lets a restart asked for by the last fits finish (not Ctrl-C)
+    backend.recycler.settle(settings.startup_timeout)
 
 
-def _connect(started: clusters.Started, settings: clusters.ClusterSettings, name: str) -> Client:
-    timeout = float(setting("cluster.startup-timeout"))
+def _close(started: clusters.Started, client: Client | None, store: Journal | None) -> None:
+    """Close what the session opened: the journal, the client, the cluster."""
+    if store is not None:
+        store.close()
+    if client is not None:
+        client.close()
+    if started.cluster is not None:
+        started.cluster.close()
+
+
+def _connect(started: clusters.Started, settings: Settings) -> Client:
+    timeout = settings.startup_timeout
     try:
         client = Client(started.address, security=started.security, timeout=timeout,
                         set_as_default=True)
@@ -251,23 +217,25 @@ def _connect(started: clusters.Started, settings: clusters.ClusterSettings, name
         ) from exc
     expected = started.expected_workers
     if expected is None:
-        expected = (settings.workers if started.cluster is not None
-                    else settings.requested_workers or 1)
+        expected = settings.workers or 1
     try:
         client.wait_for_workers(expected, timeout=timeout)
     except TimeoutError as exc:
         arrived = len(client.scheduler_info()["workers"])
         client.close()
-        details = ""
-        if started.diagnose is not None:
-            try:
-                details = "\n" + started.diagnose()
-            except Exception as why:  # a diagnosis must not hide the error
-                details = f"\n  (no diagnosis: {why})"
         raise ClusterError(
-            f"only {arrived} of {expected} worker(s) of the '{name}' cluster arrived within "
-            f"{timeout:.0f} s.{details}\n"
+            f"only {arrived} of {expected} worker(s) of the '{settings.backend}' cluster "
+            f"arrived within {timeout:.0f} s.{_diagnosis(started)}\n"
             "  Fix: raise sweep.cluster.startup-timeout (e.g. DASK_SWEEP__CLUSTER__"
             "STARTUP_TIMEOUT=600 for a busy queue) or look at the worker logs above."
         ) from exc
     return client
+
+
+def _diagnosis(started: clusters.Started) -> str:
+    if started.diagnose is None:
+        return ""
+    try:
+        return "\n" + started.diagnose()
+    except Exception as why:  # a diagnosis must not hide the error
+        return f"\n  (no diagnosis: {why})"

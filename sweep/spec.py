@@ -16,6 +16,8 @@ from typing import Any
 
 import yaml
 
+from . import clusters
+from .config import Settings, default_output
 from .data import BUNDLED
 from .exceptions import SpecError
 
@@ -32,17 +34,30 @@ FIELDS: dict[str, tuple[tuple[type, ...], str]] = {
     "refit": ((bool,), "true or false"),
     "error_score": ((int, float, str), "nan, a number, or raise"),
     "allow_failures": ((bool,), "true or false"),
-    "max_retries": ((int,), "how often a fit whose worker died is retried, e.g. 2"),
-    "fast_path": ((bool,), "true (whole epochs per Keras execution) or false"),
+    "max_retries": ((int, type(None)), "how often a fit whose worker died is retried, e.g. 2"),
+    "fast_path": ((bool, type(None)), "true (whole epochs per Keras execution) or false"),
     "cluster": ((dict,), "{backend: local, workers: 2}"),
     "output": ((str,), "a folder for the results, e.g. sweep-results/demo"),
 }
 DATA_KEYS = {"dataset", "csv", "target", "header", "scale", "sample"}
 MODEL_KEYS = {"builder", "task", "params", "loss", "optimizer", "optimizer_params"}
-SSH_KEYS = {"hosts", "scheduler", "user", "port", "key", "known_hosts", "remote_python",
-            "workers_per_host", "interface", "scheduler_port", "connect_timeout",
-            "remote_tls_dir"}
-TLS_FILE_KEYS = {"tls_ca", "tls_cert", "tls_key"}
+#: Recipe / Keras-2 grid keys -> the parameter of sweep's built-in ``mlp`` or scikeras.
+GRID_KEYS: dict[str, str] = {
+    "init": "model__kernel_initializer",
+    "init_mode": "model__kernel_initializer",
+    "kernel_initializer": "model__kernel_initializer",
+    "dropout_rate": "model__dropout",
+    "weight_constraint": "model__max_norm",
+    "maxnorm": "model__max_norm",
+    "learn_rate": "optimizer__learning_rate",
+    "lr": "optimizer__learning_rate",
+    "nb_epoch": "epochs",
+}
+#: Keras-2 names that no longer exist, and what to write instead.
+REMOVED: dict[str, str] = {
+    "build_fn": "model (scikeras: KerasClassifier(model=create_model))",
+    "decay": "optimizer__weight_decay, or a learning-rate schedule",
+}
 ROUTING_PREFIXES = ("model__", "optimizer__", "loss__", "fit__", "predict__", "callbacks__")
 OPTIMIZER_ALIASES = {"learning_rate", "momentum", "rho", "epsilon", "beta_1", "beta_2",
                      "nesterov", "weight_decay"}
@@ -64,8 +79,9 @@ class Spec:
     refit: bool
     error_score: float | str
     allow_failures: bool
-    max_retries: int
-    fast_path: bool
+    #: None: from the Dask configuration (``sweep.fit.max-retries``, ``sweep.fit.fast-path``)
+    max_retries: int | None
+    fast_path: bool | None
     cluster: dict[str, Any]
     output: str
     base_dir: Path | None = None
@@ -75,17 +91,25 @@ class Spec:
     def n_candidates(self) -> int:
         return sum(math.prod(len(v) for v in grid.values()) for grid in self.param_grid)
 
+    def settings(self) -> Settings:
+        """The spec's settings, resolved over the Dask configuration (:mod:`sweep.config`)."""
+        from .config import resolve
+
+        return resolve(max_retries=self.max_retries, fast_path=self.fast_path, **self.cluster)
+
     def resolved(self) -> dict[str, Any]:
         """The spec as it will run, for saving next to the results."""
         out = {k: copy.deepcopy(getattr(self, k)) for k in FIELDS}
+        settings = self.settings()
+        out["max_retries"], out["fast_path"] = settings.max_retries, settings.fast_path
         out["param_grid"] = out["param_grid"][0] if len(out["param_grid"]) == 1 else out[
             "param_grid"]
         if isinstance(out["error_score"], float) and math.isnan(out["error_score"]):
             out["error_score"] = "nan"
         if "csv" in out["data"] and self.base_dir is not None:
-            from .data import _resolve
+            from .data import csv_path
 
-            out["data"]["csv"] = str(_resolve(out["data"]["csv"], self.base_dir).resolve())
+            out["data"]["csv"] = str(csv_path(out["data"]["csv"], self.base_dir).resolve())
         return out
 
 
@@ -129,11 +153,9 @@ def apply_profile(cluster: dict[str, Any], profile: dict[str, Any]) -> dict[str,
     Options of another backend in the spec are dropped; the common ones
     (workers, threads, recycling, Keras backend) are kept unless the profile sets them.
     """
-    from .clusters import COMMON_KEYS
-
     if cluster.get("backend", "local") == profile["backend"]:
         return {**cluster, **profile}
-    return {**{k: v for k, v in cluster.items() if k in COMMON_KEYS}, **profile}
+    return {**{k: v for k, v in cluster.items() if k in clusters.COMMON_KEYS}, **profile}
 
 
 def load(source: str | Path | dict[str, Any], overrides: dict[str, Any] | None = None,
@@ -188,9 +210,9 @@ def validate(raw: dict[str, Any], base_dir: Path | None = None) -> Spec:
         param_grid=grid, cv=cv, scoring=scoring, seed=raw.get("seed", 0),
         refit=raw.get("refit", True), error_score=_error_score(raw.get("error_score", "nan")),
         allow_failures=raw.get("allow_failures", False),
-        max_retries=_non_negative("max_retries", raw.get("max_retries", 2)),
-        fast_path=raw.get("fast_path", True), cluster=cluster,
-        output=raw.get("output", f"sweep-results/{raw.get('name', 'sweep')}"),
+        max_retries=_non_negative("max_retries", raw.get("max_retries")),
+        fast_path=raw.get("fast_path"), cluster=cluster,
+        output=raw.get("output") or default_output(raw.get("name", "sweep")),
         base_dir=base_dir,
     )
     _check_grid_keys(spec)
@@ -288,16 +310,11 @@ def _check_scoring(scoring: str) -> None:
 
 
 def _check_cluster(cluster: dict[str, Any]) -> dict[str, Any]:
-    from . import clusters
-
-    backends = clusters.known_backends()
+    """The ``cluster:`` section: known backend, its own keys, values each backend checks."""
     backend = cluster.get("backend", "local")
-    if backend not in backends:
-        raise SpecError("cluster.backend", backend, "unknown cluster backend",
-                        f"use one of: {', '.join(backends)}")
-    allowed = clusters.COMMON_KEYS | clusters.OPTIONS[backend]
+    allowed = clusters.COMMON_KEYS | clusters.options(backend)
     for key in cluster:
-        owners = sorted(name for name, opts in clusters.OPTIONS.items() if key in opts)
+        owners = clusters.owners(key)
         if key not in allowed and owners:
             raise SpecError(f"cluster.{key}", cluster[key],
                             f"only the {' and '.join(repr(o) for o in owners)} backend uses it",
@@ -308,75 +325,13 @@ def _check_cluster(cluster: dict[str, Any]) -> dict[str, Any]:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise SpecError(f"cluster.{key}", value, "must be a positive integer",
                                 f"cluster: {{{key}: 2}}")
-    check = clusters.CHECKS.get(backend)
-    if check is not None:
-        check({k: v for k, v in cluster.items() if k not in clusters.COMMON_KEYS})
-    if "tls" in cluster and not isinstance(cluster["tls"], bool):
+    if cluster.get("tls") is not None and not isinstance(cluster["tls"], bool):
         raise SpecError("cluster.tls", cluster["tls"], "must be true or false",
                         "leave it out (TLS on); tls: false only on an isolated network")
-    if backend == "ssh":
-        _check_ssh(cluster)
-    if backend == "ec2":
-        _check_ec2(cluster)
-    for key in sorted(TLS_FILE_KEYS & cluster.keys()):
-        _existing_file(f"cluster.{key}", cluster[key], f"{key}: /path/to/{key[4:]}.pem")
+    from .config import resolve
+
+    clusters.check(resolve(**cluster))  # the backend's options over sweep.<backend>.*
     return dict(cluster)
-
-
-def _check_ssh(cluster: dict[str, Any]) -> None:
-    """The ssh settings, checked before any connection is made."""
-    hosts = cluster.get("hosts")
-    if not isinstance(hosts, list) or not hosts or not all(
-            isinstance(h, str) and h.strip() for h in hosts):
-        raise SpecError("cluster.hosts", hosts, "the ssh backend needs a list of host names "
-                        "or addresses", "hosts: [10.0.0.5, 10.0.0.6] (workers run on each)")
-    for key in ("scheduler", "user", "remote_python", "interface", "remote_tls_dir"):
-        if key in cluster and not (isinstance(cluster[key], str) and cluster[key].strip()):
-            raise SpecError(f"cluster.{key}", cluster[key], "must be a non-empty string",
-                            f"{key}: {_SSH_EXAMPLES[key]} (or leave it out for the default)")
-    _int_in("cluster.port", cluster.get("port", 22), 1, 65535, "port: 22")
-    _int_in("cluster.scheduler_port", cluster.get("scheduler_port", 0), 0, 65535,
-            "scheduler_port: 0 (a free port)")
-    _int_in("cluster.workers_per_host", cluster.get("workers_per_host", 1), 1, 4096,
-            "workers_per_host: 2")
-    timeout = cluster.get("connect_timeout", 15)
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
-        raise SpecError("cluster.connect_timeout", timeout, "must be a positive number of "
-                        "seconds", "connect_timeout: 15")
-    if "key" in cluster:
-        _existing_file("cluster.key", cluster["key"], "key: ~/.ssh/id_ed25519")
-    if cluster.get("known_hosts") not in (None, "ignore"):
-        _existing_file("cluster.known_hosts", cluster["known_hosts"],
-                       "known_hosts: ~/.ssh/known_hosts (fill it with ssh-keyscan HOST)")
-
-
-_SSH_EXAMPLES = {"scheduler": "10.0.0.5", "user": "ubuntu",
-                 "remote_python": "/opt/venv/bin/python", "interface": "eth0",
-                 "remote_tls_dir": "/tmp/sweep-tls"}
-
-
-def _check_ec2(cluster: dict[str, Any]) -> None:
-    from .cloud import EC2_KEYS
-
-    ec2 = cluster.get("ec2")
-    if not isinstance(ec2, dict) or not ec2.get("region"):
-        raise SpecError("cluster.ec2", ec2, "the ec2 backend needs at least a region",
-                        "ec2: {region: eu-west-1, instance_type: c6i.large, docker_image: ...}")
-    for key, value in ec2.items():
-        if key not in EC2_KEYS:
-            raise SpecError(f"cluster.ec2.{key}", value, "not an EC2Cluster setting sweep "
-                            "passes on", f"use one of: {', '.join(sorted(EC2_KEYS))}")
-
-
-def _int_in(field: str, value: Any, low: int, high: int, example: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise SpecError(field, value, f"must be an integer from {low} to {high}", example)
-
-
-def _existing_file(field: str, value: Any, example: str) -> None:
-    if not isinstance(value, str) or not Path(value).expanduser().is_file():
-        raise SpecError(field, value, "no such file", f"give the path of an existing file: "
-                        f"{example}")
 
 
 def load_profile(path: str | Path) -> dict[str, Any]:
@@ -386,8 +341,8 @@ def load_profile(path: str | Path) -> dict[str, Any]:
     return profile
 
 
-def _non_negative(field: str, value: int) -> int:
-    if value < 0:
+def _non_negative(field: str, value: int | None) -> int | None:
+    if value is not None and value < 0:
         raise SpecError(field, value, "must be 0 or more", f"{field}: 2")
     return value
 
@@ -405,12 +360,11 @@ def _error_score(value: Any) -> float | str:
 def _check_grid_keys(spec: Spec) -> None:
     """Each grid key must be a parameter the estimator, builder or optimizer accepts."""
     from .models import builder_arguments, import_builder
+    from .search import estimator_params
 
     builder = import_builder(spec.model["builder"])
     accepted, takes_kwargs = builder_arguments(builder)
-    from .estimator import estimator_params
-
-    params = estimator_params(spec)
+    params = estimator_params(spec.model, spec.fit)
     for grid in spec.param_grid:
         for key in list(grid):
             new = _resolve_key(key, params, accepted, takes_kwargs, spec.model["builder"])
@@ -426,8 +380,6 @@ def _check_grid_keys(spec: Spec) -> None:
 
 def _resolve_key(key: str, params: set[str], accepted: set[str], takes_kwargs: bool,
                  builder: str) -> str:
-    from .legacy import REMOVED, rename_grid_key
-
     if key in REMOVED:
         rename_grid_key(key)  # raises with the new name
     if key.startswith("model__"):
@@ -452,3 +404,11 @@ def _resolve_key(key: str, params: set[str], accepted: set[str], takes_kwargs: b
                     f"({', '.join('model__' + a for a in sorted(accepted))}), an optimizer "
                     "setting as optimizer__NAME, or one of: " + ", ".join(sorted(
                         p for p in params if "__" not in p and not p.startswith("model"))))
+
+
+def rename_grid_key(key: str) -> str | None:
+    """The current name of a recipe-era grid key, or None if it is not one."""
+    if key in REMOVED:
+        raise SpecError(f"param_grid.{key}", key, "this Keras 2 name no longer exists",
+                        f"use {REMOVED[key]}")
+    return GRID_KEYS.get(key)

@@ -11,8 +11,8 @@ from conftest import ROOT
 from sweep import ClusterError, SpecError
 from sweep import spec as specmod
 from sweep.cli import _load, build_parser, overrides
-from sweep.cloud import ec2_arguments
-from sweep.clusters import ClusterSettings, attach_security
+from sweep.clusters.attach import attach_security
+from sweep.clusters.ec2 import ec2_arguments
 
 
 @pytest.fixture()
@@ -87,7 +87,7 @@ def test_attach_needs_all_tls_files_and_refuses_plain_tcp_off_host(tmp_path, cap
     with pytest.raises(ClusterError, match="Fix: start the scheduler and workers with TLS"):
         attach_security("tcp://10.0.0.5:8786", {})
     assert attach_security("tcp://127.0.0.1:8786", {}) is None  # one machine: as before
-    assert attach_security("tcp://10.0.0.5:8786", {"tls": False}) is None
+    assert attach_security("tcp://10.0.0.5:8786", {}, tls=False) is None
     assert "PLAIN TCP" in caplog.text
 
 
@@ -95,10 +95,7 @@ def test_ec2_profile_validates_and_builds_ec2cluster_arguments():
     """dask-cloudprovider is not needed (nor imported) to build the arguments."""
     profile = specmod.load_profile(ROOT / "cluster" / "ec2.yaml")
     spec = specmod.load(specmod.demo_spec(), {"cluster": profile})
-    settings = ClusterSettings(workers=spec.cluster["workers"],
-                               threads_per_worker=spec.cluster["threads_per_worker"],
-                               keras_backend="tensorflow", extra=spec.cluster)
-    args = ec2_arguments(settings)
+    args = ec2_arguments(spec.settings())
     assert args["n_workers"] == 4 and args["worker_options"] == {"nthreads": 2}
     assert args["security"] is True
     assert args["region"] == "eu-west-1" and args["instance_type"] == "c6i.large"

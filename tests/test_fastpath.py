@@ -12,8 +12,10 @@ from conftest import scores
 from sklearn.model_selection import GridSearchCV, StratifiedKFold
 
 import sweep
-from sweep import fastpath
-from sweep.isolation import enable_determinism, isolated_fit
+from sweep._compat import array_inputs
+from sweep.worker import fastpath
+from sweep.worker.fit import isolated_fit
+from sweep.worker.plugin import enable_determinism
 
 
 class SeenStepsPerExecution(keras.callbacks.Callback):
@@ -85,7 +87,7 @@ def test_epoch_batches_are_keras_batches(shuffle, weighted):
         keras.utils.set_random_seed(7)
         adapter = ArrayDataAdapter(X, y, sample_weight=weights, batch_size=10, shuffle=shuffle)
         dataset = adapter.get_tf_dataset() if way == "keras" else fastpath._epoch_dataset(
-            adapter)
+            array_inputs(adapter))
         got[way] = _batches(dataset)
     assert len(got["keras"]) == len(got["sweep"]) == 22
     assert [b[0].shape[0] for b in got["sweep"]][10] == 3
@@ -102,10 +104,11 @@ def test_epoch_batches_leave_what_they_do_not_cover_to_keras(monkeypatch):
     from keras.src.trainers.data_adapters.array_data_adapter import ArrayDataAdapter
 
     X, y = np.zeros((20, 2)), np.zeros(20)
-    assert fastpath._epoch_dataset(ArrayDataAdapter(X, y, batch_size=4, shuffle="batch")) is None
-    assert fastpath._epoch_dataset(ArrayDataAdapter(X, y, batch_size=4)) is not None
+    assert fastpath._epoch_dataset(array_inputs(ArrayDataAdapter(X, y, batch_size=4,
+                                                                  shuffle="batch"))) is None
+    assert fastpath._epoch_dataset(array_inputs(ArrayDataAdapter(X, y, batch_size=4))) is not None
     monkeypatch.setattr(fastpath, "EPOCH_COPY_MAX_BYTES", 20 * 3 * 4 - 1)  # X and y, float32
-    assert fastpath._epoch_dataset(ArrayDataAdapter(X, y, batch_size=4)) is None
+    assert fastpath._epoch_dataset(array_inputs(ArrayDataAdapter(X, y, batch_size=4))) is None
     original = ArrayDataAdapter.get_tf_dataset
     with fastpath.epoch_batches():
         assert ArrayDataAdapter.get_tf_dataset is not original
@@ -126,15 +129,15 @@ def test_sweep_scores_equal_with_and_without_fast_path(cancer, tiny_classifier):
     with sweep.cluster("local", workers=2, seed=5, fast_path=True) as session:
         got["fast"] = scores(GridSearchCV(tiny_classifier, {"model__neurons": [1, 2]}, cv=cv,
                                           n_jobs=-1).fit(X, y))
-        assert [f["fast_path"] for f in session.fits] == [True] * 6
+        assert [f.fast_path for f in session.fits] == [True] * 6
         blocked = tiny_classifier.set_params(callbacks=[per_batch_callback()])
         GridSearchCV(blocked, {"model__neurons": [1]}, cv=cv, n_jobs=-1, refit=False).fit(X, y)
-        assert [f["fast_path"] for f in session.fits[6:]] == [False] * 3
+        assert [f.fast_path for f in session.fits[6:]] == [False] * 3
     tiny_classifier.set_params(callbacks=None)
     with sweep.cluster("local", workers=2, seed=5, fast_path=False) as session:
         got["plain"] = scores(GridSearchCV(tiny_classifier, {"model__neurons": [1, 2]}, cv=cv,
                                            n_jobs=-1).fit(X, y))
-        assert not any(f["fast_path"] for f in session.fits)
+        assert not any(f.fast_path for f in session.fits)
     np.testing.assert_array_equal(got["fast"], got["plain"])
 
 
@@ -162,7 +165,7 @@ def test_jax_workers_are_opt_in_and_reproducible(cancer, tiny_classifier):
         for _ in range(2):
             runs.append(scores(GridSearchCV(tiny_classifier, {"model__neurons": [1, 2]},
                                             cv=cv, n_jobs=-1).fit(X, y)))
-        assert all(f["fast_path"] for f in session.fits)
+        assert all(f.fast_path for f in session.fits)
     np.testing.assert_array_equal(runs[0], runs[1])
     assert np.isfinite(runs[0]).all()
 

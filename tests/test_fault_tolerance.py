@@ -138,8 +138,8 @@ def test_worker_sigkill_mid_fit_sweep_completes_with_same_results(cancer, tiny_c
         killer.join()
         fits = session.fits[12:]
     assert killed, "no worker was killed"
-    assert killed[0] not in {f["pid"] for f in fits[-4:]}
-    assert not [f for f in fits if f.get("fit_error")]
+    assert killed[0] not in {f.pid for f in fits[-4:]}
+    assert not [f for f in fits if f.fit_error]
     np.testing.assert_array_equal(faulty, clean)
     print(f"\nworker-kill run {faulty_seconds:.1f} s vs fault-free {clean_seconds:.1f} s")
 

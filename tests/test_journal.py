@@ -55,7 +55,7 @@ def test_keys_change_with_data_params_fold_estimator_and_seed():
 
     X, y = np.arange(20.0).reshape(10, 2), np.array([0, 1] * 5)
     train, test = np.arange(5), np.arange(5, 10)
-    keys = FitKeys(sweep_seed=1, version="t")
+    keys = FitKeys(1, version="t")
     base = keys.key((LogisticRegression(), X, y), _kwargs(train, test, {"C": 1}))
     assert base == FitKeys(1, "t").key((LogisticRegression(), X.copy(), y.copy()),
                                         _kwargs(train.copy(), test, {"C": 1}))

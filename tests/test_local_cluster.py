@@ -28,12 +28,12 @@ def test_keras_grid_runs_every_candidate_on_two_worker_processes(session, cancer
     assert np.isfinite(grid.cv_results_["mean_test_score"]).all()
     fits = session.fits[before:]
     assert len(fits) == 12
-    assert {(f["candidate"], f["split"]) for f in fits} == {(c, s) for c in range(4)
+    assert {(f.candidate, f.split) for f in fits} == {(c, s) for c in range(4)
                                                             for s in range(3)}
-    assert len({f["pid"] for f in fits}) >= 2, "fits must run in at least 2 worker processes"
+    assert len({f.pid for f in fits}) >= 2, "fits must run in at least 2 worker processes"
     import os
 
-    assert os.getpid() not in {f["pid"] for f in fits}
+    assert os.getpid() not in {f.pid for f in fits}
 
 
 def test_workers_pin_tensorflow_and_blas_threads(session):

@@ -25,16 +25,16 @@ def test_workers_recycle_and_no_fit_is_lost(cancer, tiny_classifier):
         fits = list(session.fits)
         restarts = session.backend.recycler.restarts
     assert len(fits) == len(candidates) * 2, "every fit is reported exactly once"
-    assert {(f["candidate"], f["split"]) for f in fits} == {
+    assert {(f.candidate, f.split) for f in fits} == {
         (c, s) for c in range(len(candidates)) for s in range(2)}
-    assert not [f for f in fits if f.get("fit_error")]
+    assert not [f for f in fits if f.fit_error]
     assert np.isfinite(grid.cv_results_["mean_test_score"]).all()
-    per_process = Counter(f["pid"] for f in fits)
+    per_process = Counter(f.pid for f in fits)
     assert restarts >= 2 and len(per_process) > 2, per_process
     # both original worker processes were replaced: restarts are staggered (one at a
     # time, so the sweep never stalls), yet no worker escapes recycling
     assert first and all(per_process[pid] < len(fits) / 2 for pid in first), per_process
-    late = [f["pid"] for f in fits[-10:]]
+    late = [f.pid for f in fits[-10:]]
     assert not first & set(late), "original workers still ran the last fits"
 
 
@@ -71,7 +71,7 @@ def test_fitted_models_are_collected_not_frozen(cancer, tiny_classifier):
     assert report["frozen_objects"] > 100_000, "TensorFlow's import-time heap is frozen"
     assert frozen >= report["frozen_objects"]
     assert models == 0, f"{models} Keras model(s) left in the worker's heap after 8 fits"
-    assert len(fits) == 8 and all(f["cleanup_seconds"] >= 0 for f in fits)
+    assert len(fits) == 8 and all(f.cleanup_seconds >= 0 for f in fits)
 
 
 def _custom_gradients(dask_worker=None):
@@ -98,10 +98,10 @@ def test_custom_gradient_registrations_do_not_pile_up(cancer, purge):
         grid.fit(X, y)
         left = next(iter(session.client.run(_custom_gradients).values()))
         fits = list(session.fits)
-    assert not [f for f in fits if f.get("fit_error")]
+    assert not [f for f in fits if f.fit_error]
     assert np.isfinite(grid.cv_results_["mean_test_score"]).all()
     if purge:
-        assert left == 0 and all(f["purged_gradients"] >= 1 for f in fits[1:]), fits
+        assert left == 0 and all(f.purged_gradients >= 1 for f in fits[1:]), fits
     else:
         assert left >= len(fits), "TensorFlow keeps one registration (or more) per fit"
 
@@ -150,7 +150,7 @@ def test_a_restart_asked_for_by_the_last_fit_finishes_before_the_cluster_closes(
     with caplog.at_level(logging.INFO, logger="sweep.recycling"), \
             sweep.cluster("local", workers=1, recycle_after_fits=2, progress=False) as session:
         grid.fit(X, y)
-        assert session.fits[-1].get("recycle_due")      # the last fit asked for it
+        assert session.fits[-1].recycle_due      # the last fit asked for it
     printed = capfd.readouterr().err                   # the workers' stderr too
     assert "ConnectionPool is closed" not in printed
     assert "Invalid Worker.status transition" not in printed
@@ -166,7 +166,7 @@ def test_a_fit_that_leaves_few_objects_skips_the_collection():
 
     import keras
 
-    from sweep.isolation import _worth_collecting, freeze_heap
+    from sweep.worker.memory import _worth_collecting, freeze_heap
 
     freeze_heap()
     try:

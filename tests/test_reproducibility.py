@@ -62,7 +62,7 @@ def _epoch_orders() -> list[list[float]]:
     """First column of the rows each epoch's single batch holds, in order."""
     import keras
 
-    from sweep.isolation import isolated_fit
+    from sweep.worker.fit import isolated_fit
 
     seen: list[list[float]] = []
 

@@ -21,9 +21,9 @@ import pytest
 from conftest import sweep_env
 
 from sweep import spec as specmod
+from sweep.clusters.slurm import job_options, lifetime, parse_walltime
 from sweep.exceptions import ClusterError, SpecError
 from sweep.runner import run
-from sweep.slurm import job_options, lifetime, parse_walltime
 
 pytestmark = [pytest.mark.slurm]
 
@@ -129,12 +129,11 @@ def test_lifetime_is_shorter_than_walltime_and_staggered():
 
 
 def test_job_options_pin_threads_and_set_lifetime():
-    from sweep.clusters import ClusterSettings
+    from sweep.config import resolve
 
-    settings = ClusterSettings(workers=4, threads_per_worker=2, keras_backend="tensorflow",
-                               requested_workers=4,
-                               extra={"partition": "gpu", "processes": 2, "walltime": "02:00:00",
-                                      "job_script_prologue": ["module load python"]})
+    settings = resolve(backend="slurm", workers=4, threads_per_worker=2, partition="gpu",
+                       processes=2, walltime="02:00:00",
+                       job_script_prologue=["module load python"])
     kwargs, lo, hi = job_options(settings)
     assert kwargs["queue"] == "gpu" and kwargs["cores"] == 4 and kwargs["processes"] == 2
     assert (lo, hi) == (2, 2)  # 4 workers / 2 per job
@@ -211,7 +210,7 @@ def test_cancelled_worker_job_is_replaced_and_sweep_completes(slurm, tmp_path):
     assert cancelled, "the sweep ended before a job could be cancelled"
     cv = result.search.cv_results_
     assert len(cv["params"]) == 6
-    assert not result.failed, [f.get("fit_error") for f in result.failed]
+    assert not result.failed, [f.fit_error for f in result.failed]
     assert all(np.isfinite(cv[f"split{i}_test_score"]).all() for i in range(3))
     assert _wait_no_jobs() == []
 

@@ -24,7 +24,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV
 
 import sweep
-from sweep import ClusterError, tls
+from sweep import ClusterError
+from sweep.clusters import tls
 
 STATE = Path(os.environ.get("SWEEP_SSH_STATE", "/tmp/sweep-ssh"))
 pytestmark = [
@@ -94,9 +95,9 @@ def test_keras_sweep_on_three_hosts_matches_local_cluster(ssh_session, cancer,
     with sweep.cluster("local", workers=2, seed=3):
         local = GridSearchCV(tiny_classifier, grid, cv=3, n_jobs=-1).fit(X, y)
     np.testing.assert_array_equal(scores(remote), scores(local))
-    hosts_used = {get_address_host(f["worker"]) for f in fits}
+    hosts_used = {get_address_host(f.worker) for f in fits}
     assert len(fits) == 9 and len(hosts_used) >= 2, hosts_used
-    assert all(f.get("fit_error") is None for f in fits)
+    assert all(f.fit_error is None for f in fits)
 
 
 def test_workers_run_on_every_host_with_pinned_threads(ssh_session, hosts):
@@ -286,7 +287,7 @@ def test_workers_that_cannot_start_name_the_fix(options):
 
 
 def test_version_mismatch_names_the_packages_and_the_fix():
-    from sweep.ssh import check_versions, local_versions
+    from sweep.clusters.ssh import check_versions, local_versions
 
     here = local_versions()
     there = {**here, "distributed": "2023.1.0"}

@@ -9,7 +9,8 @@ import stat
 import pytest
 from cryptography import x509
 
-from sweep import ClusterError, tls
+from sweep import ClusterError
+from sweep.clusters import tls
 
 
 @pytest.fixture(scope="module")

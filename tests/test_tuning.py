@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from sweep.tuning import refine_spec, refine_values, stratified_sample
+from sweep.data import stratified_sample
+from sweep.refine import refine_spec, refine_values
 
 
 def test_sample_keeps_class_proportions(pima_path):

@@ -16,9 +16,10 @@ import platform
 import time
 from pathlib import Path
 
+from report import experiment_section, plot
+
 import sweep
 from sweep import spec as specmod
-from sweep.report import experiment_section, plot
 from sweep.runner import JOURNAL_NAME, run
 
 HERE = Path(__file__).resolve().parent

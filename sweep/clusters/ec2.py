@@ -11,8 +11,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from .clusters import ClusterSettings, Started, register
-from .exceptions import ClusterError
+from ..config import Settings
+from ..exceptions import ClusterError, SpecError
+from . import Started, default_workers
+from .environment import settings_environment
 
 logger = logging.getLogger(__name__)
 
@@ -23,25 +25,35 @@ EC2_KEYS = {"region", "availability_zone", "instance_type", "scheduler_instance_
             "use_private_ip", "instance_tags", "bootstrap", "debug"}
 
 
-def ec2_arguments(settings: ClusterSettings) -> dict[str, Any]:
+#: ``cluster:`` keys of this backend besides the common ones
+OPTIONS = frozenset({"ec2", "tls"})
+
+
+def check(options: dict[str, Any]) -> None:
+    """The ``ec2:`` mapping: a region, and only settings sweep passes on."""
+    ec2 = options.get("ec2")
+    if not isinstance(ec2, dict) or not ec2.get("region"):
+        raise SpecError("cluster.ec2", ec2, "the ec2 backend needs at least a region",
+                        "ec2: {region: eu-west-1, instance_type: c6i.large, docker_image: ...}")
+    for key, value in ec2.items():
+        if key not in EC2_KEYS:
+            raise SpecError(f"cluster.ec2.{key}", value, "not an EC2Cluster setting sweep "
+                            "passes on", f"use one of: {', '.join(sorted(EC2_KEYS))}")
+
+
+def ec2_arguments(settings: Settings) -> dict[str, Any]:
     """Keywords of ``EC2Cluster`` for a profile: workers, threads, environment, TLS."""
-    options = dict(settings.extra.get("ec2") or {})
-    unknown = sorted(set(options) - EC2_KEYS)
-    if unknown:
-        raise ClusterError(f"unknown ec2 setting(s) {', '.join(unknown)}.\n"
-                           f"  Fix: use only: {', '.join(sorted(EC2_KEYS))}")
-    tls = settings.extra.get("tls", True) is not False
+    options = dict(settings.option("ec2", {}))
     return {
         **{k: v for k, v in options.items() if v is not None},
-        "n_workers": settings.workers,
+        "n_workers": settings.workers or default_workers(),
         "worker_options": {"nthreads": settings.threads_per_worker},
-        "env_vars": settings.environment,
-        "security": tls,
+        "env_vars": settings_environment(settings),
+        "security": settings.tls,
     }
 
 
-@register("ec2", options={"ec2", "tls"})
-def ec2(settings: ClusterSettings) -> Started:
+def start(settings: Settings) -> Started:
     """A scheduler and one EC2 instance per worker; TLS from dask-cloudprovider."""
     try:
         from dask_cloudprovider.aws import EC2Cluster
@@ -58,4 +70,6 @@ def ec2(settings: ClusterSettings) -> Started:
         raise ClusterError(f"could not start the EC2 cluster: {exc}\n  Fix: check your AWS "
                            "credentials (aws sts get-caller-identity), region and "
                            "instance quota") from exc
-    return Started(cluster, cluster.scheduler_address, getattr(cluster, "security", None))
+    workers = arguments["n_workers"]
+    return Started(cluster, cluster.scheduler_address, getattr(cluster, "security", None),
+                   expected_workers=workers, max_workers=workers)

@@ -12,8 +12,9 @@ sweep needs and jobqueue leaves to the user:
   exists), and a diagnosis (job states, log tails) when no worker arrives.
 
 Settings come, in this order, from the spec's ``cluster:`` section (or keyword
-arguments of :func:`sweep.cluster`), ``sweep.slurm.*`` in ``dask.config``, and
-dask-jobqueue's own ``jobqueue.slurm.*``.
+arguments of :func:`sweep.cluster`), ``sweep.slurm.*`` in ``dask.config`` (both
+resolved by :func:`sweep.config.resolve`), and dask-jobqueue's own
+``jobqueue.slurm.*``.
 """
 
 from __future__ import annotations
@@ -22,18 +23,20 @@ import logging
 import math
 import re
 import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import dask.config
 
-from .clusters import ClusterSettings, Started, register
-from .exceptions import ClusterError, SpecError
+from .._compat import import_slurm_cluster
+from ..config import Settings
+from ..exceptions import ClusterError, SpecError
+from . import Started, run_command
+from .environment import scheduler_config, settings_environment
 
 logger = logging.getLogger(__name__)
 
-#: cluster keys the slurm backend understands (besides the common ones)
+#: ``cluster:`` keys of this backend besides the common ones
 OPTIONS = frozenset({
     "queue", "partition", "account", "jobs", "processes", "cores", "memory", "walltime",
     "minimum_jobs", "maximum_jobs", "interface", "job_extra_directives",
@@ -43,11 +46,9 @@ OPTIONS = frozenset({
 })
 
 
-def _conf(extra: dict[str, Any], key: str) -> Any:
-    """Spec/keyword value of ``key``, else ``sweep.slurm.<key>`` from dask.config."""
-    if extra.get(key) is not None:
-        return extra[key]
-    return dask.config.get(f"sweep.slurm.{key.replace('_', '-')}", None)
+def queue(settings: Settings) -> str | None:
+    """The partition: ``queue``, or its SLURM name ``partition``."""
+    return settings.option("queue") or settings.option("partition")
 
 
 def parse_walltime(text: str) -> int:
@@ -94,8 +95,8 @@ def lifetime(walltime: str, margin: str | None = None,
     return life, int(spread)
 
 
-def check_options(extra: dict[str, Any]) -> None:
-    """Validate slurm options without touching SLURM (called by spec validation)."""
+def check(extra: dict[str, Any]) -> None:
+    """Validate slurm options without touching SLURM (spec validation and start)."""
     for key in ("jobs", "processes", "cores", "minimum_jobs", "maximum_jobs"):
         value = extra.get(key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int)
@@ -117,99 +118,85 @@ def check_options(extra: dict[str, Any]) -> None:
                  extra.get("lifetime_stagger"))
 
 
-def job_options(settings: ClusterSettings) -> tuple[dict[str, Any], int, int]:
+def job_options(settings: Settings) -> tuple[dict[str, Any], int, int]:
     """Keyword arguments of ``SLURMCluster`` and the (minimum, maximum) jobs.
 
-    Pure: builds everything from settings and configuration, runs nothing, so
-    a spec can be checked (and a job script shown) before any submission.
+    Pure: builds everything from settings, runs nothing, so a spec can be
+    checked (and a job script shown) before any submission.
     """
-    extra = dict(settings.extra)
-    if extra.get("partition") is not None and extra.get("queue") is None:
-        extra["queue"] = extra["partition"]
-    check_options(extra)
-    processes = int(_conf(extra, "processes") or 1)
+    opt = settings.option
+    processes = int(opt("processes", 1))
     threads = settings.threads_per_worker
-    cores = int(_conf(extra, "cores") or processes * threads)
+    cores = int(opt("cores") or processes * threads)
     if cores < processes * threads:
         raise SpecError("cluster.cores", cores,
                         f"fewer cores than processes x threads ({processes} x {threads})",
                         f"set cores: {processes * threads} (or fewer processes/threads)")
-    memory = _conf(extra, "memory") or f"{processes * 2} GiB"
-    walltime = str(_conf(extra, "walltime"))
-    life, stagger = lifetime(walltime, _conf(extra, "lifetime_margin"),
-                             _conf(extra, "lifetime_stagger"))
-    jobs = _conf(extra, "jobs")
+    walltime = str(opt("walltime"))
+    life, stagger = lifetime(walltime, opt("lifetime_margin"), opt("lifetime_stagger"))
+    jobs = opt("jobs")
     if jobs is None:
-        jobs = (math.ceil(settings.requested_workers / processes)
-                if settings.requested_workers else 2)
-    minimum = int(_conf(extra, "minimum_jobs") if _conf(extra, "minimum_jobs") is not None
-                  else jobs)
-    maximum = int(_conf(extra, "maximum_jobs") or max(jobs, minimum))
-    interface = _conf(extra, "interface")
-    env = settings.environment
-    prologue = [f"export {k}={v}" for k, v in sorted(env.items())]
-    prologue += list(_conf(extra, "job_script_prologue") or [])
+        jobs = math.ceil(settings.workers / processes) if settings.workers else 2
+    minimum = int(opt("minimum_jobs", jobs))
+    maximum = int(opt("maximum_jobs") or max(jobs, minimum))
+    interface = opt("interface")
+    prologue = [f"export {k}={v}" for k, v in sorted(settings_environment(settings).items())]
+    prologue += list(opt("job_script_prologue") or [])
     kwargs: dict[str, Any] = {
-        "queue": _conf(extra, "queue"),
-        "account": _conf(extra, "account"),
+        "queue": queue(settings),
+        "account": opt("account"),
         "cores": cores,
         "processes": processes,
-        "memory": memory,
+        "memory": opt("memory") or f"{processes * 2} GiB",
         "walltime": walltime,
         "interface": interface,
-        "job_name": _conf(extra, "job_name") or "sweep-worker",
-        "job_extra_directives": list(_conf(extra, "job_extra_directives") or []),
+        "job_name": opt("job_name", "sweep-worker"),
+        "job_extra_directives": list(opt("job_extra_directives") or []),
         "job_script_prologue": prologue,
         "worker_extra_args": ["--lifetime", f"{life}s", "--lifetime-stagger", f"{stagger}s"],
-        "log_directory": _conf(extra, "log_directory"),
-        "python": _conf(extra, "python"),
-        "local_directory": _conf(extra, "local_directory"),
-        "death_timeout": _conf(extra, "death_timeout"),
+        "log_directory": opt("log_directory"),
+        "python": opt("python"),
+        "local_directory": opt("local_directory"),
+        "death_timeout": opt("death_timeout"),
         "scheduler_options": {
             **({"interface": interface} if interface else {}),
-            "dashboard_address": _conf(extra, "dashboard_address") or ":0",
+            "dashboard_address": opt("dashboard_address", ":0"),
         },
     }
     return {k: v for k, v in kwargs.items() if v is not None}, minimum, maximum
 
 
-def preflight(queue: str | None) -> None:
+def preflight(partition: str | None) -> None:
     """Fail early, with the fix, when SLURM cannot take jobs from here."""
     if shutil.which("sbatch") is None:
         raise ClusterError(
             "the slurm backend needs SLURM's `sbatch` on the PATH, and it is not there.\n"
             "  Fix: run sweep on a login node of your SLURM cluster (or `module load slurm`); "
             "to try SLURM on this machine, run cluster/slurm/up as root.")
-    if queue is None:
+    if partition is None:
         return
-    try:
-        out = subprocess.run(["sinfo", "-h", "-o", "%R", "-p", str(queue)], capture_output=True,
-                             text=True, timeout=30)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise ClusterError(f"`sinfo` failed: {exc}\n  Fix: check that SLURM's controller "
-                           "answers (`sinfo`).") from exc
+    fix = "check that SLURM's controller answers (`sinfo`)"
+    out = run_command(["sinfo", "-h", "-o", "%R", "-p", str(partition)], fix=fix, check=False)
     if out.returncode != 0 or not out.stdout.strip():
-        known = subprocess.run(["sinfo", "-h", "-o", "%R"], capture_output=True, text=True,
-                               timeout=30).stdout.split()
+        known = run_command(["sinfo", "-h", "-o", "%R"], fix=fix).stdout.split()
+        why = f": {out.stderr.strip()}" if out.stderr.strip() else ""
         raise ClusterError(
-            f"SLURM partition {queue!r} does not exist{': ' + out.stderr.strip() if out.stderr.strip() else ''}.\n"  # noqa: E501
+            f"SLURM partition {partition!r} does not exist{why}.\n"
             f"  Fix: set cluster.queue to one of: {', '.join(sorted(set(known))) or '(none)'}")
 
 
-def diagnose(cluster: Any) -> str:
+def diagnose(cluster: Any, log_dir: str | None) -> str:
     """Job states and log tails of ``cluster``'s jobs, for a 'no worker arrived' error."""
     ids = [str(job.job_id) for job in list(cluster.workers.values())
            if getattr(job, "job_id", None)]
     lines = []
     if ids:
-        out = subprocess.run(["squeue", "-h", "-j", ",".join(ids), "-o", "%i %T %R"],
-                             capture_output=True, text=True, timeout=30)
+        out = run_command(["squeue", "-h", "-j", ",".join(ids), "-o", "%i %T %R"],
+                          fix="check that SLURM's controller answers (`squeue`)", check=False)
         states = out.stdout.strip() or "(no longer in the queue: ended or failed at start)"
         lines.append("  SLURM jobs (id, state, reason):\n    " + states.replace("\n", "\n    "))
     else:
         lines.append("  no SLURM job was submitted (see the error above)")
-    folder = getattr(cluster, "_dummy_job", None)
-    log_dir = getattr(folder, "log_directory", None)
     for job_id in ids[:2]:
         for path in sorted(Path(log_dir or ".").glob(f"*{job_id}*")):
             tail = path.read_text(errors="replace").splitlines()[-8:]
@@ -219,37 +206,15 @@ def diagnose(cluster: Any) -> str:
     return "\n".join(lines)
 
 
-def _import_slurm_cluster() -> Any:
-    """``dask_jobqueue.SLURMCluster``, without the SIGINT handler its import installs.
-
-    dask-jobqueue's ``runner`` module replaces the SIGINT handler with
-    ``sys.exit()`` when imported: Ctrl-C would then exit with status 0 and skip
-    our clean-up. The previous handler is put back.
-    """
-    import signal
-    import threading
-
-    main = threading.current_thread() is threading.main_thread()
-    previous = signal.getsignal(signal.SIGINT) if main else None
-    from dask_jobqueue import SLURMCluster
-
-    if main:
-        if previous is None or getattr(previous, "__module__", "") == "dask_jobqueue.runner":
-            previous = signal.default_int_handler
-        signal.signal(signal.SIGINT, previous)
-    return SLURMCluster
-
-
-@register("slurm", options=OPTIONS, check=check_options)
-def slurm(settings: ClusterSettings) -> Started:
+def start(settings: Settings) -> Started:
     """Workers as SLURM jobs (dask-jobqueue's ``SLURMCluster``), adaptive between bounds."""
     kwargs, minimum, maximum = job_options(settings)
     preflight(kwargs.get("queue"))
     if kwargs.get("log_directory"):
         Path(kwargs["log_directory"]).mkdir(parents=True, exist_ok=True)
-    SLURMCluster = _import_slurm_cluster()
+    SLURMCluster = import_slurm_cluster()
     try:
-        with dask.config.set(settings.scheduler_config):
+        with dask.config.set(scheduler_config(settings)):
             cluster = SLURMCluster(**kwargs)
     except Exception as exc:
         raise ClusterError(f"could not set up the SLURM cluster: {exc}\n"
@@ -264,4 +229,9 @@ def slurm(settings: ClusterSettings) -> Started:
     processes = int(kwargs["processes"])
     return Started(cluster, cluster.scheduler_address, expected_workers=max(1, minimum) *
                    processes, max_workers=maximum * processes,
-                   diagnose=lambda: diagnose(cluster))
+                   diagnose=lambda: diagnose(cluster, _log_directory(kwargs)))
+
+
+def _log_directory(kwargs: dict[str, Any]) -> str | None:
+    """Where the jobs' logs go: ours, else dask-jobqueue's ``jobqueue.slurm.log-directory``."""
+    return kwargs.get("log_directory") or dask.config.get("jobqueue.slurm.log-directory", None)

@@ -1,4 +1,4 @@
-"""The recipe's tuning tips as tools: train on a sample, then go coarse to fine."""
+"""Coarse to fine, as the recipe advises: a finer grid around a finished sweep's best."""
 
 from __future__ import annotations
 
@@ -6,25 +6,6 @@ import copy
 from typing import Any
 
 import numpy as np
-from sklearn.model_selection import train_test_split
-
-
-def stratified_sample(X: np.ndarray, y: np.ndarray, fraction: float, seed: int = 0,
-                      stratify: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """A random ``fraction`` of the rows that keeps the class proportions.
-
-    Parameters
-    ----------
-    fraction : float
-        Share of rows to keep, in (0, 1]; 1 keeps everything.
-    stratify : bool
-        Keep class proportions (classification); False for regression.
-    """
-    if fraction >= 1:
-        return X, y
-    X_kept, _, y_kept, _ = train_test_split(X, y, train_size=fraction, random_state=seed,
-                                            stratify=y if stratify else None)
-    return X_kept, y_kept
 
 
 def _is_number(value: Any) -> bool:

@@ -24,11 +24,18 @@ from __future__ import annotations
 
 import contextlib
 import math
-import types
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
+
+from .._compat import (
+    ArrayInputs,
+    replace_array_pipeline,
+    set_steps_per_execution,
+    unwrap_keras_fit,
+    wrap_keras_fit,
+)
 
 #: batch-level hooks: a callback that overrides any of them disables the fast path
 BATCH_HOOKS = ("on_batch_begin", "on_batch_end", "on_train_batch_begin",
@@ -73,36 +80,31 @@ def enable(estimator: Any, cap: int = 1000) -> bool:
     affected. Returns False, changing nothing, when the estimator is not a
     scikeras wrapper or a callback needs every batch.
     """
-    original = getattr(estimator, "_fit_keras_model", None)
-    if original is None or not hasattr(estimator, "get_params"):
+    if not hasattr(estimator, "get_params"):
         return False
     params = estimator.get_params()
-    blocked = needs_every_batch(params.get("callbacks")) + needs_every_batch(
-        params.get("fit__callbacks"))
-    if blocked:
+    if needs_every_batch(params.get("callbacks")) + needs_every_batch(
+            params.get("fit__callbacks")):
         return False
 
-    def fit_keras_model(self: Any, X: Any, y: Any, *args: Any, **kwargs: Any) -> Any:
-        model = getattr(self, "model_", None)
+    def fit_keras_model(original: Any, X: Any, y: Any, *args: Any, **kwargs: Any) -> Any:
+        model = getattr(estimator, "model_", None)
         rows = _rows(X)
-        if model is not None and rows and hasattr(model, "steps_per_execution"):
-            batch = kwargs.get("batch_size") or self.get_params().get(
-                "fit__batch_size") or self.get_params().get("batch_size")
-            steps = steps_for(rows, batch, cap)
-            if steps > 1 and model.steps_per_execution == 1:
-                model.steps_per_execution = steps
-                model.train_function = None  # rebuilt with the new count
-                try:
-                    with epoch_batches():
-                        return original(X, y, *args, **kwargs)
-                finally:
-                    # predictions take the plain path: one pass, bitwise the same
-                    model.steps_per_execution = 1
-                    model.train_function = None
-        return original(X, y, *args, **kwargs)
+        if model is None or not rows or getattr(model, "steps_per_execution", None) != 1:
+            return original(X, y, *args, **kwargs)
+        batch = kwargs.get("batch_size") or estimator.get_params().get(
+            "fit__batch_size") or estimator.get_params().get("batch_size")
+        steps = steps_for(rows, batch, cap)
+        if steps <= 1 or not set_steps_per_execution(model, steps):
+            return original(X, y, *args, **kwargs)
+        try:
+            with epoch_batches():
+                return original(X, y, *args, **kwargs)
+        finally:
+            # predictions take the plain path: one pass, bitwise the same
+            set_steps_per_execution(model, 1)
 
-    estimator._fit_keras_model = types.MethodType(fit_keras_model, estimator)
-    return True
+    return wrap_keras_fit(estimator, fit_keras_model)
 
 
 @contextlib.contextmanager
@@ -117,7 +119,7 @@ def enabled(estimator: Any, on: bool = True, cap: int = 1000) -> Iterator[bool]:
         yield active
     finally:
         if active:
-            estimator.__dict__.pop("_fit_keras_model", None)
+            unwrap_keras_fit(estimator)
 
 
 #: above this many bytes of training arrays, Keras' per-batch pipeline is kept
@@ -129,38 +131,25 @@ EPOCH_COPY_MAX_BYTES = 256 * 2**20
 def epoch_batches() -> Iterator[None]:
     """Within the block, Keras feeds NumPy arrays to TensorFlow a whole epoch at a time.
 
-    Replaces ``ArrayDataAdapter.get_tf_dataset`` by :func:`_epoch_dataset`,
-    which makes the same batches in the same order (the epoch's permutation is
-    drawn by the same operations as Keras', so with the same seeds) but gathers
-    the rows once per epoch rather than in one ``tf.data`` call per batch. Inputs
-    it does not cover (sparse, ``shuffle="batch"``, larger than
+    Keras' pipeline for arrays is replaced by :func:`_epoch_dataset`, which
+    makes the same batches in the same order (the epoch's permutation is drawn
+    by the same operations as Keras', so with the same seeds) but gathers the
+    rows once per epoch rather than in one ``tf.data`` call per batch. Inputs it
+    does not cover (sparse, ``shuffle="batch"``, larger than
     :data:`EPOCH_COPY_MAX_BYTES`) and other backends take Keras' own pipeline.
+    A class-level replacement: concurrent fits in one process
+    (threads_per_worker > 1) may see it set or restored mid-fit, which is
+    harmless as both give the same batches.
     """
-    try:
-        from keras.src.trainers.data_adapters.array_data_adapter import ArrayDataAdapter
-    except ImportError:  # another Keras layout: keep its pipeline
-        yield
-        return
-    original = ArrayDataAdapter.get_tf_dataset
-    if getattr(original, "_sweep_epoch_batches", False):  # already active (nested fit)
-        yield
-        return
-
-    def get_tf_dataset(self: Any) -> Any:
-        dataset = _epoch_dataset(self)
-        return original(self) if dataset is None else dataset
-
-    # A class attribute: concurrent fits in one process (threads_per_worker > 1) may
-    # see it set or restored mid-fit, which is harmless as both give the same batches.
-    get_tf_dataset._sweep_epoch_batches = True  # type: ignore[attr-defined]
-    ArrayDataAdapter.get_tf_dataset = get_tf_dataset
+    restore = replace_array_pipeline(_epoch_dataset)
     try:
         yield
     finally:
-        ArrayDataAdapter.get_tf_dataset = original
+        if restore is not None:
+            restore()
 
 
-def _epoch_dataset(adapter: Any) -> Any:
+def _epoch_dataset(adapter: ArrayInputs) -> Any:
     """Keras' ``ArrayDataAdapter`` batches, gathered a whole epoch at a time, or None.
 
     Mirrors ``get_tf_dataset`` of Keras 3's ``ArrayDataAdapter``: the
@@ -171,14 +160,12 @@ def _epoch_dataset(adapter: Any) -> Any:
     for shuffled and ordered data, partial batches and sample weights.
     """
     import tensorflow as tf
-    from keras.src import tree
-    from keras.src.trainers.data_adapters import array_slicing
+    from keras import tree
 
-    shuffle = adapter._shuffle
+    shuffle = adapter.shuffle
     if shuffle not in (True, False):  # "batch": shuffles within batches
         return None
-    inputs = tree.lists_to_tuples(array_slicing.convert_to_sliceable(
-        adapter._inputs, target_backend="tensorflow"))
+    inputs = tree.lists_to_tuples(adapter.inputs)
     leaves = tree.flatten(inputs)
     dense = all((isinstance(x, np.ndarray) and x.dtype.kind in "biuf")
                 or (tf.is_tensor(x) and not isinstance(x, tf.SparseTensor)) for x in leaves)
@@ -189,7 +176,7 @@ def _epoch_dataset(adapter: Any) -> Any:
     if min(sizes) < 0 or sum(sizes) > EPOCH_COPY_MAX_BYTES:  # unknown shape, or too big
         return None
     inputs = tree.map_structure(tf.convert_to_tensor, inputs)  # as Dataset.from_tensors does
-    num_samples, batch_size = adapter._num_samples, adapter._batch_size
+    num_samples, batch_size = adapter.num_samples, adapter.batch_size
 
     def permutation(_: Any) -> Any:  # as Keras draws it: same ops, same seed
         indices = tf.range(num_samples, dtype=tf.int64)

@@ -11,94 +11,92 @@ to ``sbatch`` (``--wait``: and waits for it).
 from __future__ import annotations
 
 import shlex
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from .clusters import ClusterSettings
-from .exceptions import ClusterError, SpecError
-from .isolation import worker_environment
-from .slurm import _conf, preflight
-from .spec import Spec
+from ..config import Settings
+from ..exceptions import ClusterError, SpecError
+from . import run_command
+from .environment import scheduler_config, settings_environment
+from .slurm import preflight, queue
 
 SCRIPT_NAME = "sweep-batch.sh"
 SPEC_NAME = "batch-spec.yaml"
 
 
-def batch_workers(spec: Spec) -> int:
+def batch_workers(settings: Settings) -> int:
     """Worker processes the allocation runs: ``workers``, else jobs x processes, else 2."""
-    cluster = spec.cluster
-    if cluster.get("workers"):
-        return int(cluster["workers"])
-    processes = int(_conf(cluster, "processes") or 1)
-    jobs = _conf(cluster, "jobs")
-    return int(jobs) * processes if jobs else 2
+    if settings.workers:
+        return settings.workers
+    jobs = settings.option("jobs")
+    return int(jobs) * int(settings.option("processes", 1)) if jobs else 2
 
 
-def write_script(spec: Spec, output: str | Path | None = None) -> Path:
+def dask_environment(config: dict[str, Any]) -> dict[str, str]:
+    """Dask settings as the ``DASK_...`` variables that set them in another process."""
+    return {"DASK_" + key.upper().replace(".", "__").replace("-", "_"): str(value)
+            for key, value in config.items()}
+
+
+def write_script(spec: dict[str, Any], name: str, settings: Settings,
+                 output: str | Path) -> Path:
     """Write the batch script (and the spec it runs) into the output folder.
 
     Parameters
     ----------
-    spec : Spec
-        A validated spec; its ``cluster:`` section gives the SLURM options
-        (queue, account, walltime, memory, job_extra_directives,
-        job_script_prologue, interface, python, threads_per_worker).
-    output : path, optional
-        Results folder (default: the spec's ``output``). Must be on a
-        filesystem the compute nodes share.
+    spec : dict
+        The resolved spec (``Spec.resolved()``) the driver step runs.
+    name : str
+        The sweep's name (the job is called ``sweep-NAME``).
+    settings : Settings
+        The resolved slurm settings (queue, account, walltime, memory,
+        job_extra_directives, job_script_prologue, interface, python,
+        threads_per_worker, workers or jobs x processes).
+    output : path
+        Results folder; must be on a filesystem the compute nodes share.
 
     Returns
     -------
     Path
         The script, ready for ``sbatch``.
     """
-    cluster = {k: v for k, v in spec.cluster.items() if k != "backend"}
-    if cluster.get("partition") is not None and cluster.get("queue") is None:
-        cluster["queue"] = cluster["partition"]
-    folder = Path(output or spec.output).resolve()
+    opt = settings.option
+    folder = Path(output).resolve()
     folder.mkdir(parents=True, exist_ok=True)
-    workers = batch_workers(spec)
-    threads = int(cluster.get("threads_per_worker") or 1)
-    settings = ClusterSettings(workers=workers, threads_per_worker=threads,
-                               keras_backend=str(cluster.get("keras_backend") or "tensorflow"),
-                               max_retries=spec.max_retries)
-    python = str(_conf(cluster, "python") or sys.executable)
-    interface = _conf(cluster, "interface")
-    memory = _conf(cluster, "memory")
+    workers = batch_workers(settings)
+    threads = settings.threads_per_worker
+    python = str(opt("python") or sys.executable)
+    interface, memory = opt("interface"), opt("memory")
 
     # the driver attaches to the allocation's scheduler; everything else as given
-    raw = spec.resolved()
+    raw = dict(spec)
     raw["output"] = str(folder)
     # the scheduler listens on the allocation's nodes (interface, e.g. ib0): plain TCP
     # inside the site's network, which attach refuses off-host unless told so
     raw["cluster"] = {"backend": "attach", "workers": workers, "tls": False}
-    spec_path = folder / SPEC_NAME
-    spec_path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    (folder / SPEC_NAME).write_text(yaml.safe_dump(raw, sort_keys=False))
 
-    directives = [f"--job-name=sweep-{spec.name}", f"--ntasks={workers + 1}",
-                  f"--cpus-per-task={threads}", f"--time={_conf(cluster, 'walltime')}",
+    directives = [f"--job-name=sweep-{name}", f"--ntasks={workers + 1}",
+                  f"--cpus-per-task={threads}", f"--time={opt('walltime')}",
                   f"--output={folder}/sweep-%j.log"]
-    if _conf(cluster, "queue"):
-        directives.append(f"--partition={_conf(cluster, 'queue')}")
-    if _conf(cluster, "account"):
-        directives.append(f"--account={_conf(cluster, 'account')}")
+    if queue(settings):
+        directives.append(f"--partition={queue(settings)}")
+    if opt("account"):
+        directives.append(f"--account={opt('account')}")
     if memory:
         directives.append(f"--mem={_slurm_memory(memory)}")
-    directives += list(_conf(cluster, "job_extra_directives") or [])
+    directives += list(opt("job_extra_directives") or [])
 
     iface = f" --interface {shlex.quote(str(interface))}" if interface else ""
     q = shlex.quote
-    env = {**worker_environment(threads, settings.keras_backend),
-           "DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES": str(spec.max_retries),
-           "DASK_DISTRIBUTED__SCHEDULER__WORKER_SATURATION": "1.0"}
+    env = {**settings_environment(settings), **dask_environment(scheduler_config(settings))}
     lines = ["#!/usr/bin/env bash", *[f"#SBATCH {d}" for d in directives], "",
              "# Written by `sweep batch`: scheduler, workers and driver in one allocation.",
              "set -euo pipefail",
-             *list(_conf(cluster, "job_script_prologue") or []),
+             *list(opt("job_script_prologue") or []),
              *[f"export {k}={q(v)}" for k, v in sorted(env.items())],
              f"cd {q(str(folder))}",
              'SCHEDULER_FILE="$PWD/scheduler-${SLURM_JOB_ID}.json"',
@@ -111,7 +109,7 @@ def write_script(spec: Spec, output: str | Path | None = None) -> Path:
              f"srun --ntasks={workers} --cpus-per-task={threads} --exact {q(python)} -m "
              f'distributed.cli.dask_worker --scheduler-file "$SCHEDULER_FILE" '
              f"--nthreads {threads} --nworkers 1 --nanny --death-timeout 120{iface} &",
-             f"{q(python)} -m sweep run {q(SPEC_NAME)} --no-progress "
+             f"{q(python)} -m {__package__.split('.')[0]} run {q(SPEC_NAME)} --no-progress "
              '--set cluster.scheduler_file="$SCHEDULER_FILE"',
              ""]
     script = folder / SCRIPT_NAME
@@ -135,7 +133,8 @@ def submit(script: Path, wait: bool = False) -> tuple[str, int]:
     """``sbatch`` the script; return (job id, exit code of the job if ``wait``, else 0)."""
     preflight(None)
     args = ["sbatch", "--parsable", *(["--wait"] if wait else []), str(script)]
-    proc = subprocess.run(args, capture_output=True, text=True, cwd=script.parent)
+    proc = run_command(args, fix="check the #SBATCH lines against `sinfo`", check=False,
+                       timeout=None, cwd=script.parent)
     job_id = proc.stdout.strip().split(";")[0]
     if proc.returncode != 0 and not job_id:
         raise ClusterError(f"sbatch refused {script}: {proc.stderr.strip()}\n"

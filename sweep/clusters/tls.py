@@ -20,8 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from .config import setting
-from .exceptions import ClusterError
+from ..exceptions import ClusterError
 
 #: Roles that get a certificate; each Dask process uses the one of its role.
 ROLES = ("scheduler", "worker", "client")
@@ -146,7 +145,11 @@ def create(directory: str | Path, hosts: Iterable[str] = (),
     """
     from cryptography.hazmat.primitives import serialization
 
-    days = float(setting("tls.valid-days", valid_days))
+    if valid_days is None:
+        from ..config import resolve
+
+        valid_days = resolve().tls_valid_days
+    days = float(valid_days)
     files = TlsFiles(Path(directory))
     files.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     hosts = list(hosts)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import functools
 import json
 import logging
 import shlex
@@ -32,14 +31,21 @@ from typing import Any, TypeVar
 
 import dask.config
 
-from . import tls
-from .clusters import ClusterSettings, Started, register
-from .config import setting
-from .exceptions import ClusterError
-from .spec import SSH_KEYS
+from ..config import Settings
+from ..exceptions import ClusterError, SpecError
+from . import Started, tls
+from .environment import nanny_config, settings_environment
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
+
+#: ``cluster:`` keys of this backend besides the common ones
+OPTIONS = frozenset({"hosts", "scheduler", "user", "port", "key", "known_hosts",
+                     "remote_python", "workers_per_host", "interface", "scheduler_port",
+                     "dashboard_address", "connect_timeout", "remote_tls_dir", "tls",
+                     "memory_limit"})
+#: the import name of this package, as the hosts must import it
+PACKAGE = __name__.split(".")[0]
 
 #: Packages whose versions must be equal here and on every host (pickles cross).
 MUST_MATCH = ("dask", "distributed", "cloudpickle", "msgpack", "numpy", "scikit-learn",
@@ -56,7 +62,7 @@ for name in {MUST_MATCH!r}:
     except Exception:
         out[name] = None
 try:
-    import sweep
+    import {PACKAGE} as sweep
     out["sweep"] = sweep.__version__
 except Exception as exc:
     out["sweep"] = None
@@ -90,31 +96,68 @@ class SshOptions:
         return [self.scheduler, *self.hosts]
 
 
-def resolve(extra: dict[str, Any]) -> SshOptions:
-    """Resolve the ssh settings: keyword (spec, profile, CLI) over ``sweep.ssh.*``."""
+def check(options: dict[str, Any]) -> None:
+    """The ssh settings, checked before any connection is made."""
+    hosts = options.get("hosts")
+    if not isinstance(hosts, list) or not hosts or not all(
+            isinstance(h, str) and h.strip() for h in hosts):
+        raise SpecError("cluster.hosts", hosts, "the ssh backend needs a list of host names "
+                        "or addresses", "hosts: [10.0.0.5, 10.0.0.6] (workers run on each), "
+                        "e.g. sweep run SPEC --cluster cluster/ssh.yaml")
+    for key in ("scheduler", "user", "remote_python", "interface", "remote_tls_dir"):
+        value = options.get(key)
+        if value is not None and not (isinstance(value, str) and value.strip()):
+            raise SpecError(f"cluster.{key}", value, "must be a non-empty string",
+                            f"{key}: {_EXAMPLES[key]} (or leave it out for the default)")
+    _int_in("cluster.port", options.get("port", 22), 1, 65535, "port: 22")
+    _int_in("cluster.scheduler_port", options.get("scheduler_port", 0), 0, 65535,
+            "scheduler_port: 0 (a free port)")
+    _int_in("cluster.workers_per_host", options.get("workers_per_host", 1), 1, 4096,
+            "workers_per_host: 2")
+    timeout = options.get("connect_timeout", 15)
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
+        raise SpecError("cluster.connect_timeout", timeout, "must be a positive number of "
+                        "seconds", "connect_timeout: 15")
+    if options.get("key") is not None:
+        _existing_file("cluster.key", options["key"], "key: ~/.ssh/id_ed25519")
+    if options.get("known_hosts") not in (None, "ignore"):
+        _existing_file("cluster.known_hosts", options["known_hosts"],
+                       "known_hosts: ~/.ssh/known_hosts (fill it with ssh-keyscan HOST)")
 
-    def get(name: str) -> Any:
-        return setting(f"ssh.{name.replace('_', '-')}", extra.get(name))
 
-    hosts = get("hosts")
+_EXAMPLES = {"scheduler": "10.0.0.5", "user": "ubuntu",
+             "remote_python": "/opt/venv/bin/python", "interface": "eth0",
+             "remote_tls_dir": "/tmp/sweep-tls"}
+
+
+def _int_in(field: str, value: Any, low: int, high: int, example: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise SpecError(field, value, f"must be an integer from {low} to {high}", example)
+
+
+def _existing_file(field: str, value: Any, example: str) -> None:
+    if not isinstance(value, str) or not Path(value).expanduser().is_file():
+        raise SpecError(field, value, "no such file", f"give the path of an existing file: "
+                        f"{example}")
+
+
+def resolve(settings: Settings) -> SshOptions:
+    """The ssh options of resolved ``settings`` (spec, profile, CLI over ``sweep.ssh.*``)."""
+    opt = settings.option
+    hosts = opt("hosts")
     hosts = [hosts] if isinstance(hosts, str) else list(hosts or [])
-    if not hosts:
-        raise ClusterError(
-            "the 'ssh' backend needs the hosts to run workers on.\n"
-            "  Fix: sweep run SPEC --cluster cluster/ssh.yaml (a profile with hosts: [...]), "
-            "or cluster: {backend: ssh, hosts: [10.0.0.5, 10.0.0.6]} in the spec")
-    key = get("key")
+    key = opt("key")
     return SshOptions(
-        hosts=tuple(str(h) for h in hosts), scheduler=str(get("scheduler") or hosts[0]),
-        user=get("user"), port=int(get("port")),
-        key=str(Path(key).expanduser()) if key else None, known_hosts=get("known_hosts"),
-        remote_python=str(get("remote_python") or sys.executable),
-        workers_per_host=int(get("workers_per_host")), interface=get("interface"),
-        scheduler_port=int(get("scheduler_port")),
-        dashboard_address=get("dashboard_address") or None,
-        connect_timeout=float(get("connect_timeout")),
-        remote_tls_dir=str(get("remote_tls_dir") or f"/tmp/sweep-tls-{uuid.uuid4().hex[:12]}"),
-        tls=bool(setting("tls.enabled", extra.get("tls"))),
+        hosts=tuple(str(h) for h in hosts), scheduler=str(opt("scheduler") or hosts[0]),
+        user=opt("user"), port=int(opt("port")),
+        key=str(Path(key).expanduser()) if key else None, known_hosts=opt("known_hosts"),
+        remote_python=str(opt("remote_python") or sys.executable),
+        workers_per_host=int(opt("workers_per_host")), interface=opt("interface"),
+        scheduler_port=int(opt("scheduler_port")),
+        dashboard_address=opt("dashboard_address") or None,
+        connect_timeout=float(opt("connect_timeout")),
+        remote_tls_dir=str(opt("remote_tls_dir") or f"/tmp/sweep-tls-{uuid.uuid4().hex[:12]}"),
+        tls=settings.tls,
     )
 
 
@@ -198,7 +241,7 @@ async def _probe(conn: Any, host: str, opts: SshOptions) -> dict[str, Any]:
         raise ClusterError(
             f"host {host}: {opts.remote_python} could not report its packages "
             f"(exit {result.exit_status}): {str(result.stderr).strip()[-500:]}\n"
-            f"  Fix: check that {opts.remote_python} -c 'import sweep' works on {host}"
+            f"  Fix: check that {opts.remote_python} -c 'import {PACKAGE}' works on {host}"
         ) from None
 
 
@@ -283,25 +326,6 @@ def _remove_tls(opts: SshOptions, local_dir: str) -> None:
                        opts.remote_tls_dir, error)
 
 
-def _remove_tls_on_close(cluster: Any, remove: Callable[[], None]) -> None:
-    """Delete the certificates right after ``cluster.close()`` (while SSH still works).
-
-    The CA is made per cluster, so files left behind (the process was killed)
-    open nothing once the cluster is gone; they expire after ``tls.valid-days``.
-    """
-    close = cluster.close
-
-    @functools.wraps(close)
-    def close_then_remove(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return close(*args, **kwargs)
-        finally:
-            cluster.close = close  # once
-            remove()
-
-    cluster.close = close_then_remove
-
-
 def _warn_insecure(opts: SshOptions) -> None:
     logger.warning(
         "sweep: TLS IS OFF (tls: false). Scheduler and workers on %s accept PLAIN TCP: "
@@ -309,7 +333,7 @@ def _warn_insecure(opts: SshOptions) -> None:
         "on a network no one else can reach.", ", ".join(opts.all_hosts))
 
 
-def _dask_options(settings: ClusterSettings, opts: SshOptions) -> tuple[dict, dict]:
+def _dask_options(settings: Settings, opts: SshOptions) -> tuple[dict, dict]:
     """``scheduler_options`` and ``worker_options`` of ``SSHCluster`` (JSON only)."""
     address: dict[str, Any] = ({"interface": opts.interface} if opts.interface
                                else {"host": opts.scheduler})
@@ -317,17 +341,15 @@ def _dask_options(settings: ClusterSettings, opts: SshOptions) -> tuple[dict, di
                  "dashboard": opts.dashboard_address is not None,
                  "dashboard_address": opts.dashboard_address, **address}
     worker = {"nthreads": settings.threads_per_worker, "n_workers": opts.workers_per_host,
-              "env": settings.environment, "death_timeout": setting("cluster.startup-timeout"),
-              "memory_limit": settings.extra.get("memory_limit", setting("cluster.memory-limit"))}
+              "env": settings_environment(settings), "death_timeout": settings.startup_timeout,
+              "memory_limit": settings.option("memory_limit", settings.memory_limit)}
     if opts.interface:
         worker["interface"] = opts.interface
     return scheduler, worker
 
 
-def _dask_config(settings: ClusterSettings, opts: SshOptions) -> dict[str, Any]:
-    pre_spawn = {**dask.config.get("distributed.nanny.pre-spawn-environ", {}),
-                 **settings.environment}
-    config = {"distributed.nanny.pre-spawn-environ": pre_spawn, **settings.scheduler_config}
+def _dask_config(settings: Settings, opts: SshOptions) -> dict[str, Any]:
+    config = nanny_config(settings)
     if opts.tls:
         config.update(tls.dask_config(opts.remote_tls_dir))
     return config
@@ -357,14 +379,20 @@ def _timed(start: Callable[[], Any], opts: SshOptions) -> Any:
     return cluster
 
 
-@register("ssh", options=SSH_KEYS | {"tls"})
-def ssh(settings: ClusterSettings) -> Started:
-    """Scheduler and workers on SSH hosts; mutual TLS unless ``tls: false``."""
-    from distributed.deploy.ssh import SSHCluster
+def start(settings: Settings) -> Started:
+    """Scheduler and workers on SSH hosts; mutual TLS unless ``tls: false``.
 
-    opts = resolve(settings.extra)
+    The certificates are deleted here and on every host right after the
+    cluster closes (while SSH still works). The CA is made per cluster, so files
+    left behind (the process was killed) open nothing once the cluster is gone;
+    they expire after ``sweep.tls.valid-days``.
+    """
+    from distributed import SSHCluster
+
+    opts = resolve(settings)
     local_dir = tempfile.mkdtemp(prefix="sweep-tls-")
-    files = tls.create(local_dir, hosts=opts.all_hosts) if opts.tls else None
+    files = (tls.create(local_dir, hosts=opts.all_hosts, valid_days=settings.tls_valid_days)
+             if opts.tls else None)
     if files is None:
         _warn_insecure(opts)
     security = tls.client_security(files) if files is not None else None
@@ -379,9 +407,6 @@ def ssh(settings: ClusterSettings) -> Started:
     except BaseException:
         _remove_tls(opts, local_dir)
         raise
-    _remove_tls_on_close(cluster, lambda: _remove_tls(opts, local_dir))
-    # the session waits for (and staggers restarts over) the workers started here
-    settings.workers = opts.workers_per_host * len(opts.hosts)
-    return Started(cluster, cluster.scheduler_address, security)
-
-
+    workers = opts.workers_per_host * len(opts.hosts)
+    return Started(cluster, cluster.scheduler_address, security, expected_workers=workers,
+                   max_workers=workers, cleanup=lambda: _remove_tls(opts, local_dir))

@@ -1,0 +1,390 @@
+"""The one seam between sweep and other libraries' private internals.
+
+Nothing else in sweep imports a private name of joblib, scikit-learn, Keras,
+scikeras, TensorFlow, distributed or dask-jobqueue, or relies on one of their
+undocumented attributes. Each touch is a small named function (or the one
+class below) registered in :data:`TOUCHES` with the library it touches and the
+versions it was checked against; ``tests/test_compat.py`` exercises every one
+on the installed versions and names the library and version when one breaks.
+
+When a library changes, read this file: it is the complete list of what sweep
+assumes beyond the public API.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import metadata
+from typing import Any, TypeVar
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass(frozen=True)
+class Touch:
+    """One reliance on a library's internals."""
+
+    name: str
+    library: str  #: distribution name, e.g. "scikit-learn" (alternatives split by "|")
+    checked: str  #: versions it was checked against, e.g. ">=1.4, tested 1.9.1"
+    what: str  #: the private name or behaviour relied on
+
+    def installed(self) -> str:
+        """Name and installed version of :attr:`library`, e.g. ``"keras 3.15.1"``."""
+        for name in self.library.split("|"):
+            try:
+                return f"{name} {metadata.version(name)}"
+            except metadata.PackageNotFoundError:
+                continue
+        return f"{self.library} not installed"
+
+
+#: every touch, by the name of the function or class that makes it
+TOUCHES: dict[str, Touch] = {}
+
+
+def touch(library: str, checked: str, what: str) -> Callable[[F], F]:
+    """Register the decorated function or class as a touch of ``library``'s internals."""
+
+    def register(obj: F) -> F:
+        name = obj.__name__
+        TOUCHES[name] = Touch(name, library, checked, what)
+        return obj
+
+    return register
+
+
+# -- joblib ---------------------------------------------------------------------------
+
+def _joblib_dask_backend() -> type:
+    from joblib._dask import DaskDistributedBackend
+
+    return DaskDistributedBackend
+
+
+@touch("joblib", ">=1.4, tested 1.6.0",
+       "joblib._dask.DaskDistributedBackend: _to_func_args, _results, _callbacks, "
+       "client.scatter(asynchronous=True) for arguments > 1 kB; "
+       "joblib._utils._TracebackCapturingWrapper")
+class JoblibDaskBackend(_joblib_dask_backend()):  # type: ignore[misc]
+    """joblib's Dask backend, with the private parts sweep builds on given names.
+
+    sweep's backend derives from this and uses only the methods below (plus
+    joblib's public backend API: ``submit``, ``retrieve_result_callback``,
+    ``abort_everything``, ``effective_n_jobs``, ...).
+    """
+
+    async def split_batch(self, func: Any) -> tuple[Any, list[Any]]:
+        """joblib's ``Batch`` for ``func`` and its ``(function, args, kwargs)`` tasks.
+
+        Arguments larger than 1 kB (``X``, ``y``, folds) are replaced by Dask
+        futures made once per ``Parallel`` call through ``self.client.scatter``.
+        """
+        batch, tasks = await self._to_func_args(func)
+        return batch, tasks
+
+    def track(self, future: Any, callback: Any, result: Any) -> None:
+        """Remember the joblib ``callback`` and result future of a Dask ``future``."""
+        self._callbacks[future] = callback
+        self._results[future] = result
+
+    def untrack(self, future: Any) -> tuple[Any, Any] | None:
+        """Forget ``future``: its (result future, callback), or None if not tracked."""
+        if future not in self._results:
+            return None
+        return self._results.pop(future), self._callbacks.pop(future)
+
+    def is_tracked(self, future: Any) -> bool:
+        """Whether ``future`` was submitted and not yet delivered."""
+        return future in self._results
+
+    def tracked(self) -> list[Any]:
+        """Dask futures submitted and not yet delivered."""
+        return list(self._results)
+
+    @staticmethod
+    def capture_traceback(batch: Any) -> Any:
+        """Wrap ``batch`` as joblib does, so a worker's traceback reaches the driver."""
+        from joblib._utils import _TracebackCapturingWrapper
+
+        return _TracebackCapturingWrapper(batch)
+
+
+# -- scikit-learn ---------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class FitTask:
+    """What scikit-learn's search passes to ``_fit_and_score`` for one fit."""
+
+    candidate: int | None
+    n_candidates: int | None
+    split: int | None
+    n_splits: int | None
+    params: dict[str, Any] | None
+    train: Any
+    test: Any
+    scorer: Any
+    error_score: Any
+    return_train_score: bool
+
+
+@touch("scikit-learn", ">=1.4, tested 1.9.1",
+       "keyword names of sklearn.model_selection._validation._fit_and_score "
+       "(candidate_progress, split_progress, parameters, train, test, scorer, error_score, "
+       "return_train_score)")
+def fit_task(kwargs: dict[str, Any]) -> FitTask:
+    """The fit ``kwargs`` of one ``_fit_and_score`` call describe."""
+    candidate, n_candidates = kwargs.get("candidate_progress", (None, None))
+    split, n_splits = kwargs.get("split_progress", (None, None))
+    return FitTask(candidate, n_candidates, split, n_splits, kwargs.get("parameters"),
+                   kwargs.get("train"), kwargs.get("test"), kwargs.get("scorer"),
+                   kwargs.get("error_score"), bool(kwargs.get("return_train_score")))
+
+
+@touch("scikit-learn", ">=1.4, tested 1.9.1",
+       "the result dict of _fit_and_score (test_scores, train_scores, fit_error, "
+       "n_test_samples, fit_time, score_time, parameters, estimator) and _MultimetricScorer's "
+       "_scorers")
+def failed_fit_result(kwargs: dict[str, Any], reason: str) -> dict[str, Any]:
+    """What ``_fit_and_score`` returns for a fit that raised, for a fit that never
+    returned (its worker died). Follows ``error_score`` as scikit-learn does."""
+    import numpy as np
+
+    error_score = kwargs.get("error_score", np.nan)
+    if error_score == "raise":
+        raise RuntimeError(reason)
+    names = getattr(kwargs.get("scorer"), "_scorers", None)
+    scores: Any = {name: error_score for name in names} if names else error_score
+    result: dict[str, Any] = {"test_scores": scores, "fit_error": reason}
+    if kwargs.get("return_train_score"):
+        result["train_scores"] = dict(scores) if names else scores
+    if kwargs.get("return_n_test_samples"):
+        result["n_test_samples"] = len(kwargs.get("test", ()))
+    if kwargs.get("return_times"):
+        result["fit_time"], result["score_time"] = 0.0, 0.0
+    if kwargs.get("return_parameters"):
+        result["parameters"] = kwargs.get("parameters")
+    if kwargs.get("return_estimator"):
+        result["estimator"] = None
+    return result
+
+
+@touch("scikit-learn", ">=1.4, tested 1.9.1", "the fit_error key of _fit_and_score's result")
+def fit_error(result: Any) -> str | None:
+    """The error text of a ``_fit_and_score`` result (None: the fit succeeded)."""
+    error = result.get("fit_error") if isinstance(result, dict) else None
+    return None if error is None else str(error)
+
+
+# -- Keras ----------------------------------------------------------------------------
+
+def _keras_seed_module() -> Any:
+    if "keras" not in sys.modules:
+        return None
+    try:
+        from keras.src.random import seed_generator
+    except ImportError:  # another Keras layout
+        return None
+    return seed_generator if hasattr(seed_generator, "python_random") else None
+
+
+@touch("keras", ">=3.0, tested 3.15.1",
+       "keras.src.random.seed_generator.python_random: the generator Keras draws the "
+       "seeds of unseeded initializers from")
+def keras_seed_source(new: Any = None) -> Any:
+    """Keras' generator of default seeds; with ``new``, replace it (returns the old one).
+
+    Returns None when Keras is not imported or keeps its seeds elsewhere.
+    """
+    module = _keras_seed_module()
+    if module is None:
+        return None
+    old = module.python_random
+    if new is not None:
+        module.python_random = new
+    return old
+
+
+def _array_data_adapter() -> Any:
+    from keras.src.trainers.data_adapters.array_data_adapter import ArrayDataAdapter
+
+    return ArrayDataAdapter
+
+
+@dataclass(frozen=True)
+class ArrayInputs:
+    """What Keras' ``ArrayDataAdapter`` holds for one fit."""
+
+    inputs: Any  #: the (x, y, sample_weight) structure, sliceable arrays
+    shuffle: bool | str
+    num_samples: int
+    batch_size: int
+
+
+@touch("keras", ">=3.0, tested 3.15.1",
+       "ArrayDataAdapter's _inputs, _shuffle, _num_samples, _batch_size; "
+       "keras.src.trainers.data_adapters.array_slicing.convert_to_sliceable")
+def array_inputs(adapter: Any) -> ArrayInputs:
+    """What an ``ArrayDataAdapter`` holds, its arrays made sliceable as Keras does."""
+    from keras.src.trainers.data_adapters import array_slicing
+
+    inputs = array_slicing.convert_to_sliceable(adapter._inputs, target_backend="tensorflow")
+    return ArrayInputs(inputs, adapter._shuffle, adapter._num_samples, adapter._batch_size)
+
+
+@touch("keras", ">=3.0, tested 3.15.1",
+       "keras.src.trainers.data_adapters.array_data_adapter.ArrayDataAdapter.get_tf_dataset "
+       "builds the tf.data pipeline of NumPy inputs")
+def replace_array_pipeline(make: Callable[[ArrayInputs], Any]) -> Callable[[], None] | None:
+    """Make Keras build its ``tf.data`` pipeline for NumPy arrays with ``make``.
+
+    ``make`` returns a dataset, or None to keep Keras' own. Returns the function
+    that puts Keras' method back, or None (nothing replaced: another Keras
+    layout, or already replaced by an enclosing fit).
+    """
+    try:
+        adapter_class = _array_data_adapter()
+    except ImportError:
+        return None
+    original = adapter_class.get_tf_dataset
+    if getattr(original, "_sweep_replaced", False):
+        return None
+
+    def get_tf_dataset(self: Any) -> Any:
+        dataset = make(array_inputs(self))
+        return original(self) if dataset is None else dataset
+
+    get_tf_dataset._sweep_replaced = True  # type: ignore[attr-defined]
+    adapter_class.get_tf_dataset = get_tf_dataset
+
+    def restore() -> None:
+        adapter_class.get_tf_dataset = original
+
+    return restore
+
+
+@touch("keras", ">=3.0, tested 3.15.1",
+       "Trainer.steps_per_execution is read when train_function is (re)built; "
+       "train_function = None makes the next fit rebuild it")
+def set_steps_per_execution(model: Any, steps: int) -> bool:
+    """Run ``steps`` batches per call of ``model``'s compiled train function.
+
+    Returns False, changing nothing, if the model has no such setting.
+    """
+    if not hasattr(model, "steps_per_execution") or not hasattr(model, "train_function"):
+        return False
+    model.steps_per_execution = steps
+    model.train_function = None  # rebuilt with the new count
+    return True
+
+
+@touch("keras", ">=3.0, tested 3.15.1",
+       "Sequential._layers: the layers added so far, the Input layer included")
+def sequential_has_layers(model: Any) -> bool:
+    """Whether anything (an ``Input`` included) was added to a ``Sequential`` yet."""
+    return bool(model._layers)
+
+
+# -- scikeras -------------------------------------------------------------------------
+
+@touch("scikeras", ">=0.13, tested 0.13.0",
+       "BaseWrapper._fit_keras_model(X, y, ...): the call that trains model_")
+def wrap_keras_fit(estimator: Any, wrapper: Callable[..., Any]) -> bool:
+    """Route ``estimator``'s Keras training through ``wrapper(original, X, y, ...)``.
+
+    Patches the instance only. Returns False, changing nothing, when the
+    estimator is not a scikeras wrapper.
+    """
+    original = getattr(estimator, "_fit_keras_model", None)
+    if original is None or not hasattr(estimator, "get_params"):
+        return False
+
+    def fit_keras_model(X: Any, y: Any, *args: Any, **kwargs: Any) -> Any:
+        return wrapper(original, X, y, *args, **kwargs)
+
+    estimator._fit_keras_model = fit_keras_model
+    return True
+
+
+def unwrap_keras_fit(estimator: Any) -> None:
+    """Undo :func:`wrap_keras_fit` (the estimator pickles as if never touched)."""
+    estimator.__dict__.pop("_fit_keras_model", None)
+
+
+# -- TensorFlow -----------------------------------------------------------------------
+
+@touch("tensorflow|tensorflow-cpu", ">=2.16, tested 2.21.0",
+       "tensorflow.python.framework.ops.gradient_registry._registry: the global "
+       "registry of tf.custom_gradient functions")
+def gradient_registry() -> dict[str, Any] | None:
+    """TensorFlow's global registry of gradient functions (None: not imported)."""
+    ops = sys.modules.get("tensorflow.python.framework.ops")
+    registry = getattr(getattr(ops, "gradient_registry", None), "_registry", None)
+    return registry if isinstance(registry, dict) else None
+
+
+# -- distributed ----------------------------------------------------------------------
+
+@touch("distributed", ">=2024.4, tested 2026.8.0",
+       "Worker.extensions as a place for a plugin's per-process state")
+def worker_extension(worker: Any, name: str, value: Any = None) -> Any:
+    """The object stored under ``name`` on a Dask worker; with ``value``, store it."""
+    extensions = getattr(worker, "extensions", None)
+    if extensions is None:
+        return None
+    if value is not None:
+        extensions[name] = value
+    return extensions.get(name)
+
+
+@touch("distributed", ">=2024.4, tested 2026.8.0",
+       "Worker.scheduler (the scheduler's rpc), Scheduler.retire_workers(close_workers, "
+       "remove, stimulus_id), distributed.core.rpc and Nanny.restart(reason)")
+async def retire_and_restart(worker: Any, reason: str) -> None:
+    """Retire ``worker`` (its results move elsewhere), then have its nanny restart it.
+
+    With no other worker there is nowhere to move results (Dask recomputes them),
+    and retiring anyway fails, racing the restart: only the restart is asked for.
+    """
+    import time
+
+    identity = await worker.scheduler.identity(n_workers=-1)
+    if len(identity.get("workers", {})) > 1:
+        await worker.scheduler.retire_workers(
+            workers=[worker.address], close_workers=False, remove=True,
+            stimulus_id=f"sweep-recycle-{time.time()}")
+    worker.loop.add_callback(_restart_by_nanny, worker.nanny, reason)
+
+
+async def _restart_by_nanny(nanny_address: str, reason: str) -> None:
+    from distributed.core import rpc
+
+    async with rpc(nanny_address) as nanny:
+        await nanny.restart(reason=f"sweep-recycle: {reason}")
+
+
+# -- dask-jobqueue --------------------------------------------------------------------
+
+@touch("dask-jobqueue", ">=0.8.5, tested 0.9.0",
+       "dask_jobqueue.runner installs signal.signal(SIGINT, lambda *_: sys.exit()) "
+       "when imported")
+def import_slurm_cluster() -> Any:
+    """``dask_jobqueue.SLURMCluster``, without the SIGINT handler its import installs.
+
+    That handler turns Ctrl-C into ``sys.exit()`` (exit status 0, clean-up
+    skipped); the previous handler is put back.
+    """
+    import signal
+    import threading
+
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGINT) if main else None
+    from dask_jobqueue import SLURMCluster
+
+    if main:
+        if previous is None or getattr(previous, "__module__", "") == "dask_jobqueue.runner":
+            previous = signal.default_int_handler
+        signal.signal(signal.SIGINT, previous)
+    return SLURMCluster

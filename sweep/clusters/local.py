@@ -1,0 +1,143 @@
+"""The ``local`` backend: worker processes on this machine, listening on loopback.
+
+A thin factory over :class:`distributed.LocalCluster`, with what a local sweep
+needs around it:
+
+- the ``__main__`` trap caught before any worker is spawned. Dask starts worker
+  processes with multiprocessing's *spawn* method, which re-imports the user's
+  script in every worker; a script that calls sweep at module level, outside
+  ``if __name__ == "__main__":``, would start a cluster from inside each worker
+  (multiprocessing then fails with an opaque "bootstrapping phase" error). We
+  find the calling line in the script and explain the fix instead;
+- this process's environment restored after the cluster is gone: the nanny
+  copies its pre-spawn variables (the thread counts) into the parent's
+  ``os.environ`` before spawning a worker, and the user's process (and e.g. a
+  loky pool it starts later) would otherwise inherit them.
+"""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import dask.config
+from dask.utils import parse_timedelta
+from distributed import LocalCluster
+
+from ..config import Settings
+from ..exceptions import ClusterError
+from . import Started, default_workers
+from .environment import nanny_config, settings_environment
+
+#: ``cluster:`` keys of this backend besides the common ones
+OPTIONS = frozenset({"memory_limit", "dashboard_address", "host"})
+
+
+def check(options: dict[str, Any]) -> None:
+    """Nothing to check before start: LocalCluster validates its own arguments."""
+
+
+def start(settings: Settings) -> Started:
+    """Worker processes on this machine, listening on loopback only."""
+    check_main_guard()
+    environ = dict(os.environ)
+    config = {**nanny_config(settings), **_lost_worker_grace(settings)}
+    workers = settings.workers or default_workers()
+    try:
+        with dask.config.set(config):
+            cluster = LocalCluster(
+                n_workers=workers,
+                threads_per_worker=settings.threads_per_worker,
+                processes=True,
+                host=settings.option("host", settings.host),
+                dashboard_address=settings.option("dashboard_address",
+                                                  settings.dashboard_address),
+                memory_limit=settings.option("memory_limit", settings.memory_limit),
+                silence_logs=logging.ERROR,
+                env=settings_environment(settings),
+            )
+    except Exception as exc:  # translate at the edge
+        raise ClusterError(
+            f"could not start a local Dask cluster with {workers} worker(s): {exc}\n"
+            "  Fix: use fewer workers (cluster: {workers: 2}) or check that loopback "
+            "ports can be opened."
+        ) from exc
+    finally:
+        restore_environ(environ)
+    return Started(cluster, cluster.scheduler_address, expected_workers=workers,
+                   max_workers=workers, config=config,
+                   cleanup=lambda: restore_environ(environ))
+
+
+def _lost_worker_grace(settings: Settings) -> dict[str, Any]:
+    """A LocalCluster closes the nanny of a worker that has been gone this long; a
+    recycled worker re-importing TensorFlow on a loaded machine can take longer
+    than Dask's 15 s, and its nanny (hence the worker) was then lost for good."""
+    key = "distributed.deploy.lost-worker-timeout"
+    grace = max(settings.startup_timeout, float(parse_timedelta(dask.config.get(key))))
+    return {key: f"{grace}s"}
+
+
+def restore_environ(saved: dict[str, str]) -> None:
+    """Undo what starting (or restarting) workers wrote into this process's environment."""
+    for key in set(os.environ) - set(saved):
+        del os.environ[key]
+    for key, value in saved.items():
+        if os.environ.get(key) != value:
+            os.environ[key] = value
+
+
+def _is_main_test(node: ast.AST) -> bool:
+    if not isinstance(node, ast.If) or not isinstance(node.test, ast.Compare):
+        return False
+    names = [node.test.left, *node.test.comparators]
+    return any(isinstance(n, ast.Name) and n.id == "__name__" for n in names)
+
+
+def _guarded(tree: ast.Module, line: int) -> bool:
+    """True if ``line`` sits inside a function, a class or a ``__main__`` test."""
+    for node in ast.walk(tree):
+        start, end = getattr(node, "lineno", None), getattr(node, "end_lineno", None)
+        if start is None or end is None or not start <= line <= end:
+            continue
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)):
+            return True
+        if _is_main_test(node):
+            return True
+    return False
+
+
+def check_main_guard() -> None:
+    """Raise :class:`ClusterError` if the running script would start workers unguarded."""
+    main = sys.modules.get("__main__")
+    main_file = getattr(main, "__file__", None)
+    if main_file is None or getattr(main, "__spec__", None) is not None:
+        return  # interactive session, notebook or ``python -m``: nothing is re-run
+    path = Path(main_file).resolve()
+    frame = inspect.currentframe()
+    while frame is not None:
+        if Path(frame.f_code.co_filename).resolve() == path and frame.f_code.co_name == "<module>":
+            break
+        frame = frame.f_back
+    if frame is None:
+        return
+    line = frame.f_lineno
+    try:
+        tree = ast.parse(path.read_text(), filename=str(path))
+    except (OSError, SyntaxError):
+        return
+    if not _guarded(tree, line):
+        raise ClusterError(
+            f"{path.name}, line {line} starts a sweep cluster at the top level of the script.\n"
+            "  Worker processes re-import the script, so this would start a cluster in "
+            "every worker.\n"
+            "  Fix: put the sweep code under a main guard:\n"
+            "      if __name__ == \"__main__\":\n"
+            "          with sweep.cluster(\"local\"):\n"
+            "              grid.fit(X, y)"
+        )

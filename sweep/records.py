@@ -1,0 +1,64 @@
+"""The typed record of one fit, shared by the worker, the backend and every listener.
+
+A worker fills a :class:`FitRecord` while it runs a fit (seed, process, times,
+memory, recycling) and sends it back with the result; the driver adds the
+fit's identity (candidate, fold, journal key) and outcome, then hands the same
+object to the recycler, the journal, the progress bar and ``Session.fits``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass
+class FitRecord:
+    """What is known about one fit (``None``: not known, or not applicable)."""
+
+    #: index of the candidate (parameter set) in the search, and their number
+    candidate: int | None = None
+    n_candidates: int | None = None
+    #: index of the CV fold, and their number
+    split: int | None = None
+    n_splits: int | None = None
+    #: the candidate's parameters
+    params: dict[str, Any] | None = None
+    #: journal key (None: no journal)
+    key: str | None = None
+    #: seed the fit ran with (None: unseeded)
+    seed: int | None = None
+    #: process id and Dask address of the worker that ran it
+    pid: int | None = None
+    worker: str | None = None
+    #: wall-clock start and end (``time.time()``), fit and clean-up seconds
+    started: float | None = None
+    ended: float | None = None
+    seconds: float | None = None
+    cleanup_seconds: float | None = None
+    #: resident memory of the worker after the fit, in bytes
+    rss: int | None = None
+    #: fits this worker process has run, this one included
+    process_fits: int | None = None
+    #: whether the fit ran on the fast path (whole epochs per Keras execution)
+    fast_path: bool = False
+    #: TensorFlow custom-gradient registrations dropped after the fit
+    purged_gradients: int | None = None
+    #: why the worker asked to be recycled after this fit, and its nanny's address
+    recycle_due: str | None = None
+    nanny: str | None = None
+    #: the outcome came from the journal (not run now)
+    resumed: bool = False
+    #: the fit never returned: its worker died each time it was tried
+    worker_lost: bool = False
+    #: the final refit of the best candidate on all rows
+    refit: bool = False
+    #: seconds the driver waited for the refit, transfers included
+    wall_seconds: float | None = None
+    #: the error of a failed fit (None: it succeeded)
+    fit_error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The record as a plain dict (for CSV and JSON files)."""
+        return dataclasses.asdict(self)

@@ -1,0 +1,198 @@
+"""One isolated fit in a worker, and the worker's request to be recycled.
+
+:class:`IsolatedBatch` stands in for joblib's ``Batch`` on the worker: each
+scikit-learn fit runs inside :func:`isolated_fit` (seeded per CV fold, fast
+path when allowed), then :func:`end_fit` clears Keras, collects the fit's
+garbage, records memory and, when the worker has run its quota of fits or
+grown past its memory limit, marks the record ``recycle_due``; the driver's
+:class:`~sweep.recycling.Recycler` then calls :func:`recycle_worker`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+from distributed import get_worker
+
+from .._compat import fit_task, retire_and_restart
+from ..records import FitRecord
+from .fastpath import enabled
+from .memory import (
+    clear_keras_session,
+    custom_gradient_keys,
+    purge_custom_gradients,
+    resident_bytes,
+)
+from .plugin import WorkerState, current_state, state_of
+from .seeding import fit_seed, seeded
+
+logger = logging.getLogger(__name__)
+
+Task = tuple[Callable[..., Any], Sequence[Any], dict[str, Any]]
+
+
+def identify(record: FitRecord, kwargs: dict[str, Any]) -> FitRecord:
+    """Fill ``record``'s candidate, fold and parameters from a fit's keyword arguments."""
+    task = fit_task(kwargs)
+    record.candidate, record.n_candidates = task.candidate, task.n_candidates
+    record.split, record.n_splits = task.split, task.n_splits
+    record.params = task.params
+    return record
+
+
+@contextlib.contextmanager
+def isolated_fit(seed: int | None, clean: bool = True) -> Iterator[FitRecord]:
+    """Run one fit: seed it, then clear Keras and maybe recycle the worker.
+
+    Yields the fit's :class:`FitRecord`, filled with process id, worker
+    address, fit seconds, memory after the fit and how many fits this process
+    has run. With ``clean=False`` the caller runs :func:`end_fit` itself, once
+    it has dropped its own references to the fitted model (so the clean-up can
+    free it).
+    """
+    record = FitRecord(pid=os.getpid(), seed=seed)
+    state = current_state()
+    with seeded(seed, in_worker=state is not None):
+        if state is not None and state.purge_gradients:
+            state.gradient_keys = custom_gradient_keys()
+        record.started = time.time()
+        start = time.perf_counter()
+        try:
+            yield record
+        finally:
+            record.seconds = time.perf_counter() - start
+            if clean:
+                end_fit(record)
+
+
+def end_fit(record: FitRecord) -> FitRecord:
+    """After a fit: clear Keras, collect garbage, record memory, maybe ask for recycling."""
+    start = time.perf_counter()
+    state = current_state()
+    if state is not None and state.gradient_keys is not None:
+        record.purged_gradients = purge_custom_gradients(state.gradient_keys)
+        state.gradient_keys = None
+    if state is None:
+        clear_keras_session(freeze=False, full_collection=False)
+    else:
+        full = bool(state.full_gc_every) and (state.fits + 1) % state.full_gc_every == 0
+        clear_keras_session(freeze=state.freeze_gc, full_collection=full)
+    record.cleanup_seconds = time.perf_counter() - start
+    record.rss = resident_bytes()
+    if state is not None:
+        _count_fit(state, record)
+    record.ended = time.time()
+    return record
+
+
+def _count_fit(state: WorkerState, record: FitRecord) -> None:
+    worker = get_worker()
+    record.worker = worker.address
+    with state.lock:
+        state.fits += 1
+        record.process_fits = state.fits
+        reason = _recycle_reason(state, record.rss or 0)
+    if reason is not None:
+        record.recycle_due = reason
+        nanny: Any = worker.nanny  # an address at run time, typed as a Nanny
+        record.nanny = nanny  # its restarted process registers under it
+
+
+def _recycle_reason(state: WorkerState, rss: int) -> str | None:
+    if state.recycle_after_fits and state.fits >= state.recycle_after_fits:
+        return f"{state.fits} fits"
+    if state.recycle_above_bytes and rss >= state.recycle_above_bytes:
+        return f"resident memory {rss} bytes"
+    return None
+
+
+async def recycle_worker(dask_worker: Any, reason: str = "recycle") -> bool:
+    """Restart this worker process without losing work (run through ``client.run``).
+
+    First the scheduler retires the worker: results only it holds are copied to
+    other workers, and its queued tasks go back to the scheduler as expected
+    (not suspicious) departures. Then its nanny kills the process and starts a
+    fresh one, which imports TensorFlow again and rejoins the cluster.
+    """
+    state = state_of(dask_worker)
+    if state is None or state.recycling or dask_worker.nanny is None:
+        return False
+    state.recycling = True
+    logger.info("sweep: recycling worker %s (%s)", dask_worker.address, reason)
+    await retire_and_restart(dask_worker, reason)
+    return True
+
+
+class FitOutcome:
+    """What a worker sends back for a batch: joblib's results plus fit records."""
+
+    def __init__(self, results: list[Any], records: list[FitRecord]) -> None:
+        self.results = results
+        self.records = records
+
+
+class IsolatedBatch:
+    """Stands in for joblib's ``Batch``: runs each task inside an isolated fit.
+
+    Parameters
+    ----------
+    batch : joblib Batch
+        The batch joblib would run.
+    seed : int, optional
+        The sweep seed; each fit derives its own (:func:`~sweep.worker.seeding.fit_seed`).
+    keys : sequence of str or None
+        Journal keys of the tasks, in order.
+    fast_path : bool
+        Whether fits may take the fast path (:mod:`sweep.worker.fastpath`).
+    """
+
+    def __init__(self, batch: Any, seed: int | None, keys: Sequence[str | None] = (),
+                 fast_path: bool = False) -> None:
+        self.batch = batch
+        self.seed = seed
+        self.keys = list(keys)
+        self.fast_path = fast_path
+
+    def __call__(self, tasks: list[Task] | None = None) -> FitOutcome:
+        results: list[Any] = []
+        records: list[FitRecord] = []
+        tasks = tasks if tasks is not None else []
+        for i in range(len(tasks)):
+            record = FitRecord()
+            try:
+                record = self._run(tasks, i, results)
+            finally:
+                # the fitted model is unreachable now (its task was dropped from
+                # ``tasks``), so the clean-up collects it instead of freezing it;
+                # after an error escaping the fit, the clean-up still runs
+                records.append(end_fit(record))
+        return FitOutcome(results, records)
+
+    def _run(self, tasks: list[Any], i: int, results: list[Any]) -> FitRecord:
+        func, args, kwargs = tasks[i]
+        tasks[i] = None
+        estimator = args[0] if args else None
+        if hasattr(estimator, "get_params"):
+            # fit a shallow copy: Dask keeps the task's own arguments (and so the
+            # estimator the fit would mutate) until the task is released, which
+            # would keep the fitted model alive past this fit's clean-up
+            estimator = copy.copy(estimator)
+            args = [estimator, *args[1:]]
+        seed = fit_seed(self.seed, fit_task(kwargs).split, estimator)
+        with isolated_fit(seed, clean=False) as record:
+            with enabled(estimator, self.fast_path) as fast:
+                done = self.batch([(func, args, kwargs)])
+        results.extend(done)
+        identify(record, kwargs)
+        record.fast_path = fast
+        record.key = self.keys[i] if i < len(self.keys) else None
+        return record
+
+    def __repr__(self) -> str:
+        return repr(self.batch)

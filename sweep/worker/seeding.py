@@ -1,0 +1,107 @@
+"""Every seeding rule of sweep, driver side and worker side, in one place.
+
+Rules:
+
+- **Common random numbers.** With a sweep seed, every candidate of one CV fold
+  gets the same seed (:func:`fit_seed`): candidates are compared on the same
+  initial weights and the same batch order, so a "best" candidate cannot be a
+  lucky seed.
+- **The estimator's own seed wins.** An estimator with an integer
+  ``random_state`` is seeded with it for every fit, as scikeras does in a
+  serial run, so a sweep draws what the user's ``n_jobs=1`` run draws.
+- **The refit** has a stream of its own (:func:`refit_seed`), apart from every
+  fold's.
+- **Op determinism** (TensorFlow) is on only for seeded sweeps
+  (:func:`op_determinism`): it refuses unseeded random ops.
+- **In a fit** (:func:`seeded`), Python, NumPy and Keras are seeded, and Keras
+  draws the seeds of unseeded initializers from a private generator.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from .._compat import keras_seed_source
+
+logger = logging.getLogger(__name__)
+
+#: the refit's seed stream, apart from every CV fold's
+REFIT_STREAM = 2**31 - 1
+
+
+def estimator_seed(estimator: Any) -> int | None:
+    """The estimator's own integer ``random_state``, if it has one."""
+    value = getattr(estimator, "random_state", None)
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        return int(value)
+    return None
+
+
+def _derived(seed: int, stream: int) -> int:
+    return int(np.random.SeedSequence([seed, stream]).generate_state(1)[0])
+
+
+def fit_seed(seed: int | None, split: int | None, estimator: Any = None) -> int | None:
+    """Seed of one fit of CV fold ``split``: the same for every candidate of the fold."""
+    own = estimator_seed(estimator)
+    if own is not None:
+        return own
+    if seed is None:
+        return None
+    return _derived(seed, split or 0)
+
+
+def refit_seed(seed: int | None, estimator: Any = None) -> int | None:
+    """Seed of the final refit: derived from the sweep seed, distinct from every fold's."""
+    own = estimator_seed(estimator)
+    if own is not None:
+        return own
+    return None if seed is None else _derived(seed, REFIT_STREAM)
+
+
+def op_determinism(seed: int | None, wanted: bool) -> bool:
+    """Whether workers turn on TensorFlow op determinism (only for seeded sweeps)."""
+    return seed is not None and wanted
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and Keras (hence TensorFlow) for one fit.
+
+    Keras draws the seeds of unseeded initializers from Python's process-wide
+    ``random`` generator, which Dask's own threads in the worker also draw from
+    (timings, worker choice) while a fit runs. Seeding it is therefore not
+    enough: Keras gets a private generator, seeded for this fit.
+    """
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    if "keras" in sys.modules:
+        import keras
+
+        keras.utils.set_random_seed(seed)
+        if keras_seed_source(random.Random(seed)) is None:  # pragma: no cover
+            logger.warning("sweep: cannot isolate Keras' default seeds; fits may not be exact")
+
+
+@contextlib.contextmanager
+def seeded(seed: int | None, in_worker: bool) -> Iterator[None]:
+    """Within the block, the fit is seeded with ``seed`` (None: left as it is).
+
+    Outside a worker (tests, joblib's sequential fallback) Keras' default seed
+    source is put back afterwards, so a later plain run in the same process
+    draws as it would without sweep.
+    """
+    saved = None if in_worker else keras_seed_source()
+    if seed is not None:
+        seed_everything(seed)
+    try:
+        yield
+    finally:
+        if saved is not None:
+            keras_seed_source(saved)
