@@ -11,13 +11,15 @@ from .exceptions import (
     SweepError,
     WorkerImportError,
 )
+from .records import FitRecord
 from .session import Session, cluster
+from .version import __version__
 
-__version__ = "0.1.0"
 
 __all__ = [
     "cluster",
     "Session",
+    "FitRecord",
     "SweepError",
     "SpecError",
     "DataError",

@@ -30,6 +30,7 @@ from distributed import KilledWorker
 from ._compat import JoblibDaskBackend, failed_fit_result, fit_error
 from .journal import FitKeys, Journal
 from .records import FitRecord
+from .version import __version__
 from .recycling import Recycler
 from .worker.fit import FitOutcome, IsolatedBatch, identify
 
@@ -122,8 +123,6 @@ class SweepBackend(JoblibDaskBackend):
         self.on_fit = on_fit
         self.journal = journal
         self.fast_path = fast_path
-        from . import __version__
-
         self.keys = FitKeys(seed, __version__)
         self._tasks: dict[Any, tuple[list[dict[str, Any]], list[str | None]]] = {}
 

@@ -50,6 +50,8 @@ class FitMonitor:
                 self._bar.update(1)
                 if record.fit_error:
                     self._bar.set_postfix_str("some fits failed")
+                if self._bar.n >= self._bar.total:  # the search's last fit: finish the
+                    self.close()                    # bar before anything else is printed
 
     def close(self) -> None:
         if self._bar is not None:

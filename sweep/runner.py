@@ -94,7 +94,7 @@ def _fit(spec: Spec, session: Session, dataset: Any, search: Any,
         echo(f"sweep: {resumed} fit(s) came from the journal, {len(fits) - resumed} ran now")
     output = Path(spec.output)
     files = results.save(output, cv_results=search.cv_results_, best=_best(search),
-                         spec=spec.resolved(), fits=fits)
+                         spec=spec.resolved(session.settings), fits=fits)
     return SweepResult(search, fits, output, files, time.perf_counter() - start,
                        session.dashboard_link, results.failed_fits(fits))
 

@@ -97,10 +97,10 @@ class Spec:
 
         return resolve(max_retries=self.max_retries, fast_path=self.fast_path, **self.cluster)
 
-    def resolved(self) -> dict[str, Any]:
-        """The spec as it will run, for saving next to the results."""
+    def resolved(self, settings: Settings | None = None) -> dict[str, Any]:
+        """The spec as it runs (with ``settings``, default :meth:`settings`), for saving."""
         out = {k: copy.deepcopy(getattr(self, k)) for k in FIELDS}
-        settings = self.settings()
+        settings = settings or self.settings()
         out["max_retries"], out["fast_path"] = settings.max_retries, settings.fast_path
         out["param_grid"] = out["param_grid"][0] if len(out["param_grid"]) == 1 else out[
             "param_grid"]

@@ -22,6 +22,7 @@ from distributed import WorkerPlugin, get_worker
 
 from .._compat import worker_extension
 from ..clusters.environment import THREAD_VARIABLES
+from . import logs
 from .memory import freeze_heap
 
 logger = logging.getLogger(__name__)
@@ -133,6 +134,7 @@ class WorkerSetup(WorkerPlugin):
         if self.preload_tensorflow and _uses_tensorflow():
             state.tensorflow_threads = pin_tensorflow_threads(self.threads)
             if self.deterministic:
+                logs.install()  # before the first fit: drop TensorFlow's known false alarm
                 state.determinism = enable_determinism()
         elif self.preload_tensorflow:  # another Keras backend (jax): import it now
             import keras  # noqa: F401

@@ -1,0 +1,303 @@
+"""Every touch of another library's internals (sweep/_compat.py), on the installed versions.
+
+Each test exercises one touch for real; a failure names the library, its
+installed version, what sweep relies on and the versions it was checked against,
+so an upgrade that breaks a touch says so at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+
+from sweep import _compat
+
+PROBES: dict[str, Callable[[], None]] = {}
+
+
+def probe(name: str) -> Callable[[Callable[[], None]], Callable[[], None]]:
+    def register(fn: Callable[[], None]) -> Callable[[], None]:
+        PROBES[name] = fn
+        return fn
+    return register
+
+
+@contextlib.contextmanager
+def upstream(name: str) -> Iterator[None]:
+    touch = _compat.TOUCHES[name]
+    try:
+        yield
+    except Exception as exc:
+        pytest.fail(f"{touch.installed()} broke sweep._compat.{name}: {exc!r}\n"
+                    f"  sweep relies on: {touch.what}\n  checked against: {touch.checked}\n"
+                    "  Fix: adapt that function in sweep/_compat.py to the new version.",
+                    pytrace=True)
+
+
+def _fit_kwargs(**extra: Any) -> dict[str, Any]:
+    """The keyword arguments scikit-learn's search really passes to _fit_and_score."""
+    from joblib import parallel_config
+    from joblib._parallel_backends import ThreadingBackend
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import GridSearchCV
+
+    seen: list[dict[str, Any]] = []
+
+    class Spy(ThreadingBackend):
+        def submit(self, func: Any, callback: Any = None) -> Any:
+            seen.extend(kwargs for _, _, kwargs in func.items)
+            return super().submit(func, callback)
+
+        def compute_batch_size(self) -> int:
+            return 1
+
+    X, y = np.random.default_rng(0).random((30, 2)), np.arange(30) % 2
+    with parallel_config(backend=Spy()):
+        GridSearchCV(LogisticRegression(), {"C": [1.0, 2.0]}, cv=3, n_jobs=2, **extra).fit(X, y)
+    return max(seen, key=lambda kw: (kw["candidate_progress"][0], kw["split_progress"][0]))
+
+
+@probe("fit_task")
+def test_fit_task_reads_sklearns_fit_and_score_arguments():
+    with upstream("fit_task"):
+        task = _compat.fit_task(_fit_kwargs())
+        assert (task.candidate, task.n_candidates, task.split, task.n_splits) == (1, 2, 2, 3)
+        assert task.params == {"C": 2.0}
+        assert len(task.train) + len(task.test) == 30 and task.scorer is not None
+
+
+@probe("failed_fit_result")
+def test_a_failed_fit_result_is_what_sklearn_aggregates():
+    from sklearn.model_selection._validation import _aggregate_score_dicts
+
+    with upstream("failed_fit_result"):
+        kwargs = _fit_kwargs(scoring=["accuracy", "f1"], refit=False, return_train_score=True)
+        result = _compat.failed_fit_result(kwargs, "worker lost")
+        assert set(result["test_scores"]) == {"accuracy", "f1"}
+        assert _aggregate_score_dicts([result, result])["fit_error"] == ["worker lost"] * 2
+        assert np.isnan(result["train_scores"]["f1"])
+
+
+@probe("fit_error")
+def test_fit_error_is_read_from_a_real_failed_fit():
+    from sklearn.base import BaseEstimator
+    from sklearn.model_selection._validation import _fit_and_score
+
+    class Broken(BaseEstimator):
+        def __init__(self, C: float = 1.0) -> None:
+            self.C = C
+
+        def fit(self, X: Any, y: Any) -> None:
+            raise ValueError("boom")
+
+    with upstream("fit_error"):
+        X, y = np.zeros((4, 1)), np.array([0, 1, 0, 1])
+        kwargs = _fit_kwargs()
+        kwargs.update(error_score=np.nan, train=np.arange(2), test=np.arange(2, 4),
+                      scorer=lambda est, X, y: 0.0)
+        result = _fit_and_score(Broken(), X, y, **kwargs)
+        assert "boom" in str(_compat.fit_error(result))
+        assert _compat.fit_error({"test_scores": 1.0}) is None
+
+
+@probe("JoblibDaskBackend")
+def test_joblib_dask_backend_hooks():
+    from distributed import Client, LocalCluster
+    from joblib.parallel import BatchedCalls
+
+    with upstream("JoblibDaskBackend"), \
+            LocalCluster(n_workers=1, processes=False, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        backend = _compat.JoblibDaskBackend(client=client)
+        big = np.arange(1000.0)
+        calls = BatchedCalls([(np.sum, (big,), {})], (None, None), None)
+
+        async def split() -> Any:
+            return await backend.split_batch(calls)
+
+        backend.start_call()  # as joblib does before a Parallel call's first batch
+        batch, tasks = client.sync(split)
+        assert tasks[0][1][0] is not big  # shipped as a Dask future
+        future = client.submit(backend.capture_traceback(batch), tasks=tasks)
+        backend.track(future, "callback", "result")
+        assert backend.is_tracked(future) and backend.tracked() == [future]
+        assert backend.untrack(future) == ("result", "callback") and not backend.tracked()
+        out = future.result()
+        backend.stop_call()
+        assert float(backend.retrieve_result_callback(out)[0]) == big.sum()
+
+
+@probe("keras_seed_source")
+def test_keras_default_seeds_come_from_the_replaced_generator():
+    import keras
+
+    with upstream("keras_seed_source"):
+        draws = []
+        for _ in range(2):
+            old = _compat.keras_seed_source(random.Random(3))
+            try:
+                draws.append(keras.layers.Dense(2).build((None, 3)) or
+                             keras.initializers.GlorotUniform()((3, 2)).numpy())
+            finally:
+                _compat.keras_seed_source(old)
+        assert old is not None and np.array_equal(draws[0], draws[1])
+
+
+def _adapter(**kwargs: Any) -> Any:
+    from keras.src.trainers.data_adapters.array_data_adapter import ArrayDataAdapter
+
+    X = np.arange(20, dtype="float32").reshape(10, 2)
+    return ArrayDataAdapter(X, np.arange(10), batch_size=4, **kwargs)
+
+
+@probe("array_inputs")
+def test_array_inputs_reads_keras_adapter():
+    with upstream("array_inputs"):
+        inputs = _compat.array_inputs(_adapter(shuffle=False))
+        assert (inputs.shuffle, inputs.num_samples, inputs.batch_size) == (False, 10, 4)
+        assert np.asarray(inputs.inputs[0]).shape == (10, 2)
+
+
+@probe("replace_array_pipeline")
+def test_keras_pipeline_can_be_replaced_and_restored():
+    from keras.src.trainers.data_adapters.array_data_adapter import ArrayDataAdapter
+
+    original = ArrayDataAdapter.get_tf_dataset
+    with upstream("replace_array_pipeline"):
+        restore = _compat.replace_array_pipeline(lambda inputs: "mine")
+        try:
+            assert restore is not None and _adapter().get_tf_dataset() == "mine"
+            assert _compat.replace_array_pipeline(lambda inputs: None) is None  # nested
+        finally:
+            if restore is not None:
+                restore()
+        assert ArrayDataAdapter.get_tf_dataset is original
+
+
+def _model() -> Any:
+    import keras
+
+    model = keras.Sequential([keras.Input(shape=(2,)), keras.layers.Dense(1)])
+    model.compile(loss="mse", optimizer="sgd")
+    return model
+
+
+@probe("set_steps_per_execution")
+def test_steps_per_execution_is_taken_by_the_next_fit():
+    with upstream("set_steps_per_execution"):
+        model = _model()
+        X = np.zeros((8, 2), dtype="float32")
+        model.fit(X, X[:, :1], batch_size=2, epochs=1, verbose=0)
+        assert _compat.set_steps_per_execution(model, 4)
+        assert model.train_function is None and model.steps_per_execution == 4
+        model.fit(X, X[:, :1], batch_size=2, epochs=1, verbose=0)
+        assert model.steps_per_execution == 4
+        assert not _compat.set_steps_per_execution(object(), 4)
+
+
+@probe("sequential_has_layers")
+def test_sequential_layers_count_the_input():
+    import keras
+
+    with upstream("sequential_has_layers"):
+        model = keras.Sequential()
+        assert not _compat.sequential_has_layers(model)
+        model.add(keras.Input(shape=(3,)))
+        assert _compat.sequential_has_layers(model)
+
+
+@probe("wrap_keras_fit")
+def test_scikeras_training_goes_through_the_wrapper():
+    from scikeras.wrappers import KerasRegressor
+
+    calls = []
+
+    def wrapper(original: Callable[..., Any], X: Any, y: Any, *a: Any, **kw: Any) -> Any:
+        calls.append(len(X))
+        return original(X, y, *a, **kw)
+
+    with upstream("wrap_keras_fit"):
+        est = KerasRegressor(model=_model, epochs=1, verbose=0)
+        assert _compat.wrap_keras_fit(est, wrapper)
+        est.fit(np.zeros((6, 2), dtype="float32"), np.zeros(6))
+        _compat.unwrap_keras_fit(est)
+        assert calls == [6] and "_fit_keras_model" not in est.__dict__
+        assert not _compat.wrap_keras_fit(object(), wrapper)
+
+
+@probe("gradient_registry")
+def test_custom_gradients_land_in_tensorflows_registry():
+    import tensorflow as tf
+
+    with upstream("gradient_registry"):
+        registry = _compat.gradient_registry()
+        assert isinstance(registry, dict)
+        before = set(registry)
+
+        @tf.custom_gradient
+        def double(x: Any) -> Any:
+            return 2 * x, lambda dy: 2 * dy
+
+        tf.function(double).get_concrete_function(tf.TensorSpec([], tf.float32))
+        assert any(str(k).startswith("CustomGradient-") for k in set(registry) - before)
+
+
+@probe("worker_extension")
+def test_state_kept_on_a_real_worker():
+    from distributed import Client, LocalCluster
+
+    def keep(dask_worker: Any) -> Any:
+        _compat.worker_extension(dask_worker, "sweep-test", {"fits": 1})
+        return _compat.worker_extension(dask_worker, "sweep-test")
+
+    with upstream("worker_extension"), \
+            LocalCluster(n_workers=1, processes=False, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        assert list(client.run(keep).values()) == [{"fits": 1}]
+
+
+@probe("retire_and_restart")
+def test_a_worker_is_retired_and_restarted_by_its_nanny():
+    from distributed import Client, LocalCluster
+
+    async def recycle(dask_worker: Any) -> bool:
+        await _compat.retire_and_restart(dask_worker, "test")
+        return True
+
+    with upstream("retire_and_restart"), \
+            LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        client.wait_for_workers(2)
+        old = sorted(client.scheduler_info()["workers"])
+        client.run(recycle, workers=[old[0]], wait=False)
+        import time
+
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            now = set(client.scheduler_info()["workers"])
+            if old[0] not in now and len(now) == 2:
+                break
+            time.sleep(0.2)
+        assert old[0] not in now and len(now) == 2, now
+
+
+@probe("import_slurm_cluster")
+def test_importing_slurm_cluster_keeps_our_sigint_handler():
+    import signal
+
+    with upstream("import_slurm_cluster"):
+        before = signal.getsignal(signal.SIGINT)
+        cls = _compat.import_slurm_cluster()
+        assert cls.__name__ == "SLURMCluster"
+        assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_every_touch_has_a_probe_and_says_what_it_relies_on():
+    assert set(_compat.TOUCHES) == set(PROBES), "add a probe for each touch in _compat.py"
+    for touch in _compat.TOUCHES.values():
+        assert touch.what and touch.checked and "not installed" not in touch.installed()
