@@ -30,9 +30,9 @@ import numpy as np
 from scikeras.wrappers import KerasClassifier
 from sklearn.model_selection import GridSearchCV, StratifiedKFold
 
-import sweep
-from sweep.clusters import default_workers
-from sweep.models import mlp
+import keras_sweep as sweep
+from keras_sweep.clusters import default_workers
+from keras_sweep.models import mlp
 
 
 def make_search(epochs: int, n_jobs: int, candidates: int, refit: bool) -> GridSearchCV:

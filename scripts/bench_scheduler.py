@@ -26,8 +26,8 @@ from pathlib import Path
 
 import joblib
 
-import sweep
-from sweep.journal import Journal
+import keras_sweep as sweep
+from keras_sweep.journal import Journal
 
 
 def noop(i: int) -> int:

@@ -23,8 +23,8 @@ import numpy as np
 from scikeras.wrappers import KerasClassifier
 from sklearn.model_selection import GridSearchCV, StratifiedKFold
 
-import sweep
-from sweep.models import mlp
+import keras_sweep as sweep
+from keras_sweep.models import mlp
 
 
 def search(epochs: int) -> GridSearchCV:

@@ -28,8 +28,8 @@ import numpy as np
 from scikeras.wrappers import KerasClassifier
 from sklearn.model_selection import GridSearchCV, KFold
 
-import sweep
-from sweep.models import mlp
+import keras_sweep as sweep
+from keras_sweep.models import mlp
 
 
 def run(X: np.ndarray, y: np.ndarray, fits: int, recycle: int,

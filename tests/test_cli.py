@@ -16,15 +16,23 @@ pytestmark = pytest.mark.slow
 
 
 def run_cli(*args, timeout=600):
-    return subprocess.run([sys.executable, "-m", "sweep", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "keras_sweep", *args], capture_output=True,
                           text=True, timeout=timeout, env=sweep_env())
 
 
 def test_demo_end_to_end(tmp_path):
+    """The demo as a new user sees it: stdout and stderr in one stream, as printed."""
     out = tmp_path / "demo"
-    proc = run_cli("demo", "--workers", "2", "--epochs", "2", "--output", str(out),
-                   "--no-progress")
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = subprocess.run([sys.executable, "-m", "keras_sweep", "demo", "--workers", "2",
+                           "--epochs", "2", "--output", str(out)], stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, timeout=600,
+                          env={**sweep_env(), "PYTHONUNBUFFERED": "1"})
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    # no TensorFlow false alarm from the workers, one finished progress bar, not glued
+    # to the refit line (the bar used to be redrawn at 100 % after it)
+    assert "E0000" not in proc.stdout and "NodeDef" not in proc.stdout, proc.stdout
+    finished = [line for line in proc.stdout.split("\n") if "12/12" in line]
+    assert len(finished) == 1 and "sweep:" not in finished[0], finished
     lines = proc.stdout.splitlines()
     best = [line for line in lines if line.startswith("Best: ")]
     assert len(best) == 1 and " using {" in best[0]
@@ -78,7 +86,7 @@ def test_builder_defined_in_users_main_script(tmp_path):
         from scikeras.wrappers import KerasClassifier
         from sklearn.datasets import load_breast_cancer
         from sklearn.model_selection import GridSearchCV
-        import sweep
+        import keras_sweep as sweep
 
         def create_model(neurons=2):
             return keras.Sequential([keras.Input((30,)),

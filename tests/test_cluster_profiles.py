@@ -8,11 +8,11 @@ import pytest
 import yaml
 from conftest import ROOT
 
-from sweep import ClusterError, SpecError
-from sweep import spec as specmod
-from sweep.cli import _load, build_parser, overrides
-from sweep.clusters.attach import attach_security
-from sweep.clusters.ec2 import ec2_arguments
+from keras_sweep import ClusterError, SpecError
+from keras_sweep import spec as specmod
+from keras_sweep.cli import _load, build_parser, overrides
+from keras_sweep.clusters.attach import attach_security
+from keras_sweep.clusters.ec2 import ec2_arguments
 
 
 @pytest.fixture()

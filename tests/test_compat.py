@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from sweep import _compat
+from keras_sweep import _compat
 
 PROBES: dict[str, Callable[[], None]] = {}
 
@@ -33,9 +33,9 @@ def upstream(name: str) -> Iterator[None]:
     try:
         yield
     except Exception as exc:
-        pytest.fail(f"{touch.installed()} broke sweep._compat.{name}: {exc!r}\n"
+        pytest.fail(f"{touch.installed()} broke keras_sweep._compat.{name}: {exc!r}\n"
                     f"  sweep relies on: {touch.what}\n  checked against: {touch.checked}\n"
-                    "  Fix: adapt that function in sweep/_compat.py to the new version.",
+                    "  Fix: adapt that function in keras_sweep/_compat.py to the new version.",
                     pytrace=True)
 
 

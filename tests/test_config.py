@@ -12,15 +12,15 @@ import pytest
 import yaml
 from conftest import sweep_env
 
-from sweep import spec as specmod
-from sweep.config import KEYS, resolve, setting
+from keras_sweep import spec as specmod
+from keras_sweep.config import KEYS, resolve, setting
 
 
 def test_every_packaged_key_is_resolved():
     """Each key of sweep.yaml has a reader: a Settings field, a backend section, or output."""
-    from sweep.clusters import known_backends
+    from keras_sweep.clusters import known_backends
 
-    packaged = yaml.safe_load(open(__import__("sweep").config._DEFAULTS_FILE))["sweep"]
+    packaged = yaml.safe_load(open(__import__("keras_sweep").config._DEFAULTS_FILE))["sweep"]
     read = {key.split(".")[0] + "." + key.split(".")[1] for key in KEYS.values()}
     for section, values in packaged.items():
         if section in known_backends():  # resolved into Settings.options
@@ -62,7 +62,7 @@ def test_spec_fields_left_out_use_the_config_and_given_ones_win():
 
 
 def _resolved_in_subprocess(env: dict[str, str]) -> dict[str, object]:
-    code = ("import json, sweep.config as c; s = c.resolve(); "
+    code = ("import json, keras_sweep.config as c; s = c.resolve(); "
             "print(json.dumps({'max_retries': s.max_retries, 'fast_path': s.fast_path}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          env={**sweep_env(), **env}, timeout=120, check=True)
@@ -94,7 +94,7 @@ def test_config_reaches_sweep_run_and_the_spec_beats_it(tmp_path):
     for name, extra in (("config", []), ("spec", ["--set", "max_retries=1",
                                                   "--set", "fast_path=true"])):
         out = tmp_path / name
-        proc = subprocess.run([sys.executable, "-m", "sweep", "run", str(spec), "--workers",
+        proc = subprocess.run([sys.executable, "-m", "keras_sweep", "run", str(spec), "--workers",
                                "1", "--no-progress", "--output", str(out), *extra],
                               capture_output=True, text=True, env=env, timeout=600)
         assert proc.returncode == 0, proc.stderr[-3000:]
@@ -110,7 +110,7 @@ def test_config_reaches_sweep_run_and_the_spec_beats_it(tmp_path):
 
 @pytest.mark.slow
 def test_configured_retries_reach_the_scheduler():
-    import sweep
+    import keras_sweep as sweep
 
     with dask.config.set({"sweep.fit.max-retries": 4}), \
             sweep.cluster(workers=1, preload_tensorflow=False) as session:

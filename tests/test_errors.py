@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from sweep import ClusterError, DataError, SpecError
-from sweep import spec as specmod
-from sweep.data import load
+from keras_sweep import ClusterError, DataError, SpecError
+from keras_sweep import spec as specmod
+from keras_sweep.data import load
 
 BASE = {"data": {"dataset": "breast_cancer"}, "param_grid": {"model__neurons": [2, 4]}}
 
@@ -106,7 +106,7 @@ def test_cli_bad_spec_exits_2_without_traceback(tmp_path):
         param_grid: {model__neurons: [2]}
         epochz: 3
         """)
-    proc = subprocess.run([sys.executable, "-m", "sweep", "run", str(path)],
+    proc = subprocess.run([sys.executable, "-m", "keras_sweep", "run", str(path)],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert "epochz" in proc.stderr and "Fix:" in proc.stderr
@@ -118,7 +118,7 @@ def test_cli_bad_data_exits_2_before_any_cluster(tmp_path):
         data: {csv: missing.csv}
         param_grid: {model__neurons: [2]}
         """)
-    proc = subprocess.run([sys.executable, "-m", "sweep", "run", str(path)],
+    proc = subprocess.run([sys.executable, "-m", "keras_sweep", "run", str(path)],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert "missing.csv" in proc.stderr and "Traceback" not in proc.stderr
@@ -127,7 +127,7 @@ def test_cli_bad_data_exits_2_before_any_cluster(tmp_path):
 
 def test_unguarded_script_gets_the_main_guard_fix(tmp_path):
     script = write(tmp_path, "unguarded.py", """\
-        import sweep
+        import keras_sweep as sweep
         with sweep.cluster("local", workers=1):
             pass
         """)
@@ -139,7 +139,7 @@ def test_unguarded_script_gets_the_main_guard_fix(tmp_path):
 
 
 def test_unknown_backend_in_api():
-    import sweep
+    import keras_sweep as sweep
 
     with pytest.raises(ClusterError, match="use one of"):
         with sweep.cluster("kubernetes"):

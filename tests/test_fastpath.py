@@ -11,11 +11,11 @@ import tensorflow as tf
 from conftest import scores
 from sklearn.model_selection import GridSearchCV, StratifiedKFold
 
-import sweep
-from sweep._compat import array_inputs
-from sweep.worker import fastpath
-from sweep.worker.fit import isolated_fit
-from sweep.worker.plugin import enable_determinism
+import keras_sweep as sweep
+from keras_sweep._compat import array_inputs
+from keras_sweep.worker import fastpath
+from keras_sweep.worker.fit import isolated_fit
+from keras_sweep.worker.plugin import enable_determinism
 
 
 class SeenStepsPerExecution(keras.callbacks.Callback):
@@ -182,7 +182,7 @@ def test_jax_workers_even_when_the_main_module_imports_keras(tmp_path):
     script.write_text(
         "import os\n"
         "import keras  # imported before the cluster starts, as most scripts do\n"
-        "import sweep\n\n"
+        "import keras_sweep as sweep\n\n"
         "def backend():\n"
         "    import keras\n"
         "    return keras.backend.backend()\n\n"

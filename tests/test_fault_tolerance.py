@@ -18,7 +18,7 @@ import pytest
 from conftest import scores, sweep_env
 from sklearn.model_selection import GridSearchCV, StratifiedKFold
 
-import sweep
+import keras_sweep as sweep
 
 pytestmark = pytest.mark.slow
 
@@ -41,7 +41,7 @@ def write_spec(tmp_path, name, output, builder="tiny_models:tiny", grid="[1, 2, 
 
 
 def sweep_cmd(spec):
-    return [sys.executable, "-m", "sweep", "run", str(spec), "--no-progress"]
+    return [sys.executable, "-m", "keras_sweep", "run", str(spec), "--no-progress"]
 
 
 def journal_count(path):

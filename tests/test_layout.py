@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import ROOT
 
-PACKAGE = "sweep"
+PACKAGE = "keras_sweep"
 SOURCE = ROOT / PACKAGE
 SEAM = f"{PACKAGE}._compat"
 #: libraries whose private names only the seam may import
@@ -108,7 +108,7 @@ def test_only_the_seam_imports_private_names_of_other_libraries():
     offenders = [f"{path.relative_to(ROOT)}:{line}: {target}{'.' + name if name else ''}"
                  for module, path in _modules().items() if module != SEAM
                  for target, name, line in _imports(module, path) if _private(target, name)]
-    assert not offenders, ("private upstream names imported outside sweep/_compat.py:\n  "
+    assert not offenders, ("private upstream names imported outside keras_sweep/_compat.py:\n  "
                            + "\n  ".join(offenders))
 
 

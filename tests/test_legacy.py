@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from sklearn.model_selection import GridSearchCV
 
-import sweep
-from sweep import legacy
+import keras_sweep as sweep
+from keras_sweep import legacy
 
 
 def test_keras2_calls_map_to_keras3():

@@ -7,7 +7,7 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV
 
-import sweep
+import keras_sweep as sweep
 
 pytestmark = pytest.mark.slow
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from sklearn.model_selection import GridSearchCV
 
-import sweep
+import keras_sweep as sweep
 
 pytestmark = pytest.mark.slow
 
@@ -147,7 +147,7 @@ def test_a_restart_asked_for_by_the_last_fit_finishes_before_the_cluster_closes(
 
     X, y = cancer
     grid = GridSearchCV(tiny_classifier, {"model__neurons": [1]}, cv=2, n_jobs=-1, refit=False)
-    with caplog.at_level(logging.INFO, logger="sweep.recycling"), \
+    with caplog.at_level(logging.INFO, logger="keras_sweep.recycling"), \
             sweep.cluster("local", workers=1, recycle_after_fits=2, progress=False) as session:
         grid.fit(X, y)
         assert session.fits[-1].recycle_due      # the last fit asked for it
@@ -166,7 +166,7 @@ def test_a_fit_that_leaves_few_objects_skips_the_collection():
 
     import keras
 
-    from sweep.worker.memory import _worth_collecting, freeze_heap
+    from keras_sweep.worker.memory import _worth_collecting, freeze_heap
 
     freeze_heap()
     try:

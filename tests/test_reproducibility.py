@@ -7,7 +7,7 @@ import pytest
 from conftest import scores
 from sklearn.model_selection import GridSearchCV, StratifiedKFold
 
-import sweep
+import keras_sweep as sweep
 
 pytestmark = pytest.mark.slow
 
@@ -62,7 +62,7 @@ def _epoch_orders() -> list[list[float]]:
     """First column of the rows each epoch's single batch holds, in order."""
     import keras
 
-    from sweep.worker.fit import isolated_fit
+    from keras_sweep.worker.fit import isolated_fit
 
     seen: list[list[float]] = []
 

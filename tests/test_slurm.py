@@ -20,10 +20,10 @@ import numpy as np
 import pytest
 from conftest import sweep_env
 
-from sweep import spec as specmod
-from sweep.clusters.slurm import job_options, lifetime, parse_walltime
-from sweep.exceptions import ClusterError, SpecError
-from sweep.runner import run
+from keras_sweep import spec as specmod
+from keras_sweep.clusters.slurm import job_options, lifetime, parse_walltime
+from keras_sweep.exceptions import ClusterError, SpecError
+from keras_sweep.runner import run
 
 pytestmark = [pytest.mark.slurm]
 
@@ -129,7 +129,7 @@ def test_lifetime_is_shorter_than_walltime_and_staggered():
 
 
 def test_job_options_pin_threads_and_set_lifetime():
-    from sweep.config import resolve
+    from keras_sweep.config import resolve
 
     settings = resolve(backend="slurm", workers=4, threads_per_worker=2, partition="gpu",
                        processes=2, walltime="02:00:00",
@@ -240,7 +240,7 @@ def test_one_allocation_batch_script(slurm, tmp_path):
     spec = _spec(tmp_path, {**SLURM, "walltime": "00:10:00"})
     spec_file.write_text(yaml.safe_dump(spec.resolved()))
     proc = subprocess.run(
-        [sys.executable, "-m", "sweep", "batch", str(spec_file), "--set", f"output={out}",
+        [sys.executable, "-m", "keras_sweep", "batch", str(spec_file), "--set", f"output={out}",
          "--submit", "--wait"], capture_output=True, text=True, env=sweep_env(), timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert (out / "sweep-batch.sh").read_text().count("srun ") == 2
@@ -263,7 +263,7 @@ def test_interrupt_cancels_jobs(slurm, tmp_path):
     # set here the driver starts with Python's default Ctrl-C handling.
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
-        proc = subprocess.Popen([sys.executable, "-m", "sweep", "run", str(spec_file),
+        proc = subprocess.Popen([sys.executable, "-m", "keras_sweep", "run", str(spec_file),
                                  "--no-progress"], env=sweep_env(), stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True)
     finally:

@@ -23,9 +23,9 @@ from distributed.comm import get_address_host
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV
 
-import sweep
-from sweep import ClusterError
-from sweep.clusters import tls
+import keras_sweep as sweep
+from keras_sweep import ClusterError
+from keras_sweep.clusters import tls
 
 STATE = Path(os.environ.get("SWEEP_SSH_STATE", "/tmp/sweep-ssh"))
 pytestmark = [
@@ -275,7 +275,7 @@ def test_missing_remote_python_names_the_fix(options):
 def test_python_without_sweep_names_the_fix(options):
     if not Path("/usr/bin/python3").is_file():
         pytest.skip("needs a system Python without sweep at /usr/bin/python3")
-    with pytest.raises(ClusterError, match=r"cannot import sweep(.|\n)*Fix: pip install"):
+    with pytest.raises(ClusterError, match=r"cannot import keras_sweep(.|\n)*Fix: pip install"):
         _start(**{**options, "remote_python": "/usr/bin/python3"})
 
 
@@ -287,7 +287,7 @@ def test_workers_that_cannot_start_name_the_fix(options):
 
 
 def test_version_mismatch_names_the_packages_and_the_fix():
-    from sweep.clusters.ssh import check_versions, local_versions
+    from keras_sweep.clusters.ssh import check_versions, local_versions
 
     here = local_versions()
     there = {**here, "distributed": "2023.1.0"}

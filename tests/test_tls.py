@@ -9,8 +9,8 @@ import stat
 import pytest
 from cryptography import x509
 
-from sweep import ClusterError
-from sweep.clusters import tls
+from keras_sweep import ClusterError
+from keras_sweep.clusters import tls
 
 
 @pytest.fixture(scope="module")

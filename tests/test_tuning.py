@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from sweep.data import stratified_sample
-from sweep.refine import refine_spec, refine_values
+from keras_sweep.data import stratified_sample
+from keras_sweep.refine import refine_spec, refine_values
 
 
 def test_sample_keeps_class_proportions(pima_path):
@@ -42,7 +42,7 @@ def test_refine_command_writes_a_valid_finer_spec(tmp_path):
 
     import yaml
 
-    from sweep import spec as specmod
+    from keras_sweep import spec as specmod
 
     results = tmp_path / "coarse"
     results.mkdir()
@@ -52,7 +52,7 @@ def test_refine_command_writes_a_valid_finer_spec(tmp_path):
     (results / "spec.yaml").write_text(yaml.safe_dump(spec))
     best = {"model__neurons": 16, "optimizer__learning_rate": 0.01}
     (results / "best.json").write_text(json.dumps({"best_params": best}))
-    proc = subprocess.run([sys.executable, "-m", "sweep", "refine", str(results)],
+    proc = subprocess.run([sys.executable, "-m", "keras_sweep", "refine", str(results)],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     fine = specmod.load(tmp_path / "coarse-fine.yaml")
@@ -67,7 +67,7 @@ def test_refine_command_explains_a_wrong_folder(tmp_path):
     import subprocess
     import sys
 
-    proc = subprocess.run([sys.executable, "-m", "sweep", "refine", str(tmp_path)],
+    proc = subprocess.run([sys.executable, "-m", "keras_sweep", "refine", str(tmp_path)],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "Fix:" in proc.stderr and "Traceback" not in proc.stderr
 
@@ -75,8 +75,8 @@ def test_refine_command_explains_a_wrong_folder(tmp_path):
 def test_sample_field_is_validated():
     import pytest
 
-    from sweep import SpecError
-    from sweep import spec as specmod
+    from keras_sweep import SpecError
+    from keras_sweep import spec as specmod
 
     with pytest.raises(SpecError, match="data.sample"):
         specmod.load({"data": {"dataset": "iris", "sample": 1.5},

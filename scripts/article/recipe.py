@@ -15,7 +15,7 @@ import numpy as np
 from scikeras.wrappers import KerasClassifier
 from sklearn.model_selection import GridSearchCV, StratifiedKFold
 
-import sweep
+import keras_sweep as sweep
 
 DEFAULT_CSV = Path(__file__).resolve().parents[3] / "shared" / "data" / "pima-indians-diabetes.csv"
 

@@ -18,9 +18,9 @@ from pathlib import Path
 
 from report import experiment_section, plot
 
-import sweep
-from sweep import spec as specmod
-from sweep.runner import JOURNAL_NAME, run
+import keras_sweep as sweep
+from keras_sweep import spec as specmod
+from keras_sweep.runner import JOURNAL_NAME, run
 
 HERE = Path(__file__).resolve().parent
 ARTICLE_BEST = {

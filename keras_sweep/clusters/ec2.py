@@ -59,7 +59,7 @@ def start(settings: Settings) -> Started:
         from dask_cloudprovider.aws import EC2Cluster
     except ImportError as exc:
         raise ClusterError("the 'ec2' backend needs dask-cloudprovider.\n"
-                           '  Fix: pip install "sweep[cloud]"') from exc
+                           '  Fix: pip install "keras-sweep[cloud]"') from exc
     arguments = ec2_arguments(settings)
     if not arguments["security"]:
         logger.warning("sweep: TLS IS OFF for EC2 (tls: false): anyone who reaches the "

@@ -47,11 +47,18 @@ class FitMonitor:
         with self._lock:
             self.records.append(record)
             if self._bar is not None:
-                self._bar.update(1)
-                if record.fit_error:
-                    self._bar.set_postfix_str("some fits failed")
-                if self._bar.n >= self._bar.total:  # the search's last fit: finish the
-                    self.close()                    # bar before anything else is printed
+                self._advance(self._bar, failed=bool(record.fit_error))
+
+    def _advance(self, bar: Any, failed: bool) -> None:
+        if failed:
+            bar.set_postfix_str("some fits failed", refresh=False)
+        if bar.n + 1 < bar.total:
+            bar.update(1)
+            return
+        # the search's last fit: finish the bar now, before anything else is printed,
+        # drawn once at 100 % (closing draws it; an update first would draw it twice)
+        bar.n = bar.total
+        self.close()
 
     def close(self) -> None:
         if self._bar is not None:

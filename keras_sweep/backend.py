@@ -30,8 +30,8 @@ from distributed import KilledWorker
 from ._compat import JoblibDaskBackend, failed_fit_result, fit_error
 from .journal import FitKeys, Journal
 from .records import FitRecord
-from .version import __version__
 from .recycling import Recycler
+from .version import __version__
 from .worker.fit import FitOutcome, IsolatedBatch, identify
 
 logger = logging.getLogger(__name__)

@@ -132,7 +132,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
 
 def demo_spec() -> dict[str, Any]:
     """The packaged demo spec: a small real grid on scikit-learn's breast cancer data."""
-    text = resources.files("sweep").joinpath("specs/demo.yaml").read_text()
+    text = resources.files(__package__).joinpath("specs/demo.yaml").read_text()
     return dict(yaml.safe_load(text))
 
 

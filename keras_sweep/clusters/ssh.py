@@ -250,9 +250,9 @@ def check_versions(host: str, here: dict[str, Any], there: dict[str, Any],
     """Raise if a package is missing on ``host`` or its version differs from here."""
     if there.get("sweep") is None:
         raise ClusterError(
-            f"host {host}: {remote_python} cannot import sweep "
+            f"host {host}: {remote_python} cannot import {PACKAGE} "
             f"({there.get('sweep_error', 'not installed')}).\n"
-            f"  Fix: pip install the same sweep on {host} (pip install sweep=="
+            f"  Fix: pip install the same keras-sweep on {host} (pip install keras-sweep=="
             f"{here['sweep']}, or pip install -e . in a shared checkout), or point "
             "remote_python: at the Python that has it")
     names = ("python", "sweep", *MUST_MATCH)
@@ -264,7 +264,7 @@ def check_versions(host: str, here: dict[str, Any], there: dict[str, Any],
         raise ClusterError(
             f"host {host}: package versions differ from this machine ({rows}).\n"
             f"  Fix: install the same versions on every host, e.g. on {host}: "
-            f"{remote_python} -m pip install {pins or 'sweep==' + str(here['sweep'])}")
+            f"{remote_python} -m pip install {pins or 'keras-sweep==' + str(here['sweep'])}")
 
 
 async def _ship(conn: Any, files: tls.TlsFiles, roles: list[str], remote_dir: str) -> None:

@@ -15,7 +15,6 @@ from .records import FitRecord
 from .session import Session, cluster
 from .version import __version__
 
-
 __all__ = [
     "cluster",
     "Session",
