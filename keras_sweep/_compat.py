@@ -13,8 +13,9 @@ assumes beyond the public API.
 
 from __future__ import annotations
 
+import contextlib
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from importlib import metadata
 from typing import Any, TypeVar
@@ -207,7 +208,11 @@ def keras_seed_source(new: Any = None) -> Any:
     return old
 
 
-def _array_data_adapter() -> Any:
+@touch("keras", ">=3.0, tested 3.15.1",
+       "keras.src.trainers.data_adapters.array_data_adapter.ArrayDataAdapter(x, y, "
+       "sample_weight, batch_size, shuffle): the adapter Model.fit makes for NumPy arrays")
+def array_data_adapter() -> Any:
+    """Keras' adapter class for NumPy inputs (the one ``fit`` builds its pipeline with)."""
     from keras.src.trainers.data_adapters.array_data_adapter import ArrayDataAdapter
 
     return ArrayDataAdapter
@@ -245,7 +250,7 @@ def replace_array_pipeline(make: Callable[[ArrayInputs], Any]) -> Callable[[], N
     layout, or already replaced by an enclosing fit).
     """
     try:
-        adapter_class = _array_data_adapter()
+        adapter_class = array_data_adapter()
     except ImportError:
         return None
     original = adapter_class.get_tf_dataset
@@ -306,6 +311,20 @@ def wrap_keras_fit(estimator: Any, wrapper: Callable[..., Any]) -> bool:
 
     estimator._fit_keras_model = fit_keras_model
     return True
+
+
+@touch("scikeras", ">=0.13, tested 0.13.0",
+       "BaseWrapper._fit_keras_model trains through self.model_.fit(x=X, y=y, **fit_args) "
+       "and reads the returned History's .history")
+@contextlib.contextmanager
+def replace_model_fit(model: Any, make: Callable[[Any], Any]) -> Iterator[None]:
+    """Within the block, ``model.fit`` is ``make(keras_fit)`` (on this instance only)."""
+    keras_fit = model.fit
+    model.fit = make(keras_fit)
+    try:
+        yield
+    finally:
+        model.__dict__.pop("fit", None)
 
 
 def unwrap_keras_fit(estimator: Any) -> None:

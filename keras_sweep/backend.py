@@ -101,7 +101,10 @@ class SweepBackend(JoblibDaskBackend):
         Where finished fits are recorded; fits already in it are not run again.
     fast_path : bool
         Run whole epochs per Keras execution (``steps_per_execution``) in the
-        workers; see :mod:`sweep.fastpath`.
+        workers; see :mod:`sweep.worker.fastpath`.
+    compiled_loop : bool
+        On the fast path, train with sweep's compiled loop where it is exact
+        (:mod:`sweep.worker.loop`).
     """
 
     def __init__(
@@ -113,6 +116,7 @@ class SweepBackend(JoblibDaskBackend):
         workers: int | None = None,
         journal: Journal | None = None,
         fast_path: bool = False,
+        compiled_loop: bool = True,
         **submit_kwargs: Any,
     ) -> None:
         super().__init__(client=client, **submit_kwargs)
@@ -123,6 +127,7 @@ class SweepBackend(JoblibDaskBackend):
         self.on_fit = on_fit
         self.journal = journal
         self.fast_path = fast_path
+        self.compiled_loop = compiled_loop
         self.keys = FitKeys(seed, __version__)
         self._tasks: dict[Any, tuple[list[dict[str, Any]], list[str | None]]] = {}
 
@@ -180,7 +185,8 @@ class SweepBackend(JoblibDaskBackend):
         if self.on_submit is not None:
             for task in tasks:
                 self.on_submit(identify(FitRecord(), task[2]))
-        batch = IsolatedBatch(joblib_batch, self.seed, keys, fast_path=self.fast_path)
+        batch = IsolatedBatch(joblib_batch, self.seed, keys, fast_path=self.fast_path,
+                              compiled_loop=self.compiled_loop)
         dask_future = self.client.submit(
             self.capture_traceback(batch), tasks=tasks,
             key=f"{batch!r}-{uuid4().hex}", **self.submit_kwargs)

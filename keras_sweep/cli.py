@@ -108,6 +108,9 @@ def _add_spec_options(p: argparse.ArgumentParser) -> None:
                    help="train on a stratified sample of the rows, e.g. 0.25, for a quick scan")
     p.add_argument("--no-fast-path", action="store_true",
                    help="one Keras call per batch (default: a whole epoch per call)")
+    p.add_argument("--no-compiled-loop", action="store_true",
+                   help="train with Keras' fit, not sweep's compiled loop (default: the loop "
+                   "where it is exact)")
 
 
 def overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -124,6 +127,7 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
         "output": args.output,
         "data.sample": args.sample,
         "fast_path": False if getattr(args, "no_fast_path", False) else None,
+        "compiled_loop": False if getattr(args, "no_compiled_loop", False) else None,
     }
     out = {k: v for k, v in mapping.items() if v is not None}
     for item in args.settings:

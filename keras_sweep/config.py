@@ -64,6 +64,7 @@ class Settings:
     max_retries: int
     deterministic: bool
     fast_path: bool
+    compiled_loop: bool
     tls: bool
     tls_valid_days: float
     #: the backend's own options: explicit values over ``sweep.<backend>.*``
@@ -94,6 +95,7 @@ KEYS: dict[str, str] = {
     "max_retries": "fit.max-retries",
     "deterministic": "fit.deterministic",
     "fast_path": "fit.fast-path",
+    "compiled_loop": "fit.compiled-loop",
     "tls": "tls.enabled",
     "tls_valid_days": "tls.valid-days",
 }
@@ -140,6 +142,7 @@ def resolve(**explicit: Any) -> Settings:
         max_retries=int(pick("max_retries")),
         deterministic=bool(pick("deterministic")),
         fast_path=bool(pick("fast_path")),
+        compiled_loop=bool(pick("compiled_loop")),
         tls=bool(pick("tls")),
         tls_valid_days=float(pick("tls_valid_days")),
         options=MappingProxyType(_backend_options(backend, explicit)),

@@ -55,6 +55,9 @@ def mlp(
 def _output_layer(meta: dict[str, Any], kernel_initializer: str) -> Any:
     import keras
 
+    if "n_classes_" not in meta:  # a regressor (scikeras gives classifiers their classes),
+        # even when its targets look like classes (integer-valued, as diabetes' are)
+        return keras.layers.Dense(meta.get("n_outputs_expected_", 1) or 1)
     if meta.get("target_type_") == "binary":
         return keras.layers.Dense(1, activation="sigmoid", kernel_initializer=kernel_initializer)
     if meta.get("target_type_") in ("multiclass", "multiclass-multioutput"):

@@ -41,8 +41,14 @@ class FitRecord:
     rss: int | None = None
     #: fits this worker process has run, this one included
     process_fits: int | None = None
-    #: whether the fit ran on the fast path (whole epochs per Keras execution)
+    #: whether the fit ran on a fast path (sweep's compiled loop, or whole epochs per
+    #: Keras execution)
     fast_path: bool = False
+    #: how it trained: "compiled loop", "fast path" (Keras' fit, whole epochs per
+    #: execution) or "keras"
+    fit_path: str | None = None
+    #: why sweep's compiled loop did not train it, when it was on
+    fallback: str | None = None
     #: TensorFlow custom-gradient registrations dropped after the fit
     purged_gradients: int | None = None
     #: why the worker asked to be recycled after this fit, and its nanny's address

@@ -18,15 +18,15 @@ from .backend import data_future
 from .exceptions import SweepError
 from .records import FitRecord
 from .worker.fastpath import enabled
-from .worker.fit import isolated_fit
+from .worker.fit import describe_path, isolated_fit
 from .worker.seeding import refit_seed
 
 
 def _refit_task(estimator: Any, X: Any, y: Any, seed: int | None, fast: bool,
-                fit_params: dict[str, Any]) -> tuple[Any, FitRecord]:
-    with enabled(estimator, fast) as on, isolated_fit(seed) as record:
+                compiled: bool, fit_params: dict[str, Any]) -> tuple[Any, FitRecord]:
+    with enabled(estimator, fast, compiled=compiled) as path, isolated_fit(seed) as record:
         estimator.fit(X, y, **fit_params)
-    record.fast_path = on
+    describe_path(record, path)
     return estimator, record
 
 
@@ -61,7 +61,7 @@ def refit_on_worker(session: Any, search: Any, X: Any, y: Any,
     data = [data_future(client, value, "refit-data") for value in (X, y)]
     seed = refit_seed(backend.seed, estimator)  # scikeras seeds a refit with its own too
     future = client.submit(_refit_task, estimator, data[0], data[1], seed,
-                           backend.fast_path, fit_params, pure=False,
+                           backend.fast_path, backend.compiled_loop, fit_params, pure=False,
                            key=f"sweep-refit-{id(search)}-{time.time_ns()}")
     fitted, record = future.result()
     search.best_estimator_ = fitted

@@ -50,6 +50,7 @@ def run(spec: Spec, *, progress: bool = True, echo: Callable[[str], None] = prin
         echo(f"sweep: journal {journal} found: fits it holds are not run again")
     with cluster(seed=spec.seed, progress=progress, journal=journal,
                  max_retries=spec.max_retries, fast_path=spec.fast_path,
+                 compiled_loop=spec.compiled_loop,
                  **spec.cluster) as own:
         return _fit(spec, own, dataset, search, echo, start)
 

@@ -105,6 +105,7 @@ def cluster(
     journal: str | Path | Journal | None = None,
     max_retries: int | None = None,
     fast_path: bool | None = None,
+    compiled_loop: bool | None = None,
     **backend_options: Any,
 ) -> Iterator[Session]:
     """Run every joblib-parallel fit inside the block on an isolated Dask cluster.
@@ -143,6 +144,9 @@ def cluster(
         Run whole epochs per Keras execution (``steps_per_execution`` = batches
         per epoch) unless a callback needs every batch (default: on,
         ``sweep.fit.fast-path``). Same losses and scores, less overhead.
+    compiled_loop : bool, optional
+        On the fast path, train with sweep's compiled loop (one traced call per
+        epoch) where it is exact (default: on, ``sweep.fit.compiled-loop``).
     **backend_options
         Options of the backend, e.g. ``address=`` for ``"attach"``, ``hosts=``
         for ``"ssh"``, ``queue=`` for ``"slurm"``.
@@ -162,7 +166,7 @@ def cluster(
         backend=backend, workers=workers, threads_per_worker=threads_per_worker,
         recycle_after_fits=recycle_after_fits, recycle_above_memory=recycle_above_memory,
         keras_backend=keras_backend, max_retries=max_retries, fast_path=fast_path,
-        **backend_options)
+        compiled_loop=compiled_loop, **backend_options)
     started = clusters.start(settings)
     client = store = None
     try:
@@ -185,7 +189,8 @@ def _session(started: clusters.Started, settings: Settings, client: Client,
     monitor = FitMonitor(show=progress)
     backend = SweepBackend(client, seed=seed, on_submit=monitor.on_submit,
                            on_fit=monitor.on_fit, workers=started.max_workers,
-                           journal=store, fast_path=settings.fast_path)
+                           journal=store, fast_path=settings.fast_path,
+                           compiled_loop=settings.compiled_loop)
     with joblib.parallel_config(backend=backend):
         try:
             yield Session(client, started.cluster, backend, monitor, settings, store)

@@ -36,6 +36,7 @@ FIELDS: dict[str, tuple[tuple[type, ...], str]] = {
     "allow_failures": ((bool,), "true or false"),
     "max_retries": ((int, type(None)), "how often a fit whose worker died is retried, e.g. 2"),
     "fast_path": ((bool, type(None)), "true (whole epochs per Keras execution) or false"),
+    "compiled_loop": ((bool, type(None)), "true (sweep's compiled training loop) or false"),
     "cluster": ((dict,), "{backend: local, workers: 2}"),
     "output": ((str,), "a folder for the results, e.g. sweep-results/demo"),
 }
@@ -82,6 +83,7 @@ class Spec:
     #: None: from the Dask configuration (``sweep.fit.max-retries``, ``sweep.fit.fast-path``)
     max_retries: int | None
     fast_path: bool | None
+    compiled_loop: bool | None
     cluster: dict[str, Any]
     output: str
     base_dir: Path | None = None
@@ -95,13 +97,15 @@ class Spec:
         """The spec's settings, resolved over the Dask configuration (:mod:`sweep.config`)."""
         from .config import resolve
 
-        return resolve(max_retries=self.max_retries, fast_path=self.fast_path, **self.cluster)
+        return resolve(max_retries=self.max_retries, fast_path=self.fast_path,
+                       compiled_loop=self.compiled_loop, **self.cluster)
 
     def resolved(self, settings: Settings | None = None) -> dict[str, Any]:
         """The spec as it runs (with ``settings``, default :meth:`settings`), for saving."""
         out = {k: copy.deepcopy(getattr(self, k)) for k in FIELDS}
         settings = settings or self.settings()
         out["max_retries"], out["fast_path"] = settings.max_retries, settings.fast_path
+        out["compiled_loop"] = settings.compiled_loop
         out["param_grid"] = out["param_grid"][0] if len(out["param_grid"]) == 1 else out[
             "param_grid"]
         if isinstance(out["error_score"], float) and math.isnan(out["error_score"]):
@@ -211,7 +215,8 @@ def validate(raw: dict[str, Any], base_dir: Path | None = None) -> Spec:
         refit=raw.get("refit", True), error_score=_error_score(raw.get("error_score", "nan")),
         allow_failures=raw.get("allow_failures", False),
         max_retries=_non_negative("max_retries", raw.get("max_retries")),
-        fast_path=raw.get("fast_path"), cluster=cluster,
+        fast_path=raw.get("fast_path"), compiled_loop=raw.get("compiled_loop"),
+        cluster=cluster,
         output=raw.get("output") or default_output(raw.get("name", "sweep")),
         base_dir=base_dir,
     )

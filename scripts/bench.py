@@ -3,8 +3,9 @@
 
 1. the recipe's way: GridSearchCV(n_jobs=-1) with joblib's default (loky) backend;
 2. serial: n_jobs=1;
-3. sweep: the same GridSearchCV inside ``sweep.cluster("local")``, one worker per core,
-   with the fast fit path (default) and without it.
+3. sweep: the same GridSearchCV inside ``sweep.cluster("local")``, one worker per core:
+   its default (the compiled loop), the fast path of Keras' fit (whole epochs per
+   execution, compiled loop off), and neither.
 
 The cross-validation phase and the final refit are timed apart (the recipe refits in
 the driver, sweep on a worker). Repetitions are interleaved, the order reversed every
@@ -45,7 +46,7 @@ def make_search(epochs: int, n_jobs: int, candidates: int, refit: bool) -> GridS
                         n_jobs=n_jobs, refit=refit)
 
 
-MODES = ("serial", "loky", "sweep", "sweep-plain")
+MODES = ("serial", "loky", "sweep", "sweep-fastpath", "sweep-plain")
 
 
 def run_mode(mode: str, session: Any, args: Any, X: np.ndarray,
@@ -54,12 +55,13 @@ def run_mode(mode: str, session: Any, args: Any, X: np.ndarray,
     import joblib
 
     if mode.startswith("sweep"):
-        session.backend.fast_path = mode == "sweep"
+        session.backend.fast_path = mode != "sweep-plain"
+        session.backend.compiled_loop = mode == "sweep"
         search = make_search(args.epochs, -1, args.candidates, refit=False)
         start = time.perf_counter()
         search.fit(X, y)
         cv = time.perf_counter() - start
-        refit = session.refit(search, X, y)["wall_seconds"]
+        refit = session.refit(search, X, y).wall_seconds or 0.0
         return cv, refit, search.best_params_, list(search.cv_results_["mean_test_score"])
     search = make_search(args.epochs, 1 if mode == "serial" else -1, args.candidates,
                          refit=True)
@@ -71,32 +73,32 @@ def run_mode(mode: str, session: Any, args: Any, X: np.ndarray,
             list(search.cv_results_["mean_test_score"]))
 
 
-def consecutive_fits(fits: list[dict[str, Any]]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+def consecutive_fits(fits: list[Any]) -> list[tuple[Any, Any]]:
     """Pairs of fits that ran one after the other on the same worker, less than
     2 s apart (longer: a worker idle between two searches)."""
-    by_pid: dict[int, list[dict[str, Any]]] = {}
+    by_pid: dict[int, list[Any]] = {}
     for f in fits:
-        if "started" in f and "ended" in f:
+        if f.started is not None and f.ended is not None:
             by_pid.setdefault(f.pid, []).append(f)
     pairs = []
     for runs in by_pid.values():
         runs.sort(key=lambda f: f.started)
         pairs += [(a, b) for a, b in zip(runs, runs[1:], strict=False)
-                  if b["started"] - a["ended"] < 2.0]
+                  if b.started - a.ended < 2.0]
     return pairs
 
 
-def dispatch_gaps(fits: list[dict[str, Any]]) -> list[float]:
+def dispatch_gaps(fits: list[Any]) -> list[float]:
     """Per fit, the time a worker waited between finishing one fit (clean-up done,
     result handed to Dask) and starting the next: Dask's round trip plus sweep's
     bookkeeping."""
-    return [b["started"] - a["ended"] for a, b in consecutive_fits(fits)]
+    return [b.started - a.ended for a, b in consecutive_fits(fits)]
 
 
-def worker_overheads(fits: list[dict[str, Any]]) -> list[float]:
+def worker_overheads(fits: list[Any]) -> list[float]:
     """Per fit, worker time between one fit's start and the next one's on the same
     worker, less the fit itself: clean-up, bookkeeping, and waiting for the next task."""
-    return [b["started"] - a["started"] - a["seconds"] for a, b in consecutive_fits(fits)]
+    return [b.started - a.started - a.seconds for a, b in consecutive_fits(fits)]
 
 
 def main() -> None:
@@ -133,12 +135,13 @@ def main() -> None:
 
 def report(args: Any, cv: dict[str, list[float]], refit: dict[str, list[float]],
            best: dict[str, Any], means: dict[str, list[float]], startup: float,
-           fits: list[dict[str, Any]]) -> None:
+           fits: list[Any]) -> None:
     med = {m: statistics.median(t) for m, t in cv.items()}
     med_refit = {m: statistics.median(t) for m, t in refit.items()}
     n_fits = 3 * args.candidates
-    plain = [f.seconds for f in fits if not f.fast_path]
-    fast = [f.seconds for f in fits if f.fast_path]
+    plain = [f.seconds for f in fits if f.fit_path == "keras"]
+    fast = [f.seconds for f in fits if f.fit_path == "fast path"]
+    looped = [f.seconds for f in fits if f.fit_path == "compiled loop"]
     # idle share: wall x workers not spent inside fits, per fit (plain sweep); it
     # includes waiting at the end of the grid for the last, longest fit
     idle = (med["sweep-plain"] * args.workers - sum(plain) / args.reps) / n_fits
@@ -158,7 +161,8 @@ def report(args: Any, cv: dict[str, list[float]], refit: dict[str, list[float]],
         "median_cv_seconds": med, "median_refit_seconds": med_refit,
         "all_cv_seconds": cv, "all_refit_seconds": refit,
         "mean_fit_seconds": {"plain": statistics.mean(plain) if plain else None,
-                             "fast": statistics.mean(fast) if fast else None},
+                             "fast": statistics.mean(fast) if fast else None,
+                             "compiled_loop": statistics.mean(looped) if looped else None},
         "cv_speedup_vs_serial": {m: med["serial"] / med[m] for m in MODES},
         "cv_speedup_vs_loky": {m: med["loky"] / med[m] for m in MODES},
         "end_to_end_speedup_vs_serial": {m: end_to_end["serial"] / end_to_end[m]
@@ -179,14 +183,16 @@ def report(args: Any, cv: dict[str, list[float]], refit: dict[str, list[float]],
         "best_params": best,
         "best_params_agree": len({json.dumps(b, sort_keys=True) for b in best.values()}) == 1,
         "fits": [{k: getattr(f, k) for k in ("pid", "started", "ended", "seconds",
-                                        "cleanup_seconds", "fast_path", "candidate", "split")}
+                                        "cleanup_seconds", "fit_path", "candidate", "split")}
                  for f in fits],
     }
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     (out / "bench.json").write_text(json.dumps(result, indent=1))
     names = {"serial": "serial `n_jobs=1` (loky)", "loky": "recipe `n_jobs=-1` (loky)",
-             "sweep": "sweep, fast path (default)", "sweep-plain": "sweep, fast path off"}
+             "sweep": "sweep, compiled loop (default)",
+             "sweep-fastpath": "sweep, fast path of Keras' fit (compiled loop off)",
+             "sweep-plain": "sweep, fast path off"}
     table = [
         f"Machine: {result['machine']}; {result['grid']}; Keras backend "
         f"{result['keras_backend']}; {args.workers} workers; median of {args.reps} interleaved "
@@ -201,7 +207,9 @@ def report(args: Any, cv: dict[str, list[float]], refit: dict[str, list[float]],
                      f"{result['end_to_end_speedup_vs_loky'][m]:.2f}x |")
     mean_fit = result["mean_fit_seconds"]
     table += ["", f"Mean fit in a worker: {mean_fit['plain'] or 0:.2f} s plain, "
-              f"{mean_fit['fast'] or 0:.2f} s fast path. Parallel efficiency (fast path off) "
+              f"{mean_fit['fast'] or 0:.2f} s fast path, "
+              f"{mean_fit['compiled_loop'] or 0:.2f} s compiled loop. Parallel efficiency "
+              "(fast path off) "
               f"{result['parallel_efficiency_plain']:.0%}; per fit (medians): dispatch (a "
               f"worker waiting for its next fit) {dispatch * 1000:.1f} ms, clean-up after "
               f"the fit {cleanup * 1000:.0f} ms, worker time outside fits in all "
@@ -209,7 +217,7 @@ def report(args: Any, cv: dict[str, list[float]], refit: dict[str, list[float]],
               f"worker time per fit incl. the grid's tail {idle * 1000:.0f} ms; "
               f"worker start-up (Keras import, warm "
               f"pool) {startup:.1f} s; peak worker memory {result['peak_worker_rss_mb']:.0f} "
-              f"MB; best parameters agree across the four ways: {result['best_params_agree']} "
+              f"MB; best parameters agree across the five ways: {result['best_params_agree']} "
               f"({best}); largest difference of a mean test score from serial's: "
               + ", ".join(f"{m} {d:.2g}" for m, d in
                           result["max_score_difference_vs_serial"].items()) + "."]

@@ -28,6 +28,7 @@ import joblib
 
 import keras_sweep as sweep
 from keras_sweep.journal import Journal
+from keras_sweep.records import FitRecord
 
 
 def noop(i: int) -> int:
@@ -85,7 +86,7 @@ def main() -> None:
         n = 300
         start = time.perf_counter()
         for i in range(n):
-            journal.record(f"key-{i}", result, {"seconds": 1.0})
+            journal.record(f"key-{i}", result, FitRecord(seconds=1.0))
         out["journal_ms_per_fit"] = 1000 * (time.perf_counter() - start) / n
         journal.close()
 

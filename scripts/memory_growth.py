@@ -45,16 +45,16 @@ def run(X: np.ndarray, y: np.ndarray, fits: int, recycle: int,
         return list(session.fits), time.perf_counter() - start
 
 
-def summary(records: list[dict[str, Any]], wall: float) -> dict[str, Any]:
-    rss = np.array([r["rss"] for r in records]) / 2**20
+def summary(records: list[Any], wall: float) -> dict[str, Any]:
+    rss = np.array([r.rss for r in records]) / 2**20
     slope = float(np.polyfit(np.arange(len(rss)), rss, 1)[0])
     return {"fits": len(rss), "growth_mb": round(rss[-1] - rss[0], 1),
             "growth_pct": round(100 * (rss[-1] / rss[0] - 1), 1),
             "mb_per_fit": round(slope, 2), "first_mb": round(rss[0], 1),
             "last_mb": round(rss[-1], 1), "peak_mb": round(rss.max(), 1),
-            "processes": len({r["pid"] for r in records}), "wall_s": round(wall, 1),
+            "processes": len({r.pid for r in records}), "wall_s": round(wall, 1),
             "median_cleanup_ms": round(1000 * float(np.median(
-                [r.get("cleanup_seconds", 0.0) for r in records])), 1)}
+                [r.cleanup_seconds or 0.0 for r in records])), 1)}
 
 
 def main() -> None:

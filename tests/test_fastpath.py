@@ -57,7 +57,7 @@ def test_fast_path_gives_bitwise_the_same_losses_and_predictions(cancer, tiny_cl
         probe = SeenStepsPerExecution()
         model.set_params(callbacks=[probe])
         if fast:
-            assert fastpath.enable(model)
+            assert fastpath.enable(model, compiled=False)
         with isolated_fit(3):
             model.fit(X[:rows], y[:rows], sample_weight=weights)
             runs[fast] = (np.array(model.history_["loss"]), model.predict_proba(X[400:]),
@@ -130,9 +130,11 @@ def test_sweep_scores_equal_with_and_without_fast_path(cancer, tiny_classifier):
         got["fast"] = scores(GridSearchCV(tiny_classifier, {"model__neurons": [1, 2]}, cv=cv,
                                           n_jobs=-1).fit(X, y))
         assert [f.fast_path for f in session.fits] == [True] * 6
+        assert [f.fit_path for f in session.fits] == ["compiled loop"] * 6
         blocked = tiny_classifier.set_params(callbacks=[per_batch_callback()])
         GridSearchCV(blocked, {"model__neurons": [1]}, cv=cv, n_jobs=-1, refit=False).fit(X, y)
         assert [f.fast_path for f in session.fits[6:]] == [False] * 3
+        assert [f.fit_path for f in session.fits[6:]] == ["keras"] * 3
     tiny_classifier.set_params(callbacks=None)
     with sweep.cluster("local", workers=2, seed=5, fast_path=False) as session:
         got["plain"] = scores(GridSearchCV(tiny_classifier, {"model__neurons": [1, 2]}, cv=cv,

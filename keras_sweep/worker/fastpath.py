@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -32,6 +33,7 @@ import numpy as np
 from .._compat import (
     ArrayInputs,
     replace_array_pipeline,
+    replace_model_fit,
     set_steps_per_execution,
     unwrap_keras_fit,
     wrap_keras_fit,
@@ -73,52 +75,104 @@ def steps_for(rows: int, batch_size: int | None, cap: int) -> int:
     return max(1, min(cap, math.ceil(rows / size)))
 
 
-def enable(estimator: Any, cap: int = 1000) -> bool:
-    """Make this scikeras estimator's next fits run whole epochs per execution.
+@dataclass
+class FitPath:
+    """Which way one fit trained, for its :class:`~sweep.records.FitRecord`."""
 
-    Patches the instance (not the class), so only this fit in this worker is
-    affected. Returns False, changing nothing, when the estimator is not a
-    scikeras wrapper or a callback needs every batch.
+    #: "compiled loop" (sweep's loop, :mod:`sweep.worker.loop`), "fast path" (Keras'
+    #: fit, whole epochs per execution) or "keras" (Keras' fit as it comes)
+    name: str = "keras"
+    #: why the compiled loop did not train it (None: it did, or it was off)
+    fallback: str | None = None
+
+    @property
+    def fast(self) -> bool:
+        """Whether a fast path (the compiled loop or whole epochs) trained it."""
+        return self.name != "keras"
+
+
+def enable(estimator: Any, cap: int = 1000, compiled: bool = True) -> FitPath | None:
+    """Make this scikeras estimator's next fits take the fastest path that is exact.
+
+    The compiled loop first (with ``compiled``), else Keras' ``fit`` with whole
+    epochs per execution. Patches the instance (not the class), so only this fit
+    in this worker is affected. Returns the :class:`FitPath` the fits will fill
+    in, or None, changing nothing, when the estimator is not a scikeras wrapper or
+    a callback needs every batch.
     """
     if not hasattr(estimator, "get_params"):
-        return False
+        return None
     params = estimator.get_params()
     if needs_every_batch(params.get("callbacks")) + needs_every_batch(
             params.get("fit__callbacks")):
-        return False
+        return None
+    path = FitPath()
 
     def fit_keras_model(original: Any, X: Any, y: Any, *args: Any, **kwargs: Any) -> Any:
         model = getattr(estimator, "model_", None)
-        rows = _rows(X)
-        if model is None or not rows or getattr(model, "steps_per_execution", None) != 1:
+        if model is None:
             return original(X, y, *args, **kwargs)
-        batch = kwargs.get("batch_size") or estimator.get_params().get(
-            "fit__batch_size") or estimator.get_params().get("batch_size")
-        steps = steps_for(rows, batch, cap)
-        if steps <= 1 or not set_steps_per_execution(model, steps):
-            return original(X, y, *args, **kwargs)
-        try:
-            with epoch_batches():
-                return original(X, y, *args, **kwargs)
-        finally:
-            # predictions take the plain path: one pass, bitwise the same
-            set_steps_per_execution(model, 1)
+        params = estimator.get_params()
+        batch = (kwargs.get("batch_size") or params.get("fit__batch_size")
+                 or params.get("batch_size"))
+        steps = steps_for(_rows(X) or 0, batch, cap)
+        if not compiled:
+            return _whole_epochs(model, path, steps, original, X, y, *args, **kwargs)
+        with replace_model_fit(model, lambda keras_fit: _loop_or_keras(model, path, keras_fit)):
+            return _whole_epochs(model, path, steps, original, X, y, *args, **kwargs)
 
-    return wrap_keras_fit(estimator, fit_keras_model)
+    return path if wrap_keras_fit(estimator, fit_keras_model) else None
+
+
+def _whole_epochs(model: Any, path: FitPath, steps: int, train: Any, X: Any, y: Any,
+                  *args: Any, **kwargs: Any) -> Any:
+    """Train through ``train``, Keras' fit running ``steps`` batches per execution if it runs."""
+    if (getattr(model, "steps_per_execution", None) != 1 or steps <= 1
+            or not set_steps_per_execution(model, steps)):
+        return train(X, y, *args, **kwargs)
+    path.name = "fast path"
+    try:
+        with epoch_batches():
+            return train(X, y, *args, **kwargs)
+    finally:
+        # predictions take the plain path: one pass, bitwise the same
+        set_steps_per_execution(model, 1)
+
+
+def _loop_or_keras(model: Any, path: FitPath, keras_fit: Any) -> Any:
+    """A stand-in for ``model.fit``: the compiled loop when it is exact, else ``keras_fit``."""
+
+    def fit(x: Any = None, y: Any = None, **kwargs: Any) -> Any:
+        from . import loop
+
+        known = {k: kwargs.pop(k) for k in ("batch_size", "epochs", "verbose", "callbacks",
+                                            "shuffle", "sample_weight", "initial_epoch")
+                 if k in kwargs}
+        reason = loop.unsupported(model, x, y, known.get("sample_weight"),
+                                  known.get("shuffle", True), known.get("callbacks"), kwargs)
+        if reason is None:
+            path.name = "compiled loop"
+            return loop.fit(model, x, y, **known, **kwargs)
+        path.fallback = reason
+        return keras_fit(x=x, y=y, **known, **kwargs)
+
+    return fit
 
 
 @contextlib.contextmanager
-def enabled(estimator: Any, on: bool = True, cap: int = 1000) -> Iterator[bool]:
+def enabled(estimator: Any, on: bool = True, cap: int = 1000,
+            compiled: bool = True) -> Iterator[FitPath]:
     """Within the block, ``estimator`` fits on the fast path (if ``on`` and allowed).
 
-    Yields whether it does. The patch is removed afterwards, so the estimator
-    pickles (e.g. a refitted model sent back to the driver) as if never touched.
+    Yields the :class:`FitPath` its fits take. The patch is removed afterwards,
+    so the estimator pickles (e.g. a refitted model sent back to the driver) as
+    if never touched.
     """
-    active = bool(on) and enable(estimator, cap)
+    path = enable(estimator, cap, compiled) if on else None
     try:
-        yield active
+        yield path or FitPath()
     finally:
-        if active:
+        if path is not None:
             unwrap_keras_fit(estimator)
 
 

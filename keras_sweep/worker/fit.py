@@ -22,7 +22,7 @@ from distributed import get_worker
 
 from .._compat import fit_task, retire_and_restart
 from ..records import FitRecord
-from .fastpath import enabled
+from .fastpath import FitPath, enabled
 from .memory import (
     clear_keras_session,
     custom_gradient_keys,
@@ -35,6 +35,12 @@ from .seeding import fit_seed, seeded
 logger = logging.getLogger(__name__)
 
 Task = tuple[Callable[..., Any], Sequence[Any], dict[str, Any]]
+
+
+def describe_path(record: FitRecord, path: FitPath) -> FitRecord:
+    """Fill ``record``'s fast path, fit path and fallback reason."""
+    record.fast_path, record.fit_path, record.fallback = path.fast, path.name, path.fallback
+    return record
 
 
 def identify(record: FitRecord, kwargs: dict[str, Any]) -> FitRecord:
@@ -149,15 +155,18 @@ class IsolatedBatch:
     keys : sequence of str or None
         Journal keys of the tasks, in order.
     fast_path : bool
-        Whether fits may take the fast path (:mod:`sweep.worker.fastpath`).
+        Whether fits may take a fast path (:mod:`sweep.worker.fastpath`).
+    compiled_loop : bool
+        Whether the fast path tries sweep's compiled loop first (:mod:`sweep.worker.loop`).
     """
 
     def __init__(self, batch: Any, seed: int | None, keys: Sequence[str | None] = (),
-                 fast_path: bool = False) -> None:
+                 fast_path: bool = False, compiled_loop: bool = True) -> None:
         self.batch = batch
         self.seed = seed
         self.keys = list(keys)
         self.fast_path = fast_path
+        self.compiled_loop = compiled_loop
 
     def __call__(self, tasks: list[Task] | None = None) -> FitOutcome:
         results: list[Any] = []
@@ -186,11 +195,11 @@ class IsolatedBatch:
             args = [estimator, *args[1:]]
         seed = fit_seed(self.seed, fit_task(kwargs).split, estimator)
         with isolated_fit(seed, clean=False) as record:
-            with enabled(estimator, self.fast_path) as fast:
+            with enabled(estimator, self.fast_path, compiled=self.compiled_loop) as path:
                 done = self.batch([(func, args, kwargs)])
         results.extend(done)
         identify(record, kwargs)
-        record.fast_path = fast
+        describe_path(record, path)
         record.key = self.keys[i] if i < len(self.keys) else None
         return record
 

@@ -1,0 +1,163 @@
+"""sweep's compiled training loop: a whole epoch per call, Keras' own train step inside.
+
+Keras' ``fit`` spends a fixed 35-45 ms per epoch on its machinery (data iterator,
+callbacks, step bookkeeping) and ~0.3 ms per step around its compiled train
+function; for the small networks of a grid search that is most of the time
+(``docs/performance.md``). :func:`fit` stands in for ``model.fit`` during a
+worker's fit: one traced function per epoch loops over the epoch's batches and
+calls the model's own ``train_step`` (the same function Keras traces, with the
+same ``jit_compile``), so the arithmetic is op for op Keras' own.
+
+Bitwise equality with Keras' ``fit`` is the contract:
+
+- the epoch's row order is drawn by the same operations as in Keras'
+  ``ArrayDataAdapter`` (so with the same seeds; a seeded fit repeats one order
+  every epoch, as Keras does), and batch k holds the permuted rows
+  ``k*b .. (k+1)*b``, the last one partial;
+- each batch is gathered and handed to ``train_step`` as ``(x, y)`` or
+  ``(x, y, sample_weight)``, as Keras' pipeline yields it;
+- metrics are reset every epoch, epoch-level callbacks (``History``,
+  ``EarlyStopping``, ``ModelCheckpoint``, ...) run between epochs with the
+  model's metric results, ``stop_training`` is honoured, and ``fit`` returns
+  the model's ``History``.
+
+Whatever it cannot serve exactly (validation data, class weights, steps per
+epoch, inputs other than dense NumPy arrays, ``shuffle="batch"``, callbacks
+that restore epochs) goes to Keras' ``fit``; :func:`unsupported` says why.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from .._compat import ArrayInputs, array_data_adapter
+
+#: arguments of ``Model.fit`` that leave the loop when given (with their "unset" value)
+FALLBACK_ARGUMENTS = {"validation_split": 0.0, "validation_data": None, "class_weight": None,
+                      "steps_per_epoch": None, "validation_steps": None,
+                      "validation_batch_size": None}
+#: callbacks the loop cannot honour exactly (they change the starting epoch)
+FALLBACK_CALLBACKS = ("BackupAndRestore",)
+
+
+def unsupported(model: Any, x: Any, y: Any, sample_weight: Any, shuffle: Any,
+                callbacks: Any, extra: dict[str, Any]) -> str | None:
+    """Why the loop cannot run this fit exactly as Keras would (None: it can)."""
+    for name, unset in FALLBACK_ARGUMENTS.items():
+        value = extra.get(name, unset)
+        if value is not unset and value != unset:
+            return f"{name} given"
+    unknown = set(extra) - set(FALLBACK_ARGUMENTS) - {"validation_freq"}
+    if unknown:
+        return f"fit argument(s) {', '.join(sorted(unknown))}"
+    for name, value in (("x", x), ("y", y), ("sample_weight", sample_weight)):
+        if value is None and name != "sample_weight":
+            return f"{name} missing"
+        if value is not None and not (isinstance(value, np.ndarray)
+                                      and value.dtype.kind in "biuf"):
+            return f"{name} is not a numeric NumPy array"
+    if shuffle not in (True, False):
+        return f"shuffle={shuffle!r}"
+    names = [type(cb).__name__ for cb in (callbacks or [])]
+    blocked = [n for n in names if n in FALLBACK_CALLBACKS]
+    if blocked:
+        return f"callback {blocked[0]}"
+    if not getattr(model, "compiled", True) or getattr(model, "optimizer", None) is None:
+        return "model not compiled"
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        return f"Keras backend {keras.backend.backend()}"
+    return None
+
+
+def _permutations(inputs: ArrayInputs) -> Any:
+    """A one-element dataset of the epoch's row order, drawn as Keras draws it.
+
+    The same operations as ``ArrayDataAdapter.get_tf_dataset``'s ``permutation``
+    (``tf.range`` then ``tf.random.shuffle``, mapped over ``Dataset.range(1)``),
+    so its random operation gets the same seed; a new iterator each epoch, as
+    Keras' epoch iterator makes one.
+    """
+    import tensorflow as tf
+
+    num_samples, shuffle = inputs.num_samples, inputs.shuffle
+
+    def permutation(_: Any) -> Any:
+        indices = tf.range(num_samples, dtype=tf.int64)
+        if shuffle:
+            indices = tf.random.shuffle(indices)
+        return indices
+
+    return tf.data.Dataset.range(1).map(permutation)
+
+
+def epoch_function(model: Any, inputs: ArrayInputs) -> Callable[[Any], None]:
+    """One traced function that trains ``model`` on one epoch, given its row order."""
+    import tensorflow as tf
+    from keras import tree
+
+    data = tree.map_structure(tf.convert_to_tensor, tree.lists_to_tuples(inputs.inputs))
+    size, rows = inputs.batch_size, inputs.num_samples
+    full, tail = divmod(rows, size)
+
+    # one trace serves the full batches and the partial last one: the batch
+    # dimension is left unknown, as Keras' own step ends up after its retrace
+    spec = tree.map_structure(
+        lambda t: tf.TensorSpec([None, *t.shape[1:]], t.dtype), data)
+    step = tf.function(lambda batch: model.train_step(batch), input_signature=[spec],
+                       jit_compile=bool(getattr(model, "jit_compile", False)))
+
+    def batch_of(indices: Any) -> Any:
+        return tree.map_structure(lambda t: tf.gather(t, indices, axis=0), data)
+
+    @tf.function
+    def epoch(order: Any) -> None:
+        for k in tf.range(full):
+            step(batch_of(order[k * size:(k + 1) * size]))
+        if tail:
+            step(batch_of(order[full * size:]))
+
+    return epoch
+
+
+def fit(model: Any, x: Any = None, y: Any = None, batch_size: int | None = None,
+        epochs: int = 1, verbose: Any = "auto", callbacks: Any = None, shuffle: Any = True,
+        sample_weight: Any = None, initial_epoch: int = 0, **extra: Any) -> Any:
+    """Train ``model`` as ``model.fit`` would, one traced call per epoch.
+
+    Callers check :func:`unsupported` first. Returns the model's ``History``.
+    """
+    import keras
+
+    adapter = array_data_adapter()(x, y, sample_weight=sample_weight,
+                                   batch_size=batch_size or 32, shuffle=shuffle)
+    from .._compat import array_inputs
+
+    inputs = array_inputs(adapter)
+    orders = _permutations(inputs)
+    epoch = epoch_function(model, inputs)
+    steps = -(-inputs.num_samples // inputs.batch_size)
+    if not isinstance(callbacks, keras.callbacks.CallbackList):
+        callbacks = keras.callbacks.CallbackList(
+            callbacks, add_history=True, add_progbar=verbose != 0,
+            verbose=verbose, epochs=epochs, steps=steps, model=model)
+    model.stop_training = False
+    callbacks.on_train_begin()
+    logs: dict[str, Any] | None = None
+    for number in range(initial_epoch, epochs):
+        model.reset_metrics()
+        callbacks.on_epoch_begin(number)
+        for order in orders:  # one element: this epoch's row order
+            epoch(order)
+        logs = dict(model.get_metrics_result())
+        callbacks.on_epoch_end(number, logs)
+        if model.stop_training:
+            break
+    if epochs > 0 and isinstance(model.optimizer, keras.optimizers.Optimizer):
+        model.optimizer.finalize_variable_values(model.trainable_weights)
+    callbacks.on_train_end(logs=logs)
+    return model.history

@@ -1,0 +1,107 @@
+#!/usr/bin/env python
+"""Benchmark: per-step and per-fit cost of each way one worker trains a small Keras model.
+
+In one process pinned to one thread (as a sweep worker is), op determinism on,
+the recipe net (8 -> N -> 1, batch 10) on Pima's first 512 rows: Keras' ``fit``
+as it comes, the fast path (whole epochs per Keras execution) and sweep's
+compiled loop. Each way fits the same seeded model for a few epochs and for many;
+the difference gives the cost per step without the one-off tracing, the short
+run the fixed cost per fit. Repetitions are interleaved, medians reported;
+ratios within one run are the claim, not seconds.
+
+    python scripts/bench_loop.py --reps 5 --output docs/bench-loop.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+
+import numpy as np  # noqa: E402
+
+WAYS = ("keras", "fast path", "compiled loop")
+PIMA = Path(__file__).resolve().parents[2] / "shared" / "data" / "pima-indians-diabetes.csv"
+
+
+def _estimator(epochs: int, neurons: int, dropout: float) -> Any:
+    from scikeras.wrappers import KerasClassifier
+
+    from keras_sweep.models import mlp
+
+    return KerasClassifier(model=mlp, loss="binary_crossentropy", optimizer="adam",
+                           batch_size=10, epochs=epochs, verbose=0, model__neurons=neurons,
+                           model__kernel_initializer="uniform", model__dropout=dropout)
+
+
+def fit_seconds(way: str, epochs: int, X: np.ndarray, y: np.ndarray, neurons: int,
+                dropout: float) -> tuple[float, str]:
+    """Seconds of one seeded fit the given way (and the path it took)."""
+    from keras_sweep.worker import fastpath
+    from keras_sweep.worker.fit import isolated_fit
+
+    est = _estimator(epochs, neurons, dropout)
+    start = time.perf_counter()
+    with fastpath.enabled(est, way != "keras", compiled=way == "compiled loop") as path, \
+            isolated_fit(3):
+        est.fit(X, y)
+    return time.perf_counter() - start, path.name
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--short", type=int, default=2, help="epochs of the short fit")
+    parser.add_argument("--long", type=int, default=22, help="epochs of the long fit")
+    parser.add_argument("--neurons", type=int, default=12)
+    parser.add_argument("--dropout", type=float, default=0.0)
+    parser.add_argument("--output", type=Path)
+    args = parser.parse_args()
+
+    import tensorflow as tf
+
+    from keras_sweep.worker.plugin import enable_determinism, pin_tensorflow_threads
+
+    pin_tensorflow_threads(1)
+    enable_determinism()
+    data = np.loadtxt(PIMA, delimiter=",")
+    X, y = data[:512, :8].astype("float32"), data[:512, 8].astype("int64")
+    steps = -(-len(X) // 10) * (args.long - args.short)
+    seconds: dict[str, dict[int, list[float]]] = {w: {args.short: [], args.long: []}
+                                                   for w in WAYS}
+    for rep in range(args.reps):
+        order = WAYS if rep % 2 == 0 else tuple(reversed(WAYS))
+        for epochs in (args.short, args.long):
+            for way in order:
+                took, path = fit_seconds(way, epochs, X, y, args.neurons, args.dropout)
+                assert path == way, (path, way)
+                seconds[way][epochs].append(took)
+    rows = {}
+    for way in WAYS:
+        short, long = (statistics.median(seconds[way][e]) for e in (args.short, args.long))
+        rows[way] = {"ms_per_step": 1000 * (long - short) / steps,
+                     "fit_seconds_short": short, "fit_seconds_long": long}
+    base = rows["keras"]["ms_per_step"]
+    print(f"{'way':<15} {'ms/step':>8} {'vs keras':>9} {'short fit s':>12} {'long fit s':>11}")
+    for way, row in rows.items():
+        print(f"{way:<15} {row['ms_per_step']:8.3f} {base / row['ms_per_step']:8.2f}x "
+              f"{row['fit_seconds_short']:12.2f} {row['fit_seconds_long']:11.2f}")
+    if args.output:
+        args.output.write_text(json.dumps({
+            "date": time.strftime("%Y-%m-%d"), "machine": platform.platform(),
+            "processor": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
+            "tensorflow": tf.__version__, "args": {k: str(v) for k, v in vars(args).items()},
+            "steps_between_short_and_long": steps, "ways": rows, "seconds": seconds,
+        }, indent=1))
+
+
+if __name__ == "__main__":
+    main()
