@@ -48,6 +48,7 @@ def test_demo_end_to_end(tmp_path):
     assert resolved["fit"]["epochs"] == 2 and resolved["cluster"]["workers"] == 2
     fits = pd.read_csv(out / "fits.csv")
     assert len(fits) == 12 and fits["pid"].nunique() >= 2
+    assert (fits["fit_path"] == "compiled loop").all() and fits["fallback"].isna().all()
 
 
 def test_csv_spec_with_user_builder(tmp_path, pima_path):

@@ -155,6 +155,40 @@ def _adapter(**kwargs: Any) -> Any:
     return ArrayDataAdapter(X, np.arange(10), batch_size=4, **kwargs)
 
 
+@probe("array_data_adapter")
+def test_keras_array_adapter_is_built_as_fit_builds_it():
+    with upstream("array_data_adapter"):
+        adapter = _compat.array_data_adapter()(np.zeros((10, 2), "float32"), np.arange(10),
+                                               batch_size=4, shuffle=False)
+        batches = [tuple(np.asarray(t) for t in batch) for batch in adapter.get_tf_dataset()]
+        assert [len(b[1]) for b in batches] == [4, 4, 2]
+
+
+@probe("replace_model_fit")
+def test_scikeras_trains_through_model_fit():
+    from scikeras.wrappers import KerasRegressor
+
+    seen = []
+
+    def make(keras_fit: Callable[..., Any]) -> Callable[..., Any]:
+        def fit(**kwargs: Any) -> Any:
+            seen.append(sorted(kwargs))
+            return keras_fit(**kwargs)
+        return fit
+
+    def wrapper(original: Callable[..., Any], X: Any, y: Any, *a: Any, **kw: Any) -> Any:
+        with _compat.replace_model_fit(est.model_, make):
+            return original(X, y, *a, **kw)
+
+    with upstream("replace_model_fit"):
+        est = KerasRegressor(model=_model, epochs=2, verbose=0)
+        assert _compat.wrap_keras_fit(est, wrapper)
+        est.fit(np.zeros((6, 2), dtype="float32"), np.zeros(6))
+        _compat.unwrap_keras_fit(est)
+        assert seen and {"x", "y", "epochs"} <= set(seen[0])
+        assert len(est.history_["loss"]) == 2 and "fit" not in vars(est.model_)
+
+
 @probe("array_inputs")
 def test_array_inputs_reads_keras_adapter():
     with upstream("array_inputs"):
@@ -198,6 +232,29 @@ def test_steps_per_execution_is_taken_by_the_next_fit():
         model.fit(X, X[:, :1], batch_size=2, epochs=1, verbose=0)
         assert model.steps_per_execution == 4
         assert not _compat.set_steps_per_execution(object(), 4)
+
+
+@probe("build_for_training")
+def test_a_built_model_is_traced_once():
+    import tensorflow as tf
+
+    with upstream("build_for_training"):
+        model = _model()
+        model.compile(loss="mse", optimizer="adam", metrics=["mae"])
+        batch = (tf.zeros((4, 2)), tf.zeros((4, 1)))
+        _compat.build_for_training(model, batch)
+        assert model.optimizer.built and len(model.optimizer.variables) > 1
+        before = len(model.variables) + len(model.optimizer.variables)
+        traces = []
+
+        @tf.function
+        def step(data: Any) -> Any:
+            traces.append(1)
+            return model.train_step(data)
+
+        step(batch)
+        assert len(traces) == 1  # nothing left to create: no second trace
+        assert len(model.variables) + len(model.optimizer.variables) == before
 
 
 @probe("sequential_has_layers")

@@ -121,3 +121,29 @@ def test_the_model_keeps_no_trace_of_the_loop(pima):
     assert path.name == "compiled loop"
     assert "fit" not in vars(fitted.model_) and "_fit_keras_model" not in vars(fitted)
     assert pickle.loads(pickle.dumps(fitted)).predict(X).shape == (len(X),)
+
+
+class _Draws:
+    """Stands in for the permutation dataset: counts iterators, each gives ``orders[i]``."""
+
+    def __init__(self, orders: list[list[int]]) -> None:
+        self.orders, self.made = orders, 0
+
+    def __iter__(self) -> Any:
+        import tensorflow as tf
+
+        self.made += 1
+        return iter([tf.constant(self.orders[min(self.made, len(self.orders)) - 1])])
+
+
+def test_epoch_orders_reuse_a_repeating_order_and_redraw_a_changing_one():
+    from keras_sweep.worker.loop import epoch_orders
+
+    same = _Draws([[1, 0, 2]] * 9)
+    orders = epoch_orders(same)
+    assert [list(np.asarray(next(orders))) for _ in range(5)] == [[1, 0, 2]] * 5
+    assert same.made == 2  # two iterators told the order repeats
+    changing = _Draws([[0, 1, 2], [2, 1, 0], [1, 2, 0], [0, 2, 1]])
+    orders = epoch_orders(changing)
+    assert [list(np.asarray(next(orders))) for _ in range(4)] == changing.orders
+    assert changing.made == 4

@@ -28,12 +28,12 @@ that restore epochs) goes to Keras' ``fit``; :func:`unsupported` says why.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 
-from .._compat import ArrayInputs, array_data_adapter
+from .._compat import ArrayInputs, array_data_adapter, array_inputs, build_for_training
 
 #: arguments of ``Model.fit`` that leave the loop when given (with their "unset" value)
 FALLBACK_ARGUMENTS = {"validation_split": 0.0, "validation_data": None, "class_weight": None,
@@ -95,6 +95,25 @@ def _permutations(inputs: ArrayInputs) -> Any:
     return tf.data.Dataset.range(1).map(permutation)
 
 
+def epoch_orders(dataset: Any) -> Iterator[Any]:
+    """The row order of each epoch: a new iterator of ``dataset`` per epoch, as Keras makes.
+
+    Making a ``tf.data`` iterator costs ~17 ms, more than a small network's whole
+    epoch. A new iterator re-runs the permutation with the same op seeds, so
+    under a global seed every epoch gets the same order (Keras' documented
+    behaviour); when the first two epochs' orders are equal, the first is reused.
+    """
+    import tensorflow as tf
+
+    first = next(iter(dataset))
+    yield first
+    second = next(iter(dataset))
+    yield second
+    repeats = bool(tf.reduce_all(tf.equal(first, second)))
+    while True:
+        yield first if repeats else next(iter(dataset))
+
+
 def epoch_function(model: Any, inputs: ArrayInputs) -> Callable[[Any], None]:
     """One traced function that trains ``model`` on one epoch, given its row order."""
     import tensorflow as tf
@@ -108,11 +127,15 @@ def epoch_function(model: Any, inputs: ArrayInputs) -> Callable[[Any], None]:
     # dimension is left unknown, as Keras' own step ends up after its retrace
     spec = tree.map_structure(
         lambda t: tf.TensorSpec([None, *t.shape[1:]], t.dtype), data)
-    step = tf.function(lambda batch: model.train_step(batch), input_signature=[spec],
+    step = tf.function(tf.autograph.experimental.do_not_convert(model.train_step),
+                       input_signature=[spec],
                        jit_compile=bool(getattr(model, "jit_compile", False)))
 
     def batch_of(indices: Any) -> Any:
         return tree.map_structure(lambda t: tf.gather(t, indices, axis=0), data)
+
+    # variables made now, not in the first trace: the step is traced once, not twice
+    build_for_training(model, batch_of(tf.range(min(size, rows), dtype=tf.int64)))
 
     @tf.function
     def epoch(order: Any) -> None:
@@ -135,10 +158,8 @@ def fit(model: Any, x: Any = None, y: Any = None, batch_size: int | None = None,
 
     adapter = array_data_adapter()(x, y, sample_weight=sample_weight,
                                    batch_size=batch_size or 32, shuffle=shuffle)
-    from .._compat import array_inputs
-
     inputs = array_inputs(adapter)
-    orders = _permutations(inputs)
+    orders = epoch_orders(_permutations(inputs))
     epoch = epoch_function(model, inputs)
     steps = -(-inputs.num_samples // inputs.batch_size)
     if not isinstance(callbacks, keras.callbacks.CallbackList):
@@ -151,8 +172,7 @@ def fit(model: Any, x: Any = None, y: Any = None, batch_size: int | None = None,
     for number in range(initial_epoch, epochs):
         model.reset_metrics()
         callbacks.on_epoch_begin(number)
-        for order in orders:  # one element: this epoch's row order
-            epoch(order)
+        epoch(next(orders))
         logs = dict(model.get_metrics_result())
         callbacks.on_epoch_end(number, logs)
         if model.stop_training:
