@@ -277,8 +277,13 @@ def _run(spec: Any, progress: bool) -> int:
             print(f"  candidate {rec.params} fold {rec.split}: {last}",
                   file=sys.stderr)
         if not spec.allow_failures:
-            print("  (set allow_failures: true in the spec to exit 0 anyway)", file=sys.stderr)
-            return EXIT_FAILED_FITS
+            from .exceptions import FitsFailedError
+
+            raise FitsFailedError(
+                f"{len(result.failed)} of {len(result.fits)} fit(s) failed; their scores are "
+                f"error_score in {result.output}/cv_results.csv.\n"
+                "  Fix: see each fit's error above (and in fits.csv), or set allow_failures: "
+                "true in the spec to exit 0 anyway.")
     return EXIT_OK
 
 

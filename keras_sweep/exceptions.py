@@ -44,6 +44,9 @@ class WorkerImportError(SweepError, ImportError):
 
 
 class FitsFailedError(SweepError, RuntimeError):
-    """Some fits of a finished sweep failed and the spec did not allow failures."""
+    """Some fits of a finished sweep failed and the spec did not allow failures (exit 1).
+
+    The results are written before it is raised: nothing of the sweep is lost.
+    """
 
     exit_code = 1
