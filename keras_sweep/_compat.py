@@ -349,7 +349,7 @@ def unwrap_keras_fit(estimator: Any) -> None:
 @touch("tensorflow|tensorflow-cpu", ">=2.16, tested 2.21.0",
        "tensorflow.python.framework.ops.gradient_registry._registry: the global "
        "registry of tf.custom_gradient functions")
-def gradient_registry() -> dict[str, Any] | None:
+def registered_gradients() -> dict[str, Any] | None:
     """TensorFlow's global registry of gradient functions (None: not imported)."""
     ops = sys.modules.get("tensorflow.python.framework.ops")
     registry = getattr(getattr(ops, "gradient_registry", None), "_registry", None)

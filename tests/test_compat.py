@@ -287,12 +287,12 @@ def test_scikeras_training_goes_through_the_wrapper():
         assert not _compat.wrap_keras_fit(object(), wrapper)
 
 
-@probe("gradient_registry")
+@probe("registered_gradients")
 def test_custom_gradients_land_in_tensorflows_registry():
     import tensorflow as tf
 
-    with upstream("gradient_registry"):
-        registry = _compat.gradient_registry()
+    with upstream("registered_gradients"):
+        registry = _compat.registered_gradients()
         assert isinstance(registry, dict)
         before = set(registry)
 

@@ -12,7 +12,7 @@ import gc
 import sys
 from typing import Any
 
-from .._compat import gradient_registry
+from .._compat import registered_gradients
 
 #: Python's automatic collections since sweep's last one (see _count_collections)
 _automatic_collections = 0
@@ -73,7 +73,7 @@ def freeze_heap() -> int:
 
 def custom_gradient_keys() -> set[str] | None:
     """Names in TensorFlow's global gradient registry now (None: not imported)."""
-    registry = gradient_registry()
+    registry = registered_gradients()
     return None if registry is None else set(registry)
 
 
@@ -90,7 +90,7 @@ def purge_custom_gradients(before: set[str]) -> int:
     (TensorFlow keeps its gradient with the traced function); should some code
     need them anyway, ``sweep.worker.purge-custom-gradients: false`` keeps them.
     """
-    registry = gradient_registry()
+    registry = registered_gradients()
     if registry is None:
         return 0
     stale = [k for k in registry if k not in before and str(k).startswith("CustomGradient-")]
