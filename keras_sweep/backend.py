@@ -33,6 +33,7 @@ from .records import FitRecord
 from .recycling import Recycler
 from .version import __version__
 from .worker.fit import FitOutcome, IsolatedBatch, identify
+from .worker.paths import KERAS_FIT, TrainingPaths
 
 logger = logging.getLogger(__name__)
 
@@ -99,12 +100,10 @@ class SweepBackend(JoblibDaskBackend):
         Size of the cluster, for staggering worker restarts.
     journal : Journal, optional
         Where finished fits are recorded; fits already in it are not run again.
-    fast_path : bool
-        Run whole epochs per Keras execution (``steps_per_execution``) in the
-        workers; see :mod:`sweep.worker.fastpath`.
-    compiled_loop : bool
-        On the fast path, train with sweep's compiled loop where it is exact
-        (:mod:`sweep.worker.loop`).
+    paths : TrainingPaths
+        Which training paths fits may take in the workers (whole epochs per
+        Keras execution, sweep's compiled loop, XLA); see
+        :mod:`sweep.worker.fastpath`. Default: Keras' fit as it comes.
     """
 
     def __init__(
@@ -115,8 +114,7 @@ class SweepBackend(JoblibDaskBackend):
         on_fit: FitListener | None = None,
         workers: int | None = None,
         journal: Journal | None = None,
-        fast_path: bool = False,
-        compiled_loop: bool = True,
+        paths: TrainingPaths = KERAS_FIT,
         **submit_kwargs: Any,
     ) -> None:
         super().__init__(client=client, **submit_kwargs)
@@ -126,8 +124,7 @@ class SweepBackend(JoblibDaskBackend):
         self.on_submit = on_submit
         self.on_fit = on_fit
         self.journal = journal
-        self.fast_path = fast_path
-        self.compiled_loop = compiled_loop
+        self.paths = paths
         self.keys = FitKeys(seed, __version__)
         self._tasks: dict[Any, tuple[list[dict[str, Any]], list[str | None]]] = {}
 
@@ -185,8 +182,7 @@ class SweepBackend(JoblibDaskBackend):
         if self.on_submit is not None:
             for task in tasks:
                 self.on_submit(identify(FitRecord(), task[2]))
-        batch = IsolatedBatch(joblib_batch, self.seed, keys, fast_path=self.fast_path,
-                              compiled_loop=self.compiled_loop)
+        batch = IsolatedBatch(joblib_batch, self.seed, keys, self.paths)
         dask_future = self.client.submit(
             self.capture_traceback(batch), tasks=tasks,
             key=f"{batch!r}-{uuid4().hex}", **self.submit_kwargs)

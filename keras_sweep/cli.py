@@ -111,6 +111,9 @@ def _add_spec_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-compiled-loop", action="store_true",
                    help="train with Keras' fit, not sweep's compiled loop (default: the loop "
                    "where it is exact)")
+    p.add_argument("--xla", action="store_true",
+                   help="XLA-compile the training loop (models without Dropout; faster for "
+                   "long fits, not bitwise equal to Keras' fit)")
 
 
 def overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -128,6 +131,7 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
         "data.sample": args.sample,
         "fast_path": False if getattr(args, "no_fast_path", False) else None,
         "compiled_loop": False if getattr(args, "no_compiled_loop", False) else None,
+        "xla": True if getattr(args, "xla", False) else None,
     }
     out = {k: v for k, v in mapping.items() if v is not None}
     for item in args.settings:
@@ -201,9 +205,9 @@ def _dispatch(args: argparse.Namespace) -> int:
 
     if args.command == "validate":
         spec = specmod.load(args.spec)
-        from . import data
+        from .runner import prepare
 
-        dataset = data.load(spec.data, spec.base_dir)
+        dataset, _ = prepare(spec, echo=lambda _: None)  # the data checks too
         print(f"sweep: {args.spec} is valid: {spec.n_candidates} candidates x {spec.cv} folds "
               f"on {dataset.X.shape[0]} rows")
         return EXIT_OK

@@ -25,6 +25,8 @@ from typing import Any
 import dask.config
 import yaml
 
+from .worker.paths import TrainingPaths
+
 _DEFAULTS_FILE = Path(__file__).with_name("sweep.yaml")
 
 
@@ -65,10 +67,16 @@ class Settings:
     deterministic: bool
     fast_path: bool
     compiled_loop: bool
+    xla: bool
     tls: bool
     tls_valid_days: float
     #: the backend's own options: explicit values over ``sweep.<backend>.*``
     options: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def paths(self) -> TrainingPaths:
+        """The training paths fits may take (fast path, compiled loop, XLA)."""
+        return TrainingPaths(self.fast_path, self.compiled_loop, self.xla)
 
     def option(self, name: str, default: Any = None) -> Any:
         """A backend option (``None`` counts as unset)."""
@@ -96,6 +104,7 @@ KEYS: dict[str, str] = {
     "deterministic": "fit.deterministic",
     "fast_path": "fit.fast-path",
     "compiled_loop": "fit.compiled-loop",
+    "xla": "fit.xla",
     "tls": "tls.enabled",
     "tls_valid_days": "tls.valid-days",
 }
@@ -143,6 +152,7 @@ def resolve(**explicit: Any) -> Settings:
         deterministic=bool(pick("deterministic")),
         fast_path=bool(pick("fast_path")),
         compiled_loop=bool(pick("compiled_loop")),
+        xla=bool(pick("xla")),
         tls=bool(pick("tls")),
         tls_valid_days=float(pick("tls_valid_days")),
         options=MappingProxyType(_backend_options(backend, explicit)),

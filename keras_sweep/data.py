@@ -122,14 +122,25 @@ def _target_column(frame: pd.DataFrame, target: int | str, path: Path) -> Any:
 def _require_numeric(features: pd.DataFrame, path: Path) -> None:
     bad = [c for c in features.columns if not pd.api.types.is_numeric_dtype(features[c])]
     if bad:
+        column = features[bad[0]]
+        sample = next((v for v in column if not _is_number(v)), column.iloc[0])
         raise DataError(
-            f"data.csv: feature column(s) {bad[:5]} of {str(path)!r} are not numeric.\n"
+            f"data.csv: feature column(s) {bad[:5]} of {str(path)!r} are not numeric "
+            f"(column {bad[0]!r} holds {sample!r}).\n"
             "  Fix: encode them as numbers, or set data.header: true if the first row is a "
             "header."
         )
     if features.isna().to_numpy().any():
         raise DataError(f"data.csv: {str(path)!r} has missing feature values.\n"
                         "  Fix: drop or impute the rows with empty cells.")
+
+
+def _is_number(value: object) -> bool:
+    try:
+        float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 def _looks_categorical(y: pd.Series) -> bool:

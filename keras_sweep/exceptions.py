@@ -14,6 +14,8 @@ __all__ = [
     "ClusterError",
     "WorkerImportError",
     "FitsFailedError",
+    "OutputBusyError",
+    "JournalError",
 ]
 
 
@@ -50,3 +52,19 @@ class FitsFailedError(SweepError, RuntimeError):
     """
 
     exit_code = 1
+
+
+class OutputBusyError(SweepError, RuntimeError):
+    """Another sweep is writing to the same output folder (exit 2, nothing started)."""
+
+    def __init__(self, folder: object, owner: dict[str, object]) -> None:
+        who = (f"process {owner.get('pid', '?')} on {owner.get('host', '?')}, started "
+               f"{owner.get('started', '?')}") if owner else "another process"
+        super().__init__(
+            f"output folder {str(folder)!r} is in use by another sweep ({who}).\n"
+            "  Fix: wait for it to finish (a rerun then resumes from its journal), or give "
+            "this run another folder with --output DIR.")
+
+
+class JournalError(SweepError, RuntimeError):
+    """The output folder's journal cannot be read as a sweep journal (exit 2)."""

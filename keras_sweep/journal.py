@@ -25,6 +25,7 @@ from typing import Any
 import joblib
 
 from ._compat import fit_error, fit_task
+from .exceptions import JournalError
 from .records import FitRecord
 
 SCHEMA = """
@@ -39,6 +40,7 @@ CREATE TABLE IF NOT EXISTS fits (
     finished REAL NOT NULL
 )
 """
+COLUMNS = ("key", "candidate", "split", "params", "result", "facts", "error", "finished")
 
 
 class Journal:
@@ -48,6 +50,12 @@ class Journal:
     ----------
     path : path-like
         The SQLite file; created with its folder if missing.
+
+    Raises
+    ------
+    JournalError
+        The file exists but is not a sweep journal (another SQLite database, a
+        damaged file, something else): the message says how to start fresh.
     """
 
     def __init__(self, path: str | Path) -> None:
@@ -55,8 +63,24 @@ class Journal:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute(SCHEMA)
+        try:
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute(SCHEMA)
+            columns = tuple(row[1] for row in self._db.execute("PRAGMA table_info(fits)"))
+            self._db.execute("SELECT COUNT(*) FROM fits").fetchone()
+        except sqlite3.DatabaseError as exc:
+            self._db.close()
+            raise self._foreign(str(exc)) from None
+        if columns != COLUMNS:
+            self._db.close()
+            raise self._foreign(f"its table 'fits' has columns {list(columns)}")
+
+    def _foreign(self, why: str) -> JournalError:
+        return JournalError(
+            f"{self.path} is not a sweep journal ({why}).\n"
+            f"  Fix: to start fresh, move it away (mv {self.path} {self.path}.bak) or give "
+            "the sweep another --output folder; to resume, restore the journal the earlier "
+            "run wrote.")
 
     def get(self, key: str) -> Any | None:
         """The stored ``_fit_and_score`` result of ``key``, or None."""

@@ -44,11 +44,13 @@ class FitRecord:
     #: whether the fit ran on a fast path (sweep's compiled loop, or whole epochs per
     #: Keras execution)
     fast_path: bool = False
-    #: how it trained: "compiled loop", "fast path" (Keras' fit, whole epochs per
-    #: execution) or "keras"
+    #: how it trained: "compiled loop", "compiled loop + XLA", "fast path" (Keras'
+    #: fit, whole epochs per execution) or "keras"
     fit_path: str | None = None
-    #: why sweep's compiled loop did not train it, when it was on
+    #: why it did not take the fastest path asked for (e.g. why not the compiled loop)
     fallback: str | None = None
+    #: seconds the compiled loop's first epoch took beyond a later one (tracing, XLA)
+    trace_seconds: float | None = None
     #: TensorFlow custom-gradient registrations dropped after the fit
     purged_gradients: int | None = None
     #: why the worker asked to be recycled after this fit, and its nanny's address

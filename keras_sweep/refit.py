@@ -19,12 +19,13 @@ from .exceptions import SweepError
 from .records import FitRecord
 from .worker.fastpath import enabled
 from .worker.fit import describe_path, isolated_fit
+from .worker.paths import TrainingPaths
 from .worker.seeding import refit_seed
 
 
-def _refit_task(estimator: Any, X: Any, y: Any, seed: int | None, fast: bool,
-                compiled: bool, fit_params: dict[str, Any]) -> tuple[Any, FitRecord]:
-    with enabled(estimator, fast, compiled=compiled) as path, isolated_fit(seed) as record:
+def _refit_task(estimator: Any, X: Any, y: Any, seed: int | None, paths: TrainingPaths,
+                fit_params: dict[str, Any]) -> tuple[Any, FitRecord]:
+    with enabled(estimator, paths) as path, isolated_fit(seed) as record:
         estimator.fit(X, y, **fit_params)
     describe_path(record, path)
     return estimator, record
@@ -61,7 +62,7 @@ def refit_on_worker(session: Any, search: Any, X: Any, y: Any,
     data = [data_future(client, value, "refit-data") for value in (X, y)]
     seed = refit_seed(backend.seed, estimator)  # scikeras seeds a refit with its own too
     future = client.submit(_refit_task, estimator, data[0], data[1], seed,
-                           backend.fast_path, backend.compiled_loop, fit_params, pure=False,
+                           backend.paths, fit_params, pure=False,
                            key=f"sweep-refit-{id(search)}-{time.time_ns()}")
     fitted, record = future.result()
     search.best_estimator_ = fitted

@@ -12,6 +12,9 @@ import numpy as np
 
 from . import data as datamod
 from . import results
+from .checks import check_folds
+from .journal import Journal
+from .output import claim
 from .records import FitRecord
 from .search import build_search
 from .session import Session, cluster
@@ -40,19 +43,31 @@ class SweepResult:
 
 def run(spec: Spec, *, progress: bool = True, echo: Callable[[str], None] = print,
         session: Session | None = None) -> SweepResult:
-    """Load the data, start the spec's cluster (or use ``session``), fit, save results."""
+    """Load the data, start the spec's cluster (or use ``session``), fit, save results.
+
+    Everything that can be checked is checked before a cluster starts: the data
+    against the folds, the output folder (writable, and not in use by another
+    sweep: it stays claimed until the results are written), its journal.
+    """
     start = time.perf_counter()
     dataset, search = prepare(spec, echo)
-    if session is not None:
-        return _fit(spec, session, dataset, search, echo, start)
-    journal = Path(spec.output) / JOURNAL_NAME
-    if journal.exists():
-        echo(f"sweep: journal {journal} found: fits it holds are not run again")
-    with cluster(seed=spec.seed, progress=progress, journal=journal,
-                 max_retries=spec.max_retries, fast_path=spec.fast_path,
-                 compiled_loop=spec.compiled_loop,
-                 **spec.cluster) as own:
-        return _fit(spec, own, dataset, search, echo, start)
+    with claim(spec.output):
+        if session is not None:
+            return _fit(spec, session, dataset, search, echo, start)
+        path = Path(spec.output) / JOURNAL_NAME
+        resuming = path.exists()
+        journal = Journal(path)  # a foreign or damaged file stops here, before the cluster
+        if resuming:
+            echo(f"sweep: journal {path} found: {len(journal)} finished fit(s) it holds are "
+                 "not run again")
+        try:
+            with cluster(seed=spec.seed, progress=progress, journal=journal,
+                         max_retries=spec.max_retries, fast_path=spec.fast_path,
+                         compiled_loop=spec.compiled_loop, xla=spec.xla,
+                         **spec.cluster) as own:
+                return _fit(spec, own, dataset, search, echo, start)
+        finally:
+            journal.close()
 
 
 def prepare(spec: Spec, echo: Callable[[str], None] = print) -> tuple[Any, Any]:
@@ -64,6 +79,7 @@ def prepare(spec: Spec, echo: Callable[[str], None] = print) -> tuple[Any, Any]:
             dataset.X, dataset.y, spec.data["sample"], spec.seed or 0,
             stratify=task == "classification")
         echo(f"sweep: training on a stratified sample of {spec.data['sample']:.0%} of the rows")
+    check_folds(spec.cv, dataset.y, task, str(spec.data.get("target", "target")))
     n_classes = int(len(np.unique(dataset.y))) if task == "classification" else 0
     echo(f"sweep: {spec.name}: {spec.n_candidates} candidates x {spec.cv} folds = "
          f"{spec.n_candidates * spec.cv} fits on {dataset.source} "

@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from . import clusters
+from .checks import check_values
 from .config import Settings, default_output
 from .data import BUNDLED
 from .exceptions import SpecError
@@ -37,6 +38,7 @@ FIELDS: dict[str, tuple[tuple[type, ...], str]] = {
     "max_retries": ((int, type(None)), "how often a fit whose worker died is retried, e.g. 2"),
     "fast_path": ((bool, type(None)), "true (whole epochs per Keras execution) or false"),
     "compiled_loop": ((bool, type(None)), "true (sweep's compiled training loop) or false"),
+    "xla": ((bool, type(None)), "true (XLA-compile the training loop) or false"),
     "cluster": ((dict,), "{backend: local, workers: 2}"),
     "output": ((str,), "a folder for the results, e.g. sweep-results/demo"),
 }
@@ -84,6 +86,7 @@ class Spec:
     max_retries: int | None
     fast_path: bool | None
     compiled_loop: bool | None
+    xla: bool | None
     cluster: dict[str, Any]
     output: str
     base_dir: Path | None = None
@@ -98,14 +101,14 @@ class Spec:
         from .config import resolve
 
         return resolve(max_retries=self.max_retries, fast_path=self.fast_path,
-                       compiled_loop=self.compiled_loop, **self.cluster)
+                       compiled_loop=self.compiled_loop, xla=self.xla, **self.cluster)
 
     def resolved(self, settings: Settings | None = None) -> dict[str, Any]:
         """The spec as it runs (with ``settings``, default :meth:`settings`), for saving."""
         out = {k: copy.deepcopy(getattr(self, k)) for k in FIELDS}
         settings = settings or self.settings()
         out["max_retries"], out["fast_path"] = settings.max_retries, settings.fast_path
-        out["compiled_loop"] = settings.compiled_loop
+        out["compiled_loop"], out["xla"] = settings.compiled_loop, settings.xla
         out["param_grid"] = out["param_grid"][0] if len(out["param_grid"]) == 1 else out[
             "param_grid"]
         if isinstance(out["error_score"], float) and math.isnan(out["error_score"]):
@@ -216,11 +219,13 @@ def validate(raw: dict[str, Any], base_dir: Path | None = None) -> Spec:
         allow_failures=raw.get("allow_failures", False),
         max_retries=_non_negative("max_retries", raw.get("max_retries")),
         fast_path=raw.get("fast_path"), compiled_loop=raw.get("compiled_loop"),
+        xla=raw.get("xla"),
         cluster=cluster,
         output=raw.get("output") or default_output(raw.get("name", "sweep")),
         base_dir=base_dir,
     )
     _check_grid_keys(spec)
+    check_values(spec.model, spec.fit, spec.param_grid, spec.seed)
     return spec
 
 

@@ -34,6 +34,7 @@ from sklearn.model_selection import GridSearchCV, StratifiedKFold
 import keras_sweep as sweep
 from keras_sweep.clusters import default_workers
 from keras_sweep.models import mlp
+from keras_sweep.worker.paths import TrainingPaths
 
 
 def make_search(epochs: int, n_jobs: int, candidates: int, refit: bool) -> GridSearchCV:
@@ -55,8 +56,8 @@ def run_mode(mode: str, session: Any, args: Any, X: np.ndarray,
     import joblib
 
     if mode.startswith("sweep"):
-        session.backend.fast_path = mode != "sweep-plain"
-        session.backend.compiled_loop = mode == "sweep"
+        session.backend.paths = TrainingPaths(fast=mode != "sweep-plain",
+                                              compiled_loop=mode == "sweep")
         search = make_search(args.epochs, -1, args.candidates, refit=False)
         start = time.perf_counter()
         search.fit(X, y)

@@ -51,7 +51,7 @@ def test_demo_end_to_end(tmp_path):
     assert (fits["fit_path"] == "compiled loop").all() and fits["fallback"].isna().all()
 
 
-def test_csv_spec_with_user_builder(tmp_path, pima_path):
+def test_csv_spec_with_user_builder_and_xla(tmp_path, pima_path):
     spec = tmp_path / "pima.yaml"
     spec.write_text(textwrap.dedent(f"""\
         name: pima
@@ -63,10 +63,13 @@ def test_csv_spec_with_user_builder(tmp_path, pima_path):
         cluster: {{workers: 2}}
         output: {tmp_path / 'out'}
         """))
-    proc = run_cli("run", str(spec), "--no-progress")
+    proc = run_cli("run", str(spec), "--no-progress", "--xla")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "768 rows, 8 features" in proc.stdout
     assert "Best: " in proc.stdout and "'model__neurons'" in proc.stdout
+    fits = pd.read_csv(tmp_path / "out" / "fits.csv")
+    assert (fits["fit_path"] == "compiled loop + XLA").all(), fits["fit_path"]
+    assert (fits["trace_seconds"] > 0).all()
 
 
 def test_help_is_complete():

@@ -15,6 +15,7 @@ import keras_sweep as sweep
 from keras_sweep._compat import array_inputs
 from keras_sweep.worker import fastpath
 from keras_sweep.worker.fit import isolated_fit
+from keras_sweep.worker.paths import TrainingPaths
 from keras_sweep.worker.plugin import enable_determinism
 
 
@@ -57,7 +58,7 @@ def test_fast_path_gives_bitwise_the_same_losses_and_predictions(cancer, tiny_cl
         probe = SeenStepsPerExecution()
         model.set_params(callbacks=[probe])
         if fast:
-            assert fastpath.enable(model, compiled=False)
+            assert fastpath.enable(model, TrainingPaths(compiled_loop=False))
         with isolated_fit(3):
             model.fit(X[:rows], y[:rows], sample_weight=weights)
             runs[fast] = (np.array(model.history_["loss"]), model.predict_proba(X[400:]),

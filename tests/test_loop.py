@@ -13,14 +13,16 @@ from sklearn.datasets import load_diabetes, load_iris
 from keras_sweep.models import mlp
 from keras_sweep.worker import fastpath
 from keras_sweep.worker.fit import isolated_fit
+from keras_sweep.worker.paths import FitPath, TrainingPaths
 from keras_sweep.worker.plugin import enable_determinism
 
 
-def _fit(estimator: Any, X: Any, y: Any, compiled: bool, seed: int = 3,
-         **fit_params: Any) -> tuple[Any, fastpath.FitPath]:
+def _fit(estimator: Any, X: Any, y: Any, compiled: bool, seed: int = 3, xla: bool = False,
+         **fit_params: Any) -> tuple[Any, FitPath]:
     """Fit in this process as a worker does: seeded, fast path on, the loop on or off."""
     enable_determinism()
-    with fastpath.enabled(estimator, True, compiled=compiled) as path, isolated_fit(seed):
+    paths = TrainingPaths(compiled_loop=compiled, xla=xla)
+    with fastpath.enabled(estimator, paths) as path, isolated_fit(seed):
         estimator.fit(X, y, **fit_params)
     return estimator, path
 
@@ -147,3 +149,26 @@ def test_epoch_orders_reuse_a_repeating_order_and_redraw_a_changing_one():
     orders = epoch_orders(changing)
     assert [list(np.asarray(next(orders))) for _ in range(4)] == changing.orders
     assert changing.made == 4
+
+
+def test_xla_trains_models_without_random_layers_close_to_keras(pima):
+    X, y = pima
+    params = {"loss": "binary_crossentropy", "optimizer": "adam", "verbose": 0,
+              "batch_size": 10, "epochs": 3, "model__neurons": 6}
+    xla, path = _fit(KerasClassifier(model=mlp, **params), X, y, compiled=True, xla=True)
+    plain, _ = _fit(KerasClassifier(model=mlp, **params), X, y, compiled=True)
+    assert path.name == "compiled loop + XLA" and path.fallback is None
+    assert path.trace_seconds is not None and path.trace_seconds > 0
+    # the same training, compiled differently: equal to float32 rounding, not bitwise
+    np.testing.assert_allclose(xla.history_["loss"], plain.history_["loss"], rtol=1e-5)
+    np.testing.assert_allclose(xla.predict_proba(X), plain.predict_proba(X), atol=1e-5)
+
+
+def test_xla_skips_models_with_dropout_and_says_why(pima):
+    X, y = pima
+    est = KerasClassifier(model=mlp, loss="binary_crossentropy", optimizer="adam", verbose=0,
+                          batch_size=10, epochs=2, model__dropout=0.2)
+    fitted, path = _fit(est, X, y, compiled=True, xla=True)
+    assert path.name == "compiled loop"
+    assert path.fallback is not None and path.fallback.startswith("XLA skipped: random layer")
+    assert "dropout" in path.fallback

@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -38,6 +37,9 @@ from .._compat import (
     unwrap_keras_fit,
     wrap_keras_fit,
 )
+from .loop import fit as loop_fit
+from .loop import permutations, unsupported
+from .paths import FASTEST, FitPath, TrainingPaths
 
 #: batch-level hooks: a callback that overrides any of them disables the fast path
 BATCH_HOOKS = ("on_batch_begin", "on_batch_end", "on_train_batch_begin",
@@ -75,30 +77,16 @@ def steps_for(rows: int, batch_size: int | None, cap: int) -> int:
     return max(1, min(cap, math.ceil(rows / size)))
 
 
-@dataclass
-class FitPath:
-    """Which way one fit trained, for its :class:`~sweep.records.FitRecord`."""
+def enable(estimator: Any, paths: TrainingPaths = FASTEST,
+           cap: int = 1000) -> FitPath | None:
+    """Make this scikeras estimator's next fits take the fastest path ``paths`` allow.
 
-    #: "compiled loop" (sweep's loop, :mod:`sweep.worker.loop`), "fast path" (Keras'
-    #: fit, whole epochs per execution) or "keras" (Keras' fit as it comes)
-    name: str = "keras"
-    #: why the compiled loop did not train it (None: it did, or it was off)
-    fallback: str | None = None
-
-    @property
-    def fast(self) -> bool:
-        """Whether a fast path (the compiled loop or whole epochs) trained it."""
-        return self.name != "keras"
-
-
-def enable(estimator: Any, cap: int = 1000, compiled: bool = True) -> FitPath | None:
-    """Make this scikeras estimator's next fits take the fastest path that is exact.
-
-    The compiled loop first (with ``compiled``), else Keras' ``fit`` with whole
-    epochs per execution. Patches the instance (not the class), so only this fit
-    in this worker is affected. Returns the :class:`FitPath` the fits will fill
-    in, or None, changing nothing, when the estimator is not a scikeras wrapper or
-    a callback needs every batch.
+    The compiled loop first (with ``paths.compiled_loop``, XLA-compiled with
+    ``paths.xla``), else Keras' ``fit`` with whole epochs per execution. Patches
+    the instance (not the class), so only this fit in this worker is affected.
+    Returns the :class:`FitPath` the fits will fill in, or None, changing
+    nothing, when the estimator is not a scikeras wrapper or a callback needs
+    every batch.
     """
     if not hasattr(estimator, "get_params"):
         return None
@@ -116,9 +104,10 @@ def enable(estimator: Any, cap: int = 1000, compiled: bool = True) -> FitPath | 
         batch = (kwargs.get("batch_size") or params.get("fit__batch_size")
                  or params.get("batch_size"))
         steps = steps_for(_rows(X) or 0, batch, cap)
-        if not compiled:
+        if not paths.compiled_loop:
             return _whole_epochs(model, path, steps, original, X, y, *args, **kwargs)
-        with replace_model_fit(model, lambda keras_fit: _loop_or_keras(model, path, keras_fit)):
+        with replace_model_fit(model, lambda keras_fit: _loop_or_keras(
+                model, path, keras_fit, paths.xla)):
             return _whole_epochs(model, path, steps, original, X, y, *args, **kwargs)
 
     return path if wrap_keras_fit(estimator, fit_keras_model) else None
@@ -139,20 +128,17 @@ def _whole_epochs(model: Any, path: FitPath, steps: int, train: Any, X: Any, y: 
         set_steps_per_execution(model, 1)
 
 
-def _loop_or_keras(model: Any, path: FitPath, keras_fit: Any) -> Any:
+def _loop_or_keras(model: Any, path: FitPath, keras_fit: Any, xla: bool) -> Any:
     """A stand-in for ``model.fit``: the compiled loop when it is exact, else ``keras_fit``."""
 
     def fit(x: Any = None, y: Any = None, **kwargs: Any) -> Any:
-        from . import loop
-
         known = {k: kwargs.pop(k) for k in ("batch_size", "epochs", "verbose", "callbacks",
                                             "shuffle", "sample_weight", "initial_epoch")
                  if k in kwargs}
-        reason = loop.unsupported(model, x, y, known.get("sample_weight"),
+        reason = unsupported(model, x, y, known.get("sample_weight"),
                                   known.get("shuffle", True), known.get("callbacks"), kwargs)
         if reason is None:
-            path.name = "compiled loop"
-            return loop.fit(model, x, y, **known, **kwargs)
+            return loop_fit(model, x, y, **known, **kwargs, xla=xla, path=path)
         path.fallback = reason
         return keras_fit(x=x, y=y, **known, **kwargs)
 
@@ -160,15 +146,15 @@ def _loop_or_keras(model: Any, path: FitPath, keras_fit: Any) -> Any:
 
 
 @contextlib.contextmanager
-def enabled(estimator: Any, on: bool = True, cap: int = 1000,
-            compiled: bool = True) -> Iterator[FitPath]:
-    """Within the block, ``estimator`` fits on the fast path (if ``on`` and allowed).
+def enabled(estimator: Any, paths: TrainingPaths = FASTEST,
+            cap: int = 1000) -> Iterator[FitPath]:
+    """Within the block, ``estimator`` fits on the fastest path ``paths`` allow.
 
     Yields the :class:`FitPath` its fits take. The patch is removed afterwards,
     so the estimator pickles (e.g. a refitted model sent back to the driver) as
     if never touched.
     """
-    path = enable(estimator, cap, compiled) if on else None
+    path = enable(estimator, paths, cap) if paths.fast else None
     try:
         yield path or FitPath()
     finally:
@@ -207,9 +193,8 @@ def _epoch_dataset(adapter: ArrayInputs) -> Any:
     """Keras' ``ArrayDataAdapter`` batches, gathered a whole epoch at a time, or None.
 
     Mirrors ``get_tf_dataset`` of Keras 3's ``ArrayDataAdapter``: the
-    permutation function is the same (``tf.range`` then ``tf.random.shuffle``,
-    in a map over a one-element dataset), so its random operation gets the same
-    seed; batch k holds the permuted rows ``k*b .. (k+1)*b`` as there, the last
+    permutation is drawn as there (:func:`~sweep.worker.loop.permutations`),
+    so with the same seed; batch k holds the permuted rows ``k*b .. (k+1)*b`` as there, the last
     one partial. ``tests/test_fastpath.py`` checks the batches against Keras'
     for shuffled and ordered data, partial batches and sample weights.
     """
@@ -232,17 +217,11 @@ def _epoch_dataset(adapter: ArrayInputs) -> Any:
     inputs = tree.map_structure(tf.convert_to_tensor, inputs)  # as Dataset.from_tensors does
     num_samples, batch_size = adapter.num_samples, adapter.batch_size
 
-    def permutation(_: Any) -> Any:  # as Keras draws it: same ops, same seed
-        indices = tf.range(num_samples, dtype=tf.int64)
-        if shuffle:
-            indices = tf.random.shuffle(indices)
-        return indices
-
     def batches(indices: Any) -> Any:
         epoch = tree.map_structure(lambda x: tf.gather(x, indices, axis=0), inputs)
         return tf.data.Dataset.from_tensor_slices(epoch).batch(batch_size)
 
-    dataset = tf.data.Dataset.range(1).map(permutation).flat_map(batches)
+    dataset = permutations(num_samples, shuffle).flat_map(batches)  # Keras' order, seed
     options = tf.data.Options()
     options.experimental_optimization.apply_default_optimizations = False
     options.experimental_distribute.auto_shard_policy = (

@@ -22,13 +22,14 @@ from distributed import get_worker
 
 from .._compat import fit_task, retire_and_restart
 from ..records import FitRecord
-from .fastpath import FitPath, enabled
+from .fastpath import enabled
 from .memory import (
     clear_keras_session,
     custom_gradient_keys,
     purge_custom_gradients,
     resident_bytes,
 )
+from .paths import KERAS_FIT, FitPath, TrainingPaths
 from .plugin import WorkerState, current_state, state_of
 from .seeding import fit_seed, seeded
 
@@ -40,6 +41,7 @@ Task = tuple[Callable[..., Any], Sequence[Any], dict[str, Any]]
 def describe_path(record: FitRecord, path: FitPath) -> FitRecord:
     """Fill ``record``'s fast path, fit path and fallback reason."""
     record.fast_path, record.fit_path, record.fallback = path.fast, path.name, path.fallback
+    record.trace_seconds = path.trace_seconds
     return record
 
 
@@ -154,19 +156,16 @@ class IsolatedBatch:
         The sweep seed; each fit derives its own (:func:`~sweep.worker.seeding.fit_seed`).
     keys : sequence of str or None
         Journal keys of the tasks, in order.
-    fast_path : bool
-        Whether fits may take a fast path (:mod:`sweep.worker.fastpath`).
-    compiled_loop : bool
-        Whether the fast path tries sweep's compiled loop first (:mod:`sweep.worker.loop`).
+    paths : TrainingPaths
+        Which training paths fits may take (:mod:`sweep.worker.fastpath`).
     """
 
     def __init__(self, batch: Any, seed: int | None, keys: Sequence[str | None] = (),
-                 fast_path: bool = False, compiled_loop: bool = True) -> None:
+                 paths: TrainingPaths = KERAS_FIT) -> None:
         self.batch = batch
         self.seed = seed
         self.keys = list(keys)
-        self.fast_path = fast_path
-        self.compiled_loop = compiled_loop
+        self.paths = paths
 
     def __call__(self, tasks: list[Task] | None = None) -> FitOutcome:
         results: list[Any] = []
@@ -195,7 +194,7 @@ class IsolatedBatch:
             args = [estimator, *args[1:]]
         seed = fit_seed(self.seed, fit_task(kwargs).split, estimator)
         with isolated_fit(seed, clean=False) as record:
-            with enabled(estimator, self.fast_path, compiled=self.compiled_loop) as path:
+            with enabled(estimator, self.paths) as path:
                 done = self.batch([(func, args, kwargs)])
         results.extend(done)
         identify(record, kwargs)

@@ -28,12 +28,14 @@ that restore epochs) goes to Keras' ``fit``; :func:`unsupported` says why.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 
 from .._compat import ArrayInputs, array_data_adapter, array_inputs, build_for_training
+from .paths import FitPath
 
 #: arguments of ``Model.fit`` that leave the loop when given (with their "unset" value)
 FALLBACK_ARGUMENTS = {"validation_split": 0.0, "validation_data": None, "class_weight": None,
@@ -74,17 +76,15 @@ def unsupported(model: Any, x: Any, y: Any, sample_weight: Any, shuffle: Any,
     return None
 
 
-def _permutations(inputs: ArrayInputs) -> Any:
-    """A one-element dataset of the epoch's row order, drawn as Keras draws it.
+def permutations(num_samples: int, shuffle: bool | str) -> Any:
+    """A one-element dataset of an epoch's row order, drawn as Keras draws it.
 
     The same operations as ``ArrayDataAdapter.get_tf_dataset``'s ``permutation``
     (``tf.range`` then ``tf.random.shuffle``, mapped over ``Dataset.range(1)``),
-    so its random operation gets the same seed; a new iterator each epoch, as
-    Keras' epoch iterator makes one.
+    so its random operation gets the same seed. Both the compiled loop and the
+    fast path's whole-epoch pipeline (:mod:`sweep.worker.fastpath`) draw from it.
     """
     import tensorflow as tf
-
-    num_samples, shuffle = inputs.num_samples, inputs.shuffle
 
     def permutation(_: Any) -> Any:
         indices = tf.range(num_samples, dtype=tf.int64)
@@ -114,8 +114,19 @@ def epoch_orders(dataset: Any) -> Iterator[Any]:
         yield first if repeats else next(iter(dataset))
 
 
-def epoch_function(model: Any, inputs: ArrayInputs) -> Callable[[Any], None]:
-    """One traced function that trains ``model`` on one epoch, given its row order."""
+def random_layers(model: Any) -> list[str]:
+    """Names of ``model``'s layers that draw random numbers while training (e.g. Dropout)."""
+    return [layer.name for layer in getattr(model, "_flatten_layers", lambda: [])()
+            if getattr(layer, "seed_generator", None) is not None]
+
+
+def epoch_function(model: Any, inputs: ArrayInputs, xla: bool = False) -> Callable[[Any], None]:
+    """One traced function that trains ``model`` on one epoch, given its row order.
+
+    With ``xla`` the whole epoch is compiled by XLA (``jit_compile``): a step
+    costs a tenth, the compile ~1-2 s per fit, and results differ from Keras'
+    fit in the last bits.
+    """
     import tensorflow as tf
     from keras import tree
 
@@ -137,7 +148,7 @@ def epoch_function(model: Any, inputs: ArrayInputs) -> Callable[[Any], None]:
     # variables made now, not in the first trace: the step is traced once, not twice
     build_for_training(model, batch_of(tf.range(min(size, rows), dtype=tf.int64)))
 
-    @tf.function
+    @tf.function(jit_compile=xla)
     def epoch(order: Any) -> None:
         for k in tf.range(full):
             step(batch_of(order[k * size:(k + 1) * size]))
@@ -149,18 +160,33 @@ def epoch_function(model: Any, inputs: ArrayInputs) -> Callable[[Any], None]:
 
 def fit(model: Any, x: Any = None, y: Any = None, batch_size: int | None = None,
         epochs: int = 1, verbose: Any = "auto", callbacks: Any = None, shuffle: Any = True,
-        sample_weight: Any = None, initial_epoch: int = 0, **extra: Any) -> Any:
+        sample_weight: Any = None, initial_epoch: int = 0, *, xla: bool = False,
+        path: FitPath | None = None, **extra: Any) -> Any:
     """Train ``model`` as ``model.fit`` would, one traced call per epoch.
 
-    Callers check :func:`unsupported` first. Returns the model's ``History``.
+    Callers check :func:`unsupported` first. With ``xla``, models without
+    random layers train XLA-compiled (:func:`epoch_function`). ``path``, when
+    given, is filled in: the loop's name, why XLA was skipped, the trace cost.
+    Returns the model's ``History``.
     """
     import keras
+
+    path = path if path is not None else FitPath()
+    path.name = "compiled loop"
+    if xla:
+        randoms = random_layers(model)
+        if randoms:
+            xla = False
+            path.fallback = (f"XLA skipped: random layer {randoms[0]} (slower and not "
+                             "reproducible under XLA)")
+        else:
+            path.name = "compiled loop + XLA"
 
     adapter = array_data_adapter()(x, y, sample_weight=sample_weight,
                                    batch_size=batch_size or 32, shuffle=shuffle)
     inputs = array_inputs(adapter)
-    orders = epoch_orders(_permutations(inputs))
-    epoch = epoch_function(model, inputs)
+    orders = epoch_orders(permutations(inputs.num_samples, inputs.shuffle))
+    epoch = epoch_function(model, inputs, xla)
     steps = -(-inputs.num_samples // inputs.batch_size)
     if not isinstance(callbacks, keras.callbacks.CallbackList):
         callbacks = keras.callbacks.CallbackList(
@@ -169,10 +195,13 @@ def fit(model: Any, x: Any = None, y: Any = None, batch_size: int | None = None,
     model.stop_training = False
     callbacks.on_train_begin()
     logs: dict[str, Any] | None = None
+    took: list[float] = []
     for number in range(initial_epoch, epochs):
         model.reset_metrics()
         callbacks.on_epoch_begin(number)
+        start = time.perf_counter()
         epoch(next(orders))
+        took.append(time.perf_counter() - start)
         logs = dict(model.get_metrics_result())
         callbacks.on_epoch_end(number, logs)
         if model.stop_training:
@@ -180,4 +209,6 @@ def fit(model: Any, x: Any = None, y: Any = None, batch_size: int | None = None,
     if epochs > 0 and isinstance(model.optimizer, keras.optimizers.Optimizer):
         model.optimizer.finalize_variable_values(model.trainable_weights)
     callbacks.on_train_end(logs=logs)
+    if took:
+        path.trace_seconds = max(0.0, took[0] - (min(took[1:]) if len(took) > 1 else 0.0))
     return model.history

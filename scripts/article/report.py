@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -81,15 +82,29 @@ def grid_table(cv_results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def previous_wall_times(page: Path) -> dict[str, str]:
+    """Wall times of an earlier results page: per experiment, and ``"total"`` (empty: none)."""
+    if not page.exists():
+        return {}
+    text, times = page.read_text(), {}
+    total = re.search(r"total wall time (\d+ s)", text)
+    if total:
+        times["total"] = total.group(1)
+    for title, seconds in re.findall(r"^## (\S+)\n(?:.*\n)*?- wall time: (\d+ s)", text,
+                                     re.MULTILINE):
+        times[title] = seconds
+    return times
+
+
 def experiment_section(title: str, article_best: str, search: Any, picture: str,
-                       seconds: float) -> str:
-    """One experiment of the results page."""
+                       seconds: float, before: str | None = None) -> str:
+    """One experiment of the results page (``before``: the page's previous wall time)."""
     best = f"{search.best_score_:.3f} with {search.best_params_}"
     return "\n".join([
         f"## {title}", "",
         f"- article's best (Keras 2): {article_best}",
         f"- sweep's best: {best}",
-        f"- wall time: {seconds:.0f} s", "",
+        f"- wall time: {seconds:.0f} s" + (f" (previous page: {before})" if before else ""), "",
         f"![{title}]({picture})", "",
         grid_table(search.cv_results_), "",
     ])

@@ -16,7 +16,7 @@ import platform
 import time
 from pathlib import Path
 
-from report import experiment_section, plot
+from report import experiment_section, plot, previous_wall_times
 
 import keras_sweep as sweep
 from keras_sweep import spec as specmod
@@ -46,6 +46,7 @@ def main() -> int:
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     names = args.only or list(ARTICLE_BEST)
+    before = previous_wall_times(out / "README.md")  # shown beside the new times
     sections, total = [], time.perf_counter()
     with sweep.cluster("local", workers=args.workers, seed=7, progress=True,
                        journal=out / JOURNAL_NAME) as session:
@@ -65,13 +66,16 @@ def main() -> int:
             print("\n".join(result.summary[:1]), flush=True)
             picture = plot(result.search.cv_results_, out / f"{name}.png", name)
             sections.append(experiment_section(name, ARTICLE_BEST[name], result.search,
-                                               picture.name, result.wall_seconds))
+                                               picture.name, result.wall_seconds,
+                                               before.get(name)))
+    previous = f" (previous page: {before['total']})" if "total" in before else ""
     header = [
         "# The article's seven grid searches, run with sweep", "",
         f"Mode: {'quick (2 epochs)' if args.quick else 'full size (the recipe epochs)'}"
         f"{f', sample {args.sample}' if args.sample else ''}; cluster: local, {workers} "
         f"worker(s) on {platform.node() or 'this machine'} ({platform.processor() or 'cpu'}); "
-        f"total wall time {time.perf_counter() - total:.0f} s; seed 7; 3-fold CV, accuracy.", "",
+        f"total wall time {time.perf_counter() - total:.0f} s{previous}; seed 7; 3-fold CV, "
+        "accuracy; sweep's default training path.", "",
     ]
     (out / "README.md").write_text("\n".join(header + sections))
     print(f"results page: {out / 'README.md'}")

@@ -1,0 +1,44 @@
+"""Which way a fit may train (the choice) and which way it did (the outcome)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class TrainingPaths:
+    """Which training paths a fit may take (resolved once, :mod:`sweep.config`)."""
+
+    #: Keras' fit with whole epochs per execution, or better (``sweep.fit.fast-path``)
+    fast: bool = True
+    #: sweep's compiled loop where it is exact (``sweep.fit.compiled-loop``)
+    compiled_loop: bool = True
+    #: XLA-compile the loop for models without random layers (``sweep.fit.xla``);
+    #: not bitwise equal to Keras' fit
+    xla: bool = False
+
+
+@dataclass
+class FitPath:
+    """Which way one fit trained, for its :class:`~sweep.records.FitRecord`."""
+
+    #: "compiled loop", "compiled loop + XLA" (sweep's loop, :mod:`sweep.worker.loop`),
+    #: "fast path" (Keras' fit, whole epochs per execution) or "keras" (Keras' fit
+    #: as it comes)
+    name: str = "keras"
+    #: why the fit did not take the fastest path asked for (None: it did)
+    fallback: str | None = None
+    #: seconds the loop's first epoch took beyond a later one: tracing, and with
+    #: XLA compiling (None: not the compiled loop)
+    trace_seconds: float | None = None
+
+    @property
+    def fast(self) -> bool:
+        """Whether a fast path (the compiled loop or whole epochs) trained it."""
+        return self.name != "keras"
+
+
+#: the default choice: the fastest path that is bitwise equal to Keras' fit
+FASTEST = TrainingPaths()
+#: Keras' fit as it comes (one call per batch)
+KERAS_FIT = TrainingPaths(fast=False)
