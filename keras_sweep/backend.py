@@ -18,6 +18,7 @@ returns the data, so Dask can recompute it after a worker loss or a recycle.
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import logging
 from collections.abc import Callable
@@ -71,6 +72,8 @@ class _RecomputableScatter:
 #: Errors of a Dask future that mean "the fit never returned", not "the fit raised".
 WORKER_LOST = (KilledWorker, asyncio.CancelledError, concurrent.futures.CancelledError)
 WORKER_LOST_PREFIX = "worker lost"
+#: a future cancelled (by sweep when the search stops, or by Dask)
+CANCELLED = (asyncio.CancelledError, concurrent.futures.CancelledError)
 
 
 class _Raise:
@@ -125,6 +128,13 @@ class SweepBackend(JoblibDaskBackend):
         self.on_fit = on_fit
         self.journal = journal
         self.paths = paths
+        #: the search was stopped (Ctrl-C, an error): cancellations are not worker deaths
+        self.stopping = False
+        #: fits sent to the cluster and not yet back, and those held back (see _admit)
+        self._in_flight = 0
+        self._waiting: collections.deque[tuple[Any, Any, Any, list[str | None]]] = (
+            collections.deque())
+        self._ticking = False
         self.keys = FitKeys(seed, __version__)
         self._tasks: dict[Any, tuple[list[dict[str, Any]], list[str | None]]] = {}
 
@@ -176,8 +186,28 @@ class SweepBackend(JoblibDaskBackend):
         if callback is not None:
             callback(out)
 
+    def slots(self) -> int:
+        """Fits the cluster can run at once now: its worker threads (at least 1)."""
+        workers = self.unwrapped_client.scheduler_info().get("workers", {})
+        return max(1, sum(int(w.get("nthreads", 1)) for w in workers.values()))
+
     async def _submit_async(self, func: Any, callback: Any, cf_future: Any,
-                            keys: list[str | None]) -> None:
+                            keys: list[str | None], admitted: bool = False) -> None:
+        """Send one fit to the cluster, or hold it back while every worker thread is busy.
+
+        joblib dispatches up to twice as many fits as there are threads. Sent all at
+        once, a worker would hold a queued fit beside the one it runs, and Dask
+        counts a worker's death against every fit the worker holds: an innocent
+        queued fit could use up its retries. Held in the driver until a thread is
+        free, each fit a worker holds is the one it runs, so ``max_retries``
+        (Dask's ``allowed-failures``) counts the deaths of a fit's own runs only.
+        """
+        if not admitted:
+            if self._in_flight >= self.slots():
+                self._waiting.append((func, callback, cf_future, keys))
+                self._tick()  # workers that join meanwhile get fits too
+                return
+            self._in_flight += 1
         joblib_batch, tasks = await self.split_batch(func)
         if self.on_submit is not None:
             for task in tasks:
@@ -197,6 +227,9 @@ class SweepBackend(JoblibDaskBackend):
         joblib's own version only empties a queue sweep does not use, so the
         cluster would go on running the fits.
         """
+        self.stopping = True
+        self._waiting.clear()
+        self._in_flight = 0
         futures = self.tracked()
         for future in futures:
             self.untrack(future)
@@ -204,6 +237,26 @@ class SweepBackend(JoblibDaskBackend):
         if futures:
             self.client.loop.add_callback(self.unwrapped_client.cancel, futures,
                                           asynchronous=True)
+
+    def _tick(self) -> None:
+        """Admit held-back fits twice a second while any wait (workers may join)."""
+        if self._ticking:
+            return
+        self._ticking = True
+
+        def tick() -> None:
+            self._ticking = False
+            self._admit()
+            if self._waiting and not self.stopping:
+                self._tick()
+
+        self.client.loop.call_later(0.5, tick)
+
+    def _admit(self) -> None:
+        """Send held-back fits while worker threads are free."""
+        while self._waiting and self._in_flight < self.slots() and not self.stopping:
+            self._in_flight += 1
+            self.client.loop.add_callback(self._submit_async, *self._waiting.popleft(), True)
 
     def _watch(self, future: Any) -> None:
         """Deliver ``future``'s result once it is done (called again if it is lost)."""
@@ -229,9 +282,14 @@ class SweepBackend(JoblibDaskBackend):
         tracked = self.untrack(future)
         if tracked is None:  # aborted meanwhile
             return
+        self._in_flight = max(0, self._in_flight - 1)
+        self._admit()
         cf_future, callback = tracked
         kwargs_list, keys = self._tasks.pop(future, ([], []))
-        if not (isinstance(result, tuple) and len(result) == 3 and result[0] == "error"):
+        failed = isinstance(result, tuple) and len(result) == 3 and result[0] == "error"
+        if failed and self.stopping and isinstance(result[1], CANCELLED):
+            return  # cancelled because the search stopped: nobody died, nobody waits
+        if not failed:
             try:
                 self._resolve(cf_future, callback, result)
             except Exception:  # never let one bad result stop the others

@@ -178,8 +178,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SweepError as exc:
         print(f"sweep: error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
-        print("sweep: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        from .exceptions import Interrupted
+
+        print(f"sweep: {exc}" if isinstance(exc, Interrupted) else "sweep: interrupted",
+              file=sys.stderr)
         return 130
 
 

@@ -68,6 +68,7 @@ class Settings:
     fast_path: bool
     compiled_loop: bool
     xla: bool
+    fail_on_nan: bool
     tls: bool
     tls_valid_days: float
     #: the backend's own options: explicit values over ``sweep.<backend>.*``
@@ -76,7 +77,7 @@ class Settings:
     @property
     def paths(self) -> TrainingPaths:
         """The training paths fits may take (fast path, compiled loop, XLA)."""
-        return TrainingPaths(self.fast_path, self.compiled_loop, self.xla)
+        return TrainingPaths(self.fast_path, self.compiled_loop, self.xla, self.fail_on_nan)
 
     def option(self, name: str, default: Any = None) -> Any:
         """A backend option (``None`` counts as unset)."""
@@ -105,6 +106,7 @@ KEYS: dict[str, str] = {
     "fast_path": "fit.fast-path",
     "compiled_loop": "fit.compiled-loop",
     "xla": "fit.xla",
+    "fail_on_nan": "fit.fail-on-nan",
     "tls": "tls.enabled",
     "tls_valid_days": "tls.valid-days",
 }
@@ -153,6 +155,7 @@ def resolve(**explicit: Any) -> Settings:
         fast_path=bool(pick("fast_path")),
         compiled_loop=bool(pick("compiled_loop")),
         xla=bool(pick("xla")),
+        fail_on_nan=bool(pick("fail_on_nan")),
         tls=bool(pick("tls")),
         tls_valid_days=float(pick("tls_valid_days")),
         options=MappingProxyType(_backend_options(backend, explicit)),

@@ -66,5 +66,20 @@ class OutputBusyError(SweepError, RuntimeError):
             "this run another folder with --output DIR.")
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM stopped a sweep; the message says what was kept (exit 130).
+
+    A ``KeyboardInterrupt``, so code that handles Ctrl-C handles it too.
+    """
+
+    def __init__(self, finished: int, total: int, journaled: bool) -> None:
+        self.finished, self.total = finished, total
+        kept = "finished and journaled" if journaled else "finished (no journal: not kept)"
+        again = ("rerun the same command to continue" if journaled
+                 else "rerun to start again")
+        super().__init__(f"interrupted: {finished} of {total} fits {kept}, "
+                         f"{total - finished} cancelled; {again}")
+
+
 class JournalError(SweepError, RuntimeError):
     """The output folder's journal cannot be read as a sweep journal (exit 2)."""

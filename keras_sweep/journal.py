@@ -93,8 +93,15 @@ class Journal:
         facts = {k: v for k, v in record.as_dict().items() if k != "params"}
         row = (key, record.candidate, record.split, repr(record.params),
                pickle.dumps(result), repr(facts), fit_error(result), time.time())
-        with self._lock:
-            self._db.execute("INSERT OR REPLACE INTO fits VALUES (?,?,?,?,?,?,?,?)", row)
+        try:
+            with self._lock:
+                self._db.execute("INSERT OR REPLACE INTO fits VALUES (?,?,?,?,?,?,?,?)", row)
+        except sqlite3.OperationalError as exc:  # disk full, read-only, I/O error
+            raise JournalError(
+                f"cannot write to the journal {self.path} ({exc}); the sweep stops here. "
+                f"The {len(self)} fits journaled so far are kept.\n"
+                "  Fix: free space on that disk (or fix its permissions), then rerun the "
+                "same command: it continues from the journal.") from None
 
     def __len__(self) -> int:
         with self._lock:

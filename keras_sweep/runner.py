@@ -13,6 +13,7 @@ import numpy as np
 from . import data as datamod
 from . import results
 from .checks import check_folds
+from .exceptions import Interrupted
 from .journal import Journal
 from .output import claim
 from .records import FitRecord
@@ -60,12 +61,19 @@ def run(spec: Spec, *, progress: bool = True, echo: Callable[[str], None] = prin
         if resuming:
             echo(f"sweep: journal {path} found: {len(journal)} finished fit(s) it holds are "
                  "not run again")
+        own: Session | None = None
         try:
             with cluster(seed=spec.seed, progress=progress, journal=journal,
                          max_retries=spec.max_retries, fast_path=spec.fast_path,
                          compiled_loop=spec.compiled_loop, xla=spec.xla,
+                         fail_on_nan=spec.fail_on_nan,
                          **spec.cluster) as own:
                 return _fit(spec, own, dataset, search, echo, start)
+        except KeyboardInterrupt as exc:
+            if isinstance(exc, Interrupted):
+                raise
+            finished = sum(1 for f in (own.fits if own else []) if not f.refit)
+            raise Interrupted(finished, spec.n_candidates * spec.cv, journaled=True) from None
         finally:
             journal.close()
 

@@ -107,6 +107,7 @@ def cluster(
     fast_path: bool | None = None,
     compiled_loop: bool | None = None,
     xla: bool | None = None,
+    fail_on_nan: bool | None = None,
     **backend_options: Any,
 ) -> Iterator[Session]:
     """Run every joblib-parallel fit inside the block on an isolated Dask cluster.
@@ -152,6 +153,9 @@ def cluster(
         XLA-compile that loop for models without random layers (default: off,
         ``sweep.fit.xla``): a step costs about a tenth, the compile 1-2 s per
         fit, and losses differ from Keras' fit in the last bits.
+    fail_on_nan : bool, optional
+        A loss that becomes NaN or infinite fails the fit at that epoch
+        (default: on, ``sweep.fit.fail-on-nan``); off keeps Keras' behaviour.
     **backend_options
         Options of the backend, e.g. ``address=`` for ``"attach"``, ``hosts=``
         for ``"ssh"``, ``queue=`` for ``"slurm"``.
@@ -171,7 +175,7 @@ def cluster(
         backend=backend, workers=workers, threads_per_worker=threads_per_worker,
         recycle_after_fits=recycle_after_fits, recycle_above_memory=recycle_above_memory,
         keras_backend=keras_backend, max_retries=max_retries, fast_path=fast_path,
-        compiled_loop=compiled_loop, xla=xla, **backend_options)
+        compiled_loop=compiled_loop, xla=xla, fail_on_nan=fail_on_nan, **backend_options)
     # a journal that is not one stops the sweep before any cluster starts
     store = Journal(journal) if isinstance(journal, (str, Path)) else journal
     try:
@@ -204,6 +208,9 @@ def _session(started: clusters.Started, settings: Settings, client: Client,
     with joblib.parallel_config(backend=backend):
         try:
             yield Session(client, started.cluster, backend, monitor, settings, store)
+        except BaseException:
+            backend.stopping = True  # what is cancelled from now on was not lost
+            raise
         finally:
             monitor.close()
     # a normal exit lets a restart asked for by the last fits finish (not Ctrl-C)

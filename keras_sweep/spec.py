@@ -39,6 +39,7 @@ FIELDS: dict[str, tuple[tuple[type, ...], str]] = {
     "fast_path": ((bool, type(None)), "true (whole epochs per Keras execution) or false"),
     "compiled_loop": ((bool, type(None)), "true (sweep's compiled training loop) or false"),
     "xla": ((bool, type(None)), "true (XLA-compile the training loop) or false"),
+    "fail_on_nan": ((bool, type(None)), "true (a NaN loss fails the fit) or false"),
     "cluster": ((dict,), "{backend: local, workers: 2}"),
     "output": ((str,), "a folder for the results, e.g. sweep-results/demo"),
 }
@@ -87,6 +88,7 @@ class Spec:
     fast_path: bool | None
     compiled_loop: bool | None
     xla: bool | None
+    fail_on_nan: bool | None
     cluster: dict[str, Any]
     output: str
     base_dir: Path | None = None
@@ -101,7 +103,8 @@ class Spec:
         from .config import resolve
 
         return resolve(max_retries=self.max_retries, fast_path=self.fast_path,
-                       compiled_loop=self.compiled_loop, xla=self.xla, **self.cluster)
+                       compiled_loop=self.compiled_loop, xla=self.xla,
+                       fail_on_nan=self.fail_on_nan, **self.cluster)
 
     def resolved(self, settings: Settings | None = None) -> dict[str, Any]:
         """The spec as it runs (with ``settings``, default :meth:`settings`), for saving."""
@@ -109,6 +112,7 @@ class Spec:
         settings = settings or self.settings()
         out["max_retries"], out["fast_path"] = settings.max_retries, settings.fast_path
         out["compiled_loop"], out["xla"] = settings.compiled_loop, settings.xla
+        out["fail_on_nan"] = settings.fail_on_nan
         out["param_grid"] = out["param_grid"][0] if len(out["param_grid"]) == 1 else out[
             "param_grid"]
         if isinstance(out["error_score"], float) and math.isnan(out["error_score"]):
@@ -219,7 +223,7 @@ def validate(raw: dict[str, Any], base_dir: Path | None = None) -> Spec:
         allow_failures=raw.get("allow_failures", False),
         max_retries=_non_negative("max_retries", raw.get("max_retries")),
         fast_path=raw.get("fast_path"), compiled_loop=raw.get("compiled_loop"),
-        xla=raw.get("xla"),
+        xla=raw.get("xla"), fail_on_nan=raw.get("fail_on_nan"),
         cluster=cluster,
         output=raw.get("output") or default_output(raw.get("name", "sweep")),
         base_dir=base_dir,

@@ -115,7 +115,8 @@ CASES: list[tuple[str, dict[str, Any], list[str]]] = [
     ("sample above 1", {"data.sample": 1.5}, ["data.sample", "1.5"]),
     ("unknown bundled dataset", {"data": {"dataset": "titanic"}},
      ["data.dataset", "'titanic'"]),
-    ("non-numeric feature column", {"data.csv": "TEXT_COLUMN"}, ["not numeric", "column 0 holds 'blue'"]),
+    ("non-numeric feature column", {"data.csv": "TEXT_COLUMN"},
+     ["not numeric", "column 0 holds 'blue'"]),
     # cluster
     ("workers 0", {"cluster.workers": 0}, ["cluster.workers", "positive integer"]),
     ("unknown backend", {"cluster.backend": "kubernetes"}, ["kubernetes", "use one of"]),

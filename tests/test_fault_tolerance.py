@@ -89,6 +89,30 @@ def test_driver_sigkill_then_rerun_runs_only_unfinished_fits(tmp_path):
     print(f"\nresume: {done} of 18 fits came from the journal, {18 - done} ran on the rerun")
 
 
+def test_ctrl_c_says_what_was_kept_and_nothing_about_lost_workers(tmp_path):
+    out = tmp_path / "ctrl-c"
+    spec = write_spec(tmp_path, "ctrl-c", out)
+    # a child inherits an ignored SIGINT (as under `.ci/run &`), not a handler: set one
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        proc = subprocess.Popen(sweep_cmd(spec), env=sweep_env(), start_new_session=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    journal = out / "journal.sqlite"
+    deadline = time.monotonic() + 300
+    while journal_count(journal) < 4 and time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the whole process group
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-3000:]
+    done = journal_count(journal)
+    assert f"interrupted: {done} of 18 fits finished and journaled, {18 - done} cancelled; " \
+           "rerun the same command to continue" in err, err[-3000:]
+    assert "worker lost" not in err and "Traceback" not in err, err[-3000:]
+
+
 def test_a_changed_spec_does_not_reuse_the_journal(tmp_path):
     out = tmp_path / "out"
     first = subprocess.run(sweep_cmd(write_spec(tmp_path, "a", out, grid="[1, 2]")),
@@ -194,3 +218,45 @@ def test_fit_that_keeps_killing_workers_is_recorded_failed(tmp_path):
     assert len(pd.read_csv(out / "cv_results.csv")) == 2
     with sqlite3.connect(out / "journal.sqlite") as db:
         assert db.execute("SELECT COUNT(*) FROM fits").fetchone()[0] == 4
+
+
+def test_disk_full_stops_cleanly_and_the_journal_resumes(tmp_path):
+    disk = tmp_path / "small-disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here (needs root): {mounted.stderr.strip()}")
+    try:
+        out = disk / "out"
+        spec = write_spec(tmp_path, "full", out)
+        proc = subprocess.Popen(sweep_cmd(spec), env=sweep_env(), stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        journal = out / "journal.sqlite"
+        deadline = time.monotonic() + 300
+        while journal_count(journal) < 3 and time.monotonic() < deadline:
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.2)
+        filler = disk / "filler"
+        with open(filler, "wb") as handle:  # the disk fills up mid-sweep
+            try:
+                while True:
+                    handle.write(b"\0" * 65536)
+                    handle.flush()
+            except OSError:
+                pass
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 2, err[-3000:]
+        assert "cannot write to the journal" in err and "rerun the same command" in err, \
+            err[-3000:]
+        assert "Traceback" not in err, err[-3000:]
+        kept = journal_count(journal)  # still readable
+        assert 3 <= kept < 18, kept
+        filler.unlink()
+        rerun = subprocess.run(sweep_cmd(spec), env=sweep_env(), capture_output=True,
+                               text=True, timeout=600)
+        assert rerun.returncode == 0, rerun.stderr[-3000:]
+        assert f"{kept} fit(s) came from the journal" in rerun.stdout, rerun.stdout
+        print(f"\ndisk full: stopped with {kept} of 18 fits journaled; the rerun finished")
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True)

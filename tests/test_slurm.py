@@ -287,6 +287,36 @@ def test_interrupt_cancels_jobs(slurm, tmp_path):
     assert _wait_no_jobs(timeout=15) == [], "Ctrl-C left worker jobs in the queue"
 
 
+def test_killed_driver_leaves_no_job_behind(slurm, tmp_path):
+    import yaml
+
+    spec = _spec(tmp_path, SLURM, epochs=300, grid={"model__neurons": [2, 3, 4, 5]})
+    spec_file = tmp_path / "spec.yaml"
+    spec_file.write_text(yaml.safe_dump(spec.resolved()))
+    proc = subprocess.Popen([sys.executable, "-m", "keras_sweep", "run", str(spec_file),
+                             "--no-progress"], env=sweep_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        seen = []
+        for line in proc.stdout:
+            seen.append(line)
+            if "cluster 'slurm' with" in line:
+                break
+        assert len(_jobs()) >= 2, "".join(seen)
+        time.sleep(2)
+        proc.kill()  # SIGKILL: no clean-up runs in the driver (nor its scheduler)
+        proc.wait()
+        killed = time.monotonic()
+        left = _wait_no_jobs(timeout=60)
+        gone = time.monotonic() - killed
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert left == [], "worker jobs outlived the killed driver by a minute"
+    print(f"\nworker jobs ended {gone:.1f} s after the driver's SIGKILL")
+    assert gone < 30, f"jobs ended {gone:.1f} s after the driver died (death-timeout 15 s)"
+
+
 @pytest.mark.slow
 def test_unknown_partition_and_no_worker_errors(slurm, tmp_path, monkeypatch):
     with pytest.raises(ClusterError, match="partition 'nope' does not exist") as info:

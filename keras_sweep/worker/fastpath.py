@@ -39,6 +39,7 @@ from .._compat import (
 )
 from .loop import fit as loop_fit
 from .loop import permutations, unsupported
+from .nonfinite import guard
 from .paths import FASTEST, FitPath, TrainingPaths
 
 #: batch-level hooks: a callback that overrides any of them disables the fast path
@@ -104,10 +105,8 @@ def enable(estimator: Any, paths: TrainingPaths = FASTEST,
         batch = (kwargs.get("batch_size") or params.get("fit__batch_size")
                  or params.get("batch_size"))
         steps = steps_for(_rows(X) or 0, batch, cap)
-        if not paths.compiled_loop:
-            return _whole_epochs(model, path, steps, original, X, y, *args, **kwargs)
         with replace_model_fit(model, lambda keras_fit: _loop_or_keras(
-                model, path, keras_fit, paths.xla)):
+                model, path, keras_fit, paths)):
             return _whole_epochs(model, path, steps, original, X, y, *args, **kwargs)
 
     return path if wrap_keras_fit(estimator, fit_keras_model) else None
@@ -128,17 +127,22 @@ def _whole_epochs(model: Any, path: FitPath, steps: int, train: Any, X: Any, y: 
         set_steps_per_execution(model, 1)
 
 
-def _loop_or_keras(model: Any, path: FitPath, keras_fit: Any, xla: bool) -> Any:
-    """A stand-in for ``model.fit``: the compiled loop when it is exact, else ``keras_fit``."""
+def _loop_or_keras(model: Any, path: FitPath, keras_fit: Any, paths: TrainingPaths) -> Any:
+    """A stand-in for ``model.fit``: the compiled loop when allowed and exact, else
+    ``keras_fit``; either way with the non-finite loss guard if ``paths`` ask for it."""
 
     def fit(x: Any = None, y: Any = None, **kwargs: Any) -> Any:
+        if paths.fail_on_nan:
+            kwargs["callbacks"] = [*(kwargs.get("callbacks") or []), guard()]
+        if not paths.compiled_loop:
+            return keras_fit(x=x, y=y, **kwargs)
         known = {k: kwargs.pop(k) for k in ("batch_size", "epochs", "verbose", "callbacks",
                                             "shuffle", "sample_weight", "initial_epoch")
                  if k in kwargs}
         reason = unsupported(model, x, y, known.get("sample_weight"),
                                   known.get("shuffle", True), known.get("callbacks"), kwargs)
         if reason is None:
-            return loop_fit(model, x, y, **known, **kwargs, xla=xla, path=path)
+            return loop_fit(model, x, y, **known, **kwargs, xla=paths.xla, path=path)
         path.fallback = reason
         return keras_fit(x=x, y=y, **known, **kwargs)
 

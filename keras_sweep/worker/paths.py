@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class TrainingPaths:
-    """Which training paths a fit may take (resolved once, :mod:`sweep.config`)."""
+    """How fits train: the paths they may take, and a diverging loss (:mod:`sweep.config`)."""
 
     #: Keras' fit with whole epochs per execution, or better (``sweep.fit.fast-path``)
     fast: bool = True
@@ -16,6 +16,9 @@ class TrainingPaths:
     #: XLA-compile the loop for models without random layers (``sweep.fit.xla``);
     #: not bitwise equal to Keras' fit
     xla: bool = False
+    #: a loss that becomes NaN or infinite fails the fit at that epoch
+    #: (``sweep.fit.fail-on-nan``, :mod:`sweep.worker.nonfinite`)
+    fail_on_nan: bool = True
 
 
 @dataclass
@@ -41,4 +44,4 @@ class FitPath:
 #: the default choice: the fastest path that is bitwise equal to Keras' fit
 FASTEST = TrainingPaths()
 #: Keras' fit as it comes (one call per batch)
-KERAS_FIT = TrainingPaths(fast=False)
+KERAS_FIT = TrainingPaths(fast=False, fail_on_nan=False)

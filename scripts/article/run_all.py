@@ -16,7 +16,13 @@ import platform
 import time
 from pathlib import Path
 
-from report import experiment_section, plot, previous_wall_times
+from report import (
+    comparison_section,
+    experiment_section,
+    pick_rank,
+    plot,
+    previous_wall_times,
+)
 
 import keras_sweep as sweep
 from keras_sweep import spec as specmod
@@ -31,6 +37,16 @@ ARTICLE_BEST = {
     "exp5_activation": "0.723 (linear)",
     "exp6_dropout_maxnorm": "0.724 (dropout 0.2, max-norm 4)",
     "exp7_neurons": "0.715 (5 neurons)",
+}
+#: the article's best candidate of each experiment, as the grid names its parameters
+ARTICLE_PICK = {
+    "exp1_batch_epochs": {"batch_size": 20, "epochs": 100},
+    "exp2_optimizer": {"optimizer": "Adam"},
+    "exp3_sgd_lr_momentum": {"optimizer__learning_rate": 0.01, "optimizer__momentum": 0.0},
+    "exp4_init": {"model__kernel_initializer": "uniform"},
+    "exp5_activation": {"model__activation": "linear"},
+    "exp6_dropout_maxnorm": {"model__dropout": 0.2, "model__max_norm": 4},
+    "exp7_neurons": {"model__neurons": 5},
 }
 
 
@@ -47,7 +63,7 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     names = args.only or list(ARTICLE_BEST)
     before = previous_wall_times(out / "README.md")  # shown beside the new times
-    sections, total = [], time.perf_counter()
+    sections, compared, total = [], [], time.perf_counter()
     with sweep.cluster("local", workers=args.workers, seed=7, progress=True,
                        journal=out / JOURNAL_NAME) as session:
         workers = len(session.client.scheduler_info()["workers"])
@@ -68,6 +84,9 @@ def main() -> int:
             sections.append(experiment_section(name, ARTICLE_BEST[name], result.search,
                                                picture.name, result.wall_seconds,
                                                before.get(name)))
+            compared.append((name, ARTICLE_BEST[name],
+                             f"{result.search.best_score_:.3f} {result.search.best_params_}",
+                             pick_rank(result.search.cv_results_, ARTICLE_PICK[name])))
     previous = f" (previous page: {before['total']})" if "total" in before else ""
     header = [
         "# The article's seven grid searches, run with sweep", "",
@@ -77,6 +96,11 @@ def main() -> int:
         f"total wall time {time.perf_counter() - total:.0f} s{previous}; seed 7; 3-fold CV, "
         "accuracy; sweep's default training path.", "",
     ]
+    how = (f"Run on {time.strftime('%Y-%m-%d')} with `python scripts/article/run_all.py "
+           f"--workers {workers} --output {args.output}`{' --quick' if args.quick else ''} "
+           "(TensorFlow / Keras 3 / scikeras on CPU, sweep's default training path, 3-fold "
+           "stratified shuffled CV, seed 7).")
+    sections.append(comparison_section(compared, how))
     (out / "README.md").write_text("\n".join(header + sections))
     print(f"results page: {out / 'README.md'}")
     return 0
