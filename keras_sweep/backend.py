@@ -186,10 +186,21 @@ class SweepBackend(JoblibDaskBackend):
         if callback is not None:
             callback(out)
 
-    def slots(self) -> int:
-        """Fits the cluster can run at once now: its worker threads (at least 1)."""
-        workers = self.unwrapped_client.scheduler_info().get("workers", {})
-        return max(1, sum(int(w.get("nthreads", 1)) for w in workers.values()))
+    def start_call(self) -> None:
+        """A new search begins (joblib calls this): an earlier one's stop is forgotten."""
+        super().start_call()
+        self.stopping = False
+        self._waiting.clear()
+        self._in_flight = len(self.tracked())
+
+    async def slots(self) -> int:
+        """Fits the cluster can run at once now: its running workers' threads (at least 1).
+
+        Asked of the scheduler each time (a millisecond): the client's cached
+        ``scheduler_info`` may predate the workers.
+        """
+        nthreads = await self.unwrapped_client.nthreads(asynchronous=True)
+        return max(1, sum(int(n) for n in nthreads.values()))
 
     async def _submit_async(self, func: Any, callback: Any, cf_future: Any,
                             keys: list[str | None], admitted: bool = False) -> None:
@@ -203,11 +214,12 @@ class SweepBackend(JoblibDaskBackend):
         (Dask's ``allowed-failures``) counts the deaths of a fit's own runs only.
         """
         if not admitted:
-            if self._in_flight >= self.slots():
+            self._in_flight += 1  # counted before the await: concurrent calls see it
+            if self._in_flight > await self.slots():
+                self._in_flight -= 1
                 self._waiting.append((func, callback, cf_future, keys))
                 self._tick()  # workers that join meanwhile get fits too
                 return
-            self._in_flight += 1
         joblib_batch, tasks = await self.split_batch(func)
         if self.on_submit is not None:
             for task in tasks:
@@ -244,17 +256,18 @@ class SweepBackend(JoblibDaskBackend):
             return
         self._ticking = True
 
-        def tick() -> None:
+        async def tick() -> None:
             self._ticking = False
-            self._admit()
+            await self._admit()
             if self._waiting and not self.stopping:
                 self._tick()
 
-        self.client.loop.call_later(0.5, tick)
+        self.client.loop.call_later(0.5, lambda: self.client.loop.add_callback(tick))
 
-    def _admit(self) -> None:
+    async def _admit(self) -> None:
         """Send held-back fits while worker threads are free."""
-        while self._waiting and self._in_flight < self.slots() and not self.stopping:
+        slots = await self.slots()
+        while self._waiting and self._in_flight < slots and not self.stopping:
             self._in_flight += 1
             self.client.loop.add_callback(self._submit_async, *self._waiting.popleft(), True)
 
@@ -283,7 +296,7 @@ class SweepBackend(JoblibDaskBackend):
         if tracked is None:  # aborted meanwhile
             return
         self._in_flight = max(0, self._in_flight - 1)
-        self._admit()
+        self.client.loop.add_callback(self._admit)
         cf_future, callback = tracked
         kwargs_list, keys = self._tasks.pop(future, ([], []))
         failed = isinstance(result, tuple) and len(result) == 3 and result[0] == "error"

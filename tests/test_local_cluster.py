@@ -69,3 +69,18 @@ def test_data_is_sent_once_per_search_not_once_per_fit(session, cancer, tiny_cla
     # X, y and the fold indices travel once per search: three times the fits, same data
     assert sent[0] and len(sent[0]) == len(sent[1])
     assert sum(sent[0]) == sum(sent[1]) >= X.nbytes
+
+
+def test_a_search_that_raises_leaves_the_session_usable(session, cancer):
+    from sklearn.tree import DecisionTreeClassifier
+
+    X, y = cancer
+    bad = GridSearchCV(DecisionTreeClassifier(), {"max_depth": [1, -5, 2, 3, 4, 5]}, cv=3,
+                       n_jobs=-1, error_score="raise")
+    with pytest.raises(ValueError):
+        bad.fit(X, y)
+    # the backend cancelled the rest; the next search runs every fit, none held back
+    good = GridSearchCV(DecisionTreeClassifier(random_state=0), {"max_depth": [1, 2, 3, 4]},
+                        cv=3, n_jobs=-1).fit(X, y)
+    assert np.isfinite(good.cv_results_["mean_test_score"]).all()
+    assert session.backend.stopping is False and not session.backend._waiting
