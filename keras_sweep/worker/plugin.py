@@ -130,6 +130,7 @@ class WorkerSetup(WorkerPlugin):
         self.purge_gradients = purge_gradients
 
     def setup(self, worker: Any) -> None:
+        ignore_interrupts()
         state = WorkerState(self.threads, self.recycle_after_fits, self.recycle_above_bytes)
         if self.preload_tensorflow and _uses_tensorflow():
             state.tensorflow_threads = pin_tensorflow_threads(self.threads)
@@ -147,6 +148,24 @@ class WorkerSetup(WorkerPlugin):
             state.freeze_gc, state.full_gc_every = True, self.full_gc_every
             state.frozen_objects = freeze_heap()
         worker_extension(worker, STATE_NAME, state)
+
+
+def ignore_interrupts() -> bool:
+    """Ignore SIGINT in this worker process; True if it could (main thread only).
+
+    Ctrl-C in a terminal reaches every process of the foreground group, the
+    local workers included. The driver handles it (it cancels the fits and
+    closes the cluster); a worker that took it too would die mid-fit with a
+    ``KeyboardInterrupt`` traceback on the user's terminal, and its fits would
+    look lost.
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    return True
 
 
 def _uses_tensorflow() -> bool:
