@@ -266,6 +266,8 @@ class SweepBackend(JoblibDaskBackend):
 
     async def _admit(self) -> None:
         """Send held-back fits while worker threads are free."""
+        if not self._waiting:
+            return  # nothing held back: no need to ask the scheduler
         slots = await self.slots()
         while self._waiting and self._in_flight < slots and not self.stopping:
             self._in_flight += 1
