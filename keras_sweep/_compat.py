@@ -179,6 +179,19 @@ def fit_error(result: Any) -> str | None:
     return None if error is None else str(error)
 
 
+@touch("scikit-learn", ">=1.4, tested 1.9.1", "the test_scores key of _fit_and_score's result")
+def fit_score(result: Any, metric: str | None = None) -> float | None:
+    """The test score of a ``_fit_and_score`` result (``metric``: for multi-metric scoring,
+    the one to report; default the first). None when there is none."""
+    scores = result.get("test_scores") if isinstance(result, dict) else None
+    if isinstance(scores, dict):
+        scores = scores.get(metric) if metric in scores else next(iter(scores.values()), None)
+    try:
+        return None if scores is None else float(scores)
+    except (TypeError, ValueError):
+        return None
+
+
 # -- Keras ----------------------------------------------------------------------------
 
 def _keras_seed_module() -> Any:

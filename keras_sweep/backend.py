@@ -21,6 +21,7 @@ import asyncio
 import collections
 import concurrent.futures
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 from uuid import uuid4
@@ -28,7 +29,7 @@ from uuid import uuid4
 from dask.sizeof import sizeof
 from distributed import KilledWorker
 
-from ._compat import JoblibDaskBackend, failed_fit_result, fit_error
+from ._compat import JoblibDaskBackend, failed_fit_result, fit_error, fit_score
 from .journal import FitKeys, Journal
 from .records import FitRecord
 from .recycling import Recycler
@@ -164,13 +165,19 @@ class SweepBackend(JoblibDaskBackend):
         cf_future.get = cf_future.result  # type: ignore[attr-defined]
         stored = self._stored(keys)
         if stored is not None:
-            records = [identify(FitRecord(key=k, resumed=True), kw)
-                       for (_, _, kw), k in zip(items, keys, strict=True)]
+            records = [self._resumed(k, kw) for (_, _, kw), k in zip(items, keys, strict=True)]
             self.client.loop.add_callback(
                 self._resolve, cf_future, callback, FitOutcome(stored, records))
             return cf_future
         self.client.loop.add_callback(self._submit_async, func, callback, cf_future, keys)
         return cf_future
+
+    def _resumed(self, key: str | None, kwargs: dict[str, Any]) -> FitRecord:
+        """The record of a fit taken from the journal: its history as journaled."""
+        record = identify(FitRecord(key=key, resumed=True), kwargs)
+        if self.journal is not None and key is not None:
+            record.history = self.journal.facts(key).get("history")
+        return record
 
     def _stored(self, keys: list[str | None]) -> list[Any] | None:
         if not keys or self.journal is None or None in keys:
@@ -333,7 +340,7 @@ class SweepBackend(JoblibDaskBackend):
                   "and each time its worker died (killed, out of memory, or crashed).")
         logger.warning("sweep: %s", reason)
         keys = keys or [None] * len(kwargs_list)
-        records = [identify(FitRecord(key=key, worker_lost=True), kw)
+        records = [identify(FitRecord(key=key, worker_lost=True, ended=time.time()), kw)
                    for kw, key in zip(kwargs_list, keys, strict=False)]
         return FitOutcome([failed_fit_result(kw, reason) for kw in kwargs_list], records)
 
@@ -343,6 +350,7 @@ class SweepBackend(JoblibDaskBackend):
         if isinstance(out, FitOutcome):
             for record, result in zip(out.records, out.results, strict=False):
                 record.fit_error = fit_error(result)
+                record.test_score = fit_score(result)
                 self.recycler.fit_done(record)
                 if self.journal is not None and record.key and not record.resumed:
                     self.journal.record(record.key, result, record)

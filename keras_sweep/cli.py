@@ -21,6 +21,7 @@ examples:
   sweep run spec.yaml                     the sweep a YAML spec describes
   sweep run spec.yaml --workers 4 --epochs 2 --output results/try
   sweep validate spec.yaml                check a spec without starting a cluster
+  sweep report sweep-results/demo         redraw a finished sweep's report.html
   sweep run spec.yaml --cluster slurm --set cluster.queue=debug
                                           workers as SLURM jobs (see cluster/slurm.yaml)
   sweep run spec.yaml --cluster cluster/slurm.yaml
@@ -65,6 +66,13 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--submit", action="store_true", help="submit the script with sbatch")
     batch.add_argument("--wait", action="store_true",
                        help="with --submit: wait for the job to end (sbatch --wait)")
+    report = sub.add_parser(
+        "report", help="write report.html for a finished sweep's results folder",
+        description="Write RESULTS/report.html: one self-contained page (no network) with "
+        "the summary, scores by parameter (error bars, heatmap or parallel coordinates), "
+        "per-fold scores, learning curves, fit times, a per-worker timeline and the sortable "
+        "table of all candidates. `sweep run` writes it already; this redraws it.")
+    report.add_argument("results", help="results folder of a finished sweep")
     refine = sub.add_parser(
         "refine", help="coarse to fine: a finer grid around a finished sweep's best point",
         description="Read a finished sweep's results folder (spec.yaml, best.json) and write a "
@@ -89,6 +97,9 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
                    help="plain TCP off this machine (no TLS): only on an isolated network")
     _add_spec_options(p)
     p.add_argument("--no-progress", action="store_true", help="do not draw the progress bar")
+    p.add_argument("--no-report", action="store_true",
+                   help="do not write report.html (default: live while the sweep runs, "
+                   "final at its end)")
 
 
 def _add_spec_options(p: argparse.ArgumentParser) -> None:
@@ -132,6 +143,7 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
         "fast_path": False if getattr(args, "no_fast_path", False) else None,
         "compiled_loop": False if getattr(args, "no_compiled_loop", False) else None,
         "xla": True if getattr(args, "xla", False) else None,
+        "report": False if getattr(args, "no_report", False) else None,
     }
     out = {k: v for k, v in mapping.items() if v is not None}
     for item in args.settings:
@@ -216,6 +228,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return EXIT_OK
     if args.command == "refine":
         return _refine(args)
+    if args.command == "report":
+        return _report(args)
     if args.command == "batch":
         return _batch(args)
     source = specmod.demo_spec() if args.command == "demo" or not args.spec else args.spec
@@ -239,6 +253,24 @@ def _batch(args: argparse.Namespace) -> int:
     log = script.parent / f"sweep-{job_id}.log"
     print(f"sweep: job {job_id} ended with exit code {code}; log: {log}")
     return EXIT_OK if code == 0 else EXIT_FAILED_FITS
+
+
+def _report(args: argparse.Namespace) -> int:
+    import time
+
+    from . import report
+    from .exceptions import SpecError
+
+    start = time.perf_counter()
+    try:
+        data = report.from_folder(args.results)
+    except FileNotFoundError as exc:
+        why, _, fix = str(exc).partition("\n  Fix: ")
+        raise SpecError("RESULTS", args.results, why, fix) from None
+    path = report.write(data, args.results)
+    print(f"sweep: report of {len(data.candidates)} candidates written to {path} "
+          f"({path.stat().st_size / 1024:.0f} KiB, {time.perf_counter() - start:.1f} s)")
+    return EXIT_OK
 
 
 def _refine(args: argparse.Namespace) -> int:

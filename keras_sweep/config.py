@@ -71,6 +71,8 @@ class Settings:
     fail_on_nan: bool
     tls: bool
     tls_valid_days: float
+    #: seconds between two live pages of report.html (0: no live page)
+    report_interval: float = 5.0
     #: the backend's own options: explicit values over ``sweep.<backend>.*``
     options: Mapping[str, Any] = field(default_factory=dict)
 
@@ -109,6 +111,7 @@ KEYS: dict[str, str] = {
     "fail_on_nan": "fit.fail-on-nan",
     "tls": "tls.enabled",
     "tls_valid_days": "tls.valid-days",
+    "report_interval": "report.live-interval",
 }
 
 
@@ -158,6 +161,7 @@ def resolve(**explicit: Any) -> Settings:
         fail_on_nan=bool(pick("fail_on_nan")),
         tls=bool(pick("tls")),
         tls_valid_days=float(pick("tls_valid_days")),
+        report_interval=float(pick("report_interval") or 0),
         options=MappingProxyType(_backend_options(backend, explicit)),
     )
 

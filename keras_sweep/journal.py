@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import json
 import pickle
 import sqlite3
 import threading
@@ -26,7 +27,7 @@ import joblib
 
 from ._compat import fit_error, fit_task
 from .exceptions import JournalError
-from .records import FitRecord
+from .records import FitRecord, jsonable
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS fits (
@@ -88,11 +89,23 @@ class Journal:
             row = self._db.execute("SELECT result FROM fits WHERE key=?", (key,)).fetchone()
         return None if row is None else pickle.loads(row[0])
 
+    def facts(self, key: str) -> dict[str, Any]:
+        """What the fit's record said when it was journaled (empty: not known; journals
+        of sweep before 0.1.0's JSON facts)."""
+        with self._lock:
+            row = self._db.execute("SELECT facts FROM fits WHERE key=?", (key,)).fetchone()
+        try:
+            facts = json.loads(row[0]) if row and row[0] else {}
+        except ValueError:
+            return {}
+        return facts if isinstance(facts, dict) else {}
+
     def record(self, key: str, result: Any, record: FitRecord) -> None:
         """Store one finished fit durably (committed before returning)."""
         facts = {k: v for k, v in record.as_dict().items() if k != "params"}
         row = (key, record.candidate, record.split, repr(record.params),
-               pickle.dumps(result), repr(facts), fit_error(result), time.time())
+               pickle.dumps(result), json.dumps(jsonable(facts)), fit_error(result),
+               time.time())
         try:
             with self._lock:
                 self._db.execute("INSERT OR REPLACE INTO fits VALUES (?,?,?,?,?,?,?,?)", row)

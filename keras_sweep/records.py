@@ -9,8 +9,11 @@ object to the recycler, the journal, the progress bar and ``Session.fits``.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 
 @dataclass
@@ -66,7 +69,33 @@ class FitRecord:
     wall_seconds: float | None = None
     #: the error of a failed fit (None: it succeeded)
     fit_error: str | None = None
+    #: the fit's test score (the search's refit metric for multi-metric scoring)
+    test_score: float | None = None
+    #: Keras' per-epoch history of the fit (``{"loss": [...], "accuracy": [...]}``)
+    history: dict[str, list[float]] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """The record as a plain dict (for CSV and JSON files)."""
         return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, facts: dict[str, Any]) -> FitRecord:
+        """A record from :meth:`as_dict`'s output (unknown keys are ignored)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in facts.items() if k in names})
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` made of JSON types only: NumPy scalars and arrays unwrapped, NaN as
+    None, infinities as strings, anything else by its ``repr``."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        return jsonable(value.item())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None if math.isnan(value) else str(value)
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return repr(value)

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import yaml
 
-from .records import FitRecord
+from .records import FitRecord, jsonable
+from .report.data import curves_frame
 
 
 def summary_lines(cv_results: dict[str, Any], best_index: int | None) -> list[str]:
@@ -30,39 +29,38 @@ def failed_fits(records: list[FitRecord]) -> list[FitRecord]:
     return [r for r in records if r.fit_error]
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, np.ndarray)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        return _jsonable(value.item())
-    if isinstance(value, float) and not math.isfinite(value):
-        return None if math.isnan(value) else str(value)
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    return repr(value)
+def _fit_row(record: FitRecord) -> dict[str, Any]:
+    """A fit's row of ``fits.csv``: its record, parameters as JSON, history left to
+    ``curves.csv``."""
+    row = jsonable({k: v for k, v in record.as_dict().items() if k != "history"})
+    row["params"] = json.dumps(row["params"], sort_keys=True)
+    return row
 
 
 def cv_results_frame(cv_results: dict[str, Any]) -> pd.DataFrame:
     """``cv_results_`` as a table, parameters as plain columns."""
     frame = pd.DataFrame({k: list(v) for k, v in cv_results.items() if k != "params"})
-    frame.insert(0, "params", [json.dumps(_jsonable(p), sort_keys=True)
+    frame.insert(0, "params", [json.dumps(jsonable(p), sort_keys=True)
                                for p in cv_results["params"]])
     return frame
 
 
 def save(output: Path, *, cv_results: dict[str, Any], best: dict[str, Any],
-         spec: dict[str, Any], fits: list[FitRecord]) -> list[Path]:
-    """Write ``cv_results.csv/.json``, ``best.json``, ``spec.yaml`` and ``fits.csv``."""
+         spec: dict[str, Any], fits: list[FitRecord],
+         run: dict[str, Any] | None = None) -> list[Path]:
+    """Write ``cv_results.csv/.json``, ``best.json``, ``spec.yaml``, ``fits.csv``,
+    ``curves.csv`` (each fit's Keras history: one row per epoch and metric) and
+    ``run.json`` (cluster, workers, wall time, sweep version)."""
     output.mkdir(parents=True, exist_ok=True)
     paths = {
         "cv_results.csv": lambda p: cv_results_frame(cv_results).to_csv(p, index=False),
-        "cv_results.json": lambda p: p.write_text(json.dumps(_jsonable(cv_results), indent=1)),
-        "best.json": lambda p: p.write_text(json.dumps(_jsonable(best), indent=1)),
-        "spec.yaml": lambda p: p.write_text(yaml.safe_dump(_jsonable(spec), sort_keys=False)),
-        "fits.csv": lambda p: pd.DataFrame([_jsonable(f.as_dict()) for f in fits]).to_csv(
+        "cv_results.json": lambda p: p.write_text(json.dumps(jsonable(cv_results), indent=1)),
+        "best.json": lambda p: p.write_text(json.dumps(jsonable(best), indent=1)),
+        "spec.yaml": lambda p: p.write_text(yaml.safe_dump(jsonable(spec), sort_keys=False)),
+        "fits.csv": lambda p: pd.DataFrame([_fit_row(f) for f in fits]).to_csv(
             p, index=False),
+        "curves.csv": lambda p: curves_frame(fits).to_csv(p, index=False),
+        "run.json": lambda p: p.write_text(json.dumps(jsonable(run or {}), indent=1)),
     }
     written = []
     for name, write in paths.items():

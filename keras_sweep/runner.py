@@ -9,17 +9,20 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from sklearn.model_selection import ParameterGrid
 
 from . import data as datamod
-from . import results
+from . import report, results
 from .checks import check_folds
 from .exceptions import Interrupted
 from .journal import Journal
 from .output import claim
 from .records import FitRecord
+from .report.live import LiveReport
 from .search import build_search
 from .session import Session, cluster
 from .spec import Spec
+from .version import __version__
 
 JOURNAL_NAME = "journal.sqlite"
 
@@ -104,24 +107,76 @@ def _fit(spec: Spec, session: Session, dataset: Any, search: Any,
     echo(f"sweep: cluster '{session.backend_name}' with {n_workers} worker(s); "
          f"dashboard: {session.dashboard_link or 'not available'}")
     before = len(session.fits)
-    search.fit(dataset.X, dataset.y)
-    if spec.refit and hasattr(search, "best_params_"):
-        try:
-            record = session.refit(search, dataset.X, dataset.y)
-            echo(f"sweep: refit of the best candidate on all {dataset.X.shape[0]} rows on "
-                 f"worker {record.worker}: {record.seconds or 0.0:.1f} s")
-        except Exception as exc:  # the cross-validation results are kept regardless
-            echo(f"sweep: the refit of the best candidate failed ({exc!r}); "
-                 "cross-validation results are saved anyway")
+    run_info = {"backend": session.backend_name, "workers": n_workers,
+                "dashboard": session.dashboard_link, "version": __version__,
+                "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+    live = _live_report(spec, session, before, run_info)
+    if live is not None:
+        echo(f"sweep: live report: {live.start()}")
+    try:
+        search.fit(dataset.X, dataset.y)
+        if spec.refit and hasattr(search, "best_params_"):
+            try:
+                record = session.refit(search, dataset.X, dataset.y)
+                echo(f"sweep: refit of the best candidate on all {dataset.X.shape[0]} rows "
+                     f"on worker {record.worker}: {record.seconds or 0.0:.1f} s")
+            except Exception as exc:  # the cross-validation results are kept regardless
+                echo(f"sweep: the refit of the best candidate failed ({exc!r}); "
+                     "cross-validation results are saved anyway")
+    except BaseException as exc:
+        if live is not None:
+            live.stop()
+            _stopped_page(live, exc)
+        raise
+    if live is not None:
+        live.stop()
     fits = [f for f in session.fits[before:] if not f.refit]
     resumed = sum(1 for f in fits if f.resumed)
     if resumed:
         echo(f"sweep: {resumed} fit(s) came from the journal, {len(fits) - resumed} ran now")
     output = Path(spec.output)
+    run_info["wall_seconds"] = round(time.perf_counter() - start, 3)
     files = results.save(output, cv_results=search.cv_results_, best=_best(search),
-                         spec=spec.resolved(session.settings), fits=fits)
+                         spec=spec.resolved(session.settings), fits=fits, run=run_info)
+    if spec.report:
+        files.append(_final_report(search, session.fits[before:], spec, run_info, output,
+                                   session, echo))
     return SweepResult(search, fits, output, files, time.perf_counter() - start,
                        session.dashboard_link, results.failed_fits(fits))
+
+
+def _live_report(spec: Spec, session: Session, before: int,
+                 run_info: dict[str, Any]) -> LiveReport | None:
+    """The live page of this sweep (None: reports or live pages are off)."""
+    if not spec.report or session.settings.report_interval <= 0:
+        return None
+    candidates = [dict(p) for p in ParameterGrid(spec.param_grid)]
+    return LiveReport(spec.output, lambda: session.fits[before:],
+                      session.settings.report_interval, title=spec.name,
+                      n_candidates=len(candidates), n_splits=spec.cv, params=candidates,
+                      expected_fits=len(candidates) * spec.cv, scoring=spec.scoring,
+                      spec=spec.resolved(session.settings), run=run_info)
+
+
+def _stopped_page(live: LiveReport, exc: BaseException) -> None:
+    """The last live page of a sweep that stopped: says so, and stops reloading."""
+    why = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"stopped by {exc!r}"
+    try:
+        report.write(report.from_records(list(live.fits()), ended=why, **live.context),
+                     live.folder)
+    except Exception:  # the sweep's own error matters more than its page
+        pass
+
+
+def _final_report(search: Any, fits: list[FitRecord], spec: Spec, run_info: dict[str, Any],
+                  output: Path, session: Session, echo: Callable[[str], None]) -> Path:
+    start = time.perf_counter()
+    data = report.from_cv_results(search.cv_results_, fits, title=spec.name,
+                                  scoring=spec.scoring, spec=spec.resolved(session.settings),
+                                  run=run_info)
+    path = report.write(data, output)
+    echo(f"sweep: report: {path} ({time.perf_counter() - start:.1f} s)")
+    return path
 
 
 def _best(search: Any) -> dict[str, Any]:

@@ -41,6 +41,7 @@ FIELDS: dict[str, tuple[tuple[type, ...], str]] = {
     "xla": ((bool, type(None)), "true (XLA-compile the training loop) or false"),
     "fail_on_nan": ((bool, type(None)), "true (a NaN loss fails the fit) or false"),
     "cluster": ((dict,), "{backend: local, workers: 2}"),
+    "report": ((bool,), "true (write report.html, live while it runs) or false"),
     "output": ((str,), "a folder for the results, e.g. sweep-results/demo"),
 }
 DATA_KEYS = {"dataset", "csv", "target", "header", "scale", "sample"}
@@ -91,6 +92,8 @@ class Spec:
     fail_on_nan: bool | None
     cluster: dict[str, Any]
     output: str
+    #: write report.html (live while the sweep runs, final at its end)
+    report: bool = True
     base_dir: Path | None = None
     aliases: dict[str, str] = field(default_factory=dict)
 
@@ -226,7 +229,7 @@ def validate(raw: dict[str, Any], base_dir: Path | None = None) -> Spec:
         xla=raw.get("xla"), fail_on_nan=raw.get("fail_on_nan"),
         cluster=cluster,
         output=raw.get("output") or default_output(raw.get("name", "sweep")),
-        base_dir=base_dir,
+        report=raw.get("report", True), base_dir=base_dir,
     )
     _check_grid_keys(spec)
     check_values(spec.model, spec.fit, spec.param_grid, spec.seed)

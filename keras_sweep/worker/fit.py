@@ -45,6 +45,20 @@ def describe_path(record: FitRecord, path: FitPath) -> FitRecord:
     return record
 
 
+def keras_history(estimator: Any) -> dict[str, list[float]] | None:
+    """The fitted estimator's per-epoch history (scikeras' ``history_``), as floats."""
+    history = getattr(estimator, "history_", None)
+    if not isinstance(history, dict):
+        return None
+    curves = {}
+    for name, values in history.items():
+        try:
+            curves[str(name)] = [float(v) for v in values]
+        except (TypeError, ValueError):
+            continue
+    return curves or None
+
+
 def identify(record: FitRecord, kwargs: dict[str, Any]) -> FitRecord:
     """Fill ``record``'s candidate, fold and parameters from a fit's keyword arguments."""
     task = fit_task(kwargs)
@@ -197,6 +211,7 @@ class IsolatedBatch:
             with enabled(estimator, self.paths) as path:
                 done = self.batch([(func, args, kwargs)])
         results.extend(done)
+        record.history = keras_history(estimator)
         identify(record, kwargs)
         describe_path(record, path)
         record.key = self.keys[i] if i < len(self.keys) else None

@@ -1,0 +1,220 @@
+"""What a report shows, as typed records, from a finished results folder or live fits.
+
+One :class:`ReportData` feeds every picture and table of the page, whether it
+comes from a results folder (:func:`from_folder`: ``cv_results.json``,
+``fits.csv``, ``curves.csv``, ``run.json``...) or from the fit records of a
+sweep still running (:func:`from_records`), so the live page and the final one
+are drawn by the same code.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from ..records import FitRecord
+
+#: files of a results folder the report reads (``results.save`` writes them)
+CV_RESULTS, FITS, CURVES, RUN, SPEC, BEST = (
+    "cv_results.json", "fits.csv", "curves.csv", "run.json", "spec.yaml", "best.json")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One parameter set: its scores per fold and over folds."""
+
+    index: int
+    params: dict[str, Any]
+    #: the test score of each fold (None: not finished yet, or no score)
+    fold_scores: tuple[float | None, ...]
+    mean: float | None
+    std: float | None
+    #: 1 is best (None: no finished fold yet)
+    rank: int | None
+    #: mean fit seconds over its folds
+    fit_seconds: float | None = None
+
+
+@dataclass
+class ReportData:
+    """Everything the page shows about one sweep."""
+
+    title: str
+    candidates: list[Candidate]
+    fits: list[FitRecord]
+    n_splits: int
+    scoring: str = "score"
+    spec: dict[str, Any] | None = None
+    #: what ran it, e.g. ``{"backend": "local", "workers": 2, "wall_seconds": 81.2}``
+    run: dict[str, Any] = field(default_factory=dict)
+    #: the sweep is still running: the page says so and reloads itself
+    live: bool = False
+    #: fits the sweep will run in all (None: not known)
+    expected_fits: int | None = None
+    #: why a sweep stopped before its end (e.g. "interrupted"); None: it did not
+    ended: str | None = None
+
+    @property
+    def best(self) -> Candidate | None:
+        ranked = [c for c in self.candidates if c.rank is not None]
+        return min(ranked, key=lambda c: (c.rank, c.index)) if ranked else None
+
+    @property
+    def varying(self) -> list[str]:
+        """Parameters that take more than one value, in the order the grid names them."""
+        names: list[str] = []
+        for c in self.candidates:
+            names += [n for n in c.params if n not in names]
+        return [n for n in names
+                if len({repr(c.params.get(n)) for c in self.candidates}) > 1]
+
+    @property
+    def cv_fits(self) -> list[FitRecord]:
+        """The cross-validation fits (not the final refit)."""
+        return [f for f in self.fits if not f.refit]
+
+
+def _score(value: Any) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _ranks(means: list[float | None]) -> list[int | None]:
+    """Ranks as scikit-learn gives them (ties share the lowest rank), best = 1."""
+    order = sorted((m for m in means if m is not None), reverse=True)
+    return [None if m is None else order.index(m) + 1 for m in means]
+
+
+def from_cv_results(cv_results: dict[str, Any], fits: list[FitRecord], *, title: str,
+                    **context: Any) -> ReportData:
+    """A finished search's ``cv_results_`` (or its JSON), with its fit records."""
+    metric = "score" if "mean_test_score" in cv_results else next(
+        (k[len("mean_test_"):] for k in cv_results if k.startswith("mean_test_")), "score")
+    n_splits = sum(1 for k in cv_results if k.startswith("split") and k.endswith(
+        f"_test_{metric}"))
+    means = [_score(m) for m in cv_results[f"mean_test_{metric}"]]
+    ranks = _ranks(means)
+    fit_times = cv_results.get("mean_fit_time", [None] * len(means))
+    candidates = [
+        Candidate(
+            index=i, params=dict(params),
+            fold_scores=tuple(_score(cv_results[f"split{k}_test_{metric}"][i])
+                              for k in range(n_splits)),
+            mean=means[i], std=_score(cv_results[f"std_test_{metric}"][i]),
+            rank=ranks[i], fit_seconds=_score(fit_times[i]))
+        for i, params in enumerate(cv_results["params"])]
+    context.setdefault("scoring", metric)
+    return ReportData(title=title, candidates=candidates, fits=fits, n_splits=n_splits,
+                      **context)
+
+
+def from_records(fits: list[FitRecord], *, title: str, n_candidates: int | None = None,
+                 n_splits: int | None = None, params: list[dict[str, Any]] | None = None,
+                 **context: Any) -> ReportData:
+    """A sweep in progress: candidates scored over the folds finished so far.
+
+    ``params`` lists every candidate's parameters (so candidates with no finished
+    fit yet are shown too); else the fits name them.
+    """
+    cv = [f for f in fits if not f.refit and f.candidate is not None]
+    n_splits = n_splits or max((f.n_splits or 0 for f in cv), default=0) or 1
+    n_candidates = n_candidates or max((f.n_candidates or 0 for f in cv), default=0)
+    known: dict[int, dict[str, Any]] = dict(enumerate(params or []))
+    scores: dict[int, list[float | None]] = defaultdict(lambda: [None] * n_splits)
+    seconds: dict[int, list[float]] = defaultdict(list)
+    for f in cv:
+        assert f.candidate is not None
+        known.setdefault(f.candidate, dict(f.params or {}))
+        if f.split is not None and f.split < n_splits:
+            scores[f.candidate][f.split] = None if f.fit_error else _score(f.test_score)
+        if f.seconds is not None:
+            seconds[f.candidate].append(f.seconds)
+    indices = sorted(set(known) | set(range(n_candidates)))
+    means: list[float | None] = []
+    stds: list[float | None] = []
+    for i in indices:
+        done = [s for s in scores[i] if s is not None] if i in scores else []
+        means.append(float(np.mean(done)) if done else None)
+        stds.append(float(np.std(done)) if done else None)
+    ranks = _ranks(means)
+    candidates = [
+        Candidate(index=i, params=known.get(i, {}), fold_scores=tuple(scores[i]) if i in scores
+                  else (None,) * n_splits, mean=means[k], std=stds[k], rank=ranks[k],
+                  fit_seconds=float(np.mean(seconds[i])) if seconds.get(i) else None)
+        for k, i in enumerate(indices)]
+    return ReportData(title=title, candidates=candidates, fits=fits, n_splits=n_splits,
+                      **context)
+
+
+def _record(row: dict[str, Any]) -> FitRecord:
+    facts: dict[str, Any] = {k: (None if isinstance(v, float) and math.isnan(v) else v)
+                             for k, v in row.items()}
+    params = facts.get("params")
+    if isinstance(params, str):
+        try:
+            facts["params"] = json.loads(params)
+        except ValueError:
+            facts["params"] = {"params": params}
+    for name in ("candidate", "n_candidates", "split", "n_splits", "pid", "process_fits"):
+        value = facts.get(name)
+        if value is not None:
+            facts[name] = int(value)
+    return FitRecord.from_dict(facts)
+
+
+def curves_frame(fits: list[FitRecord]) -> pd.DataFrame:
+    """The learning curves of the cross-validation fits, one row per epoch and metric."""
+    rows = [(f.candidate, f.split, epoch + 1, metric, value)
+            for f in fits if f.history and not f.refit
+            for metric, values in f.history.items() for epoch, value in enumerate(values)]
+    return pd.DataFrame(rows, columns=["candidate", "split", "epoch", "metric", "value"])
+
+
+def from_folder(folder: str | Path) -> ReportData:
+    """A finished sweep's results folder (what ``sweep run`` wrote).
+
+    Raises
+    ------
+    FileNotFoundError
+        The folder has no ``cv_results.json`` (not a finished sweep's results).
+    """
+    folder = Path(folder)
+    path = folder / CV_RESULTS
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{folder} has no {CV_RESULTS}: not the results folder of a finished sweep.\n"
+            "  Fix: give the folder `sweep run` wrote (its --output, or the spec's output:).")
+    cv_results = json.loads(path.read_text())
+    fits: list[FitRecord] = []
+    if (folder / FITS).is_file() and (folder / FITS).stat().st_size > 1:
+        fits = [_record(row) for row in pd.read_csv(folder / FITS).to_dict("records")]
+    if (folder / CURVES).is_file():
+        curves = pd.read_csv(folder / CURVES)
+        by_fit: dict[tuple[int, int], dict[str, list[float]]] = defaultdict(dict)
+        for (candidate, split, metric), group in curves.groupby(
+                ["candidate", "split", "metric"], sort=False):
+            by_fit[(int(candidate), int(split))][str(metric)] = [
+                float(v) for v in group.sort_values("epoch")["value"]]
+        for f in fits:
+            if not f.refit and f.candidate is not None and f.split is not None:
+                f.history = by_fit.get((f.candidate, f.split))
+    spec = yaml.safe_load((folder / SPEC).read_text()) if (folder / SPEC).is_file() else None
+    run = json.loads((folder / RUN).read_text()) if (folder / RUN).is_file() else {}
+    best = json.loads((folder / BEST).read_text()) if (folder / BEST).is_file() else {}
+    title = (spec or {}).get("name") or folder.name
+    scoring = best.get("scoring") if isinstance(best.get("scoring"), str) else None
+    context: dict[str, Any] = {"spec": spec, "run": run}
+    if scoring:
+        context["scoring"] = scoring
+    return from_cv_results(cv_results, fits, title=str(title), **context)
