@@ -67,6 +67,7 @@ def test_run_all_quick_writes_the_results_page(tmp_path, pima_path):
         data = picture.read_bytes()
         assert data.startswith(PNG_MAGIC) and len(data) > 5000, name
         assert f"## {name}" in page and f"]({name}.png)" in page
+        assert f"]({name}/report.html)" in page and (out / name / "report.html").is_file()
         table = pd.read_csv(out / name / "cv_results.csv")
         assert len(table) == size, name
         # every recipe name (optimizers, initializers, activations) trains on Keras 3

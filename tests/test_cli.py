@@ -38,8 +38,12 @@ def test_demo_end_to_end(tmp_path):
     assert len(best) == 1 and " using {" in best[0]
     assert sum(" with: {" in line for line in lines) == 4
     assert "dashboard: http://127.0.0.1:" in proc.stdout
-    for name in ("cv_results.csv", "cv_results.json", "best.json", "spec.yaml", "fits.csv"):
+    for name in ("cv_results.csv", "cv_results.json", "best.json", "spec.yaml", "fits.csv",
+                 "curves.csv", "run.json", "report.html"):
         assert (out / name).stat().st_size > 0, name
+    assert f"live report: {out / 'report.html'}" in proc.stdout
+    curves = pd.read_csv(out / "curves.csv")  # every fit's loss at each of its 2 epochs
+    assert len(curves[curves["metric"] == "loss"]) == 12 * 2
     table = pd.read_csv(out / "cv_results.csv")
     assert len(table) == 4 and {"mean_test_score", "rank_test_score"} <= set(table.columns)
     best_json = json.loads((out / "best.json").read_text())
@@ -63,8 +67,9 @@ def test_csv_spec_with_user_builder_and_xla(tmp_path, pima_path):
         cluster: {{workers: 2}}
         output: {tmp_path / 'out'}
         """))
-    proc = run_cli("run", str(spec), "--no-progress", "--xla")
+    proc = run_cli("run", str(spec), "--no-progress", "--xla", "--no-report")
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert not (tmp_path / "out" / "report.html").exists() and "report" not in proc.stdout
     assert "768 rows, 8 features" in proc.stdout
     assert "Best: " in proc.stdout and "'model__neurons'" in proc.stdout
     fits = pd.read_csv(tmp_path / "out" / "fits.csv")
@@ -75,7 +80,7 @@ def test_csv_spec_with_user_builder_and_xla(tmp_path, pima_path):
 def test_help_is_complete():
     top = run_cli("--help", timeout=60)
     assert top.returncode == 0
-    for command in ("run", "demo", "validate"):
+    for command in ("run", "demo", "validate", "report"):
         assert command in top.stdout
         sub = run_cli(command, "--help", timeout=60)
         assert sub.returncode == 0 and "usage: sweep " + command in sub.stdout

@@ -8,71 +8,26 @@ from typing import Any
 
 import numpy as np
 
-
-def varying_params(cv_results: dict[str, Any]) -> list[str]:
-    """Grid parameters that take more than one value, in grid order."""
-    names = [k[len("param_"):] for k in cv_results if k.startswith("param_")]
-    return [n for n in names if len({repr(v) for v in cv_results[f"param_{n}"]}) > 1]
+from keras_sweep import report
+from keras_sweep.report import charts
 
 
-def _label(name: str) -> str:
-    return name.split("__")[-1]
-
-
-def plot(cv_results: dict[str, Any], path: Path, title: str) -> Path:
-    """Heatmap for two-parameter grids; error bars (mean ± std) otherwise. Saved as PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    params = varying_params(cv_results)
-    mean = np.asarray(cv_results["mean_test_score"], dtype=float)
-    std = np.asarray(cv_results["std_test_score"], dtype=float)
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=100)
-    if len(params) == 2:
-        rows = _unique(cv_results[f"param_{params[0]}"])
-        cols = _unique(cv_results[f"param_{params[1]}"])
-        table = np.full((len(rows), len(cols)), np.nan)
-        for m, a, b in zip(mean, cv_results[f"param_{params[0]}"],
-                           cv_results[f"param_{params[1]}"], strict=True):
-            table[rows.index(a), cols.index(b)] = m
-        image = ax.imshow(table, cmap="viridis", aspect="auto")
-        ax.set_xticks(range(len(cols)), [str(c) for c in cols])
-        ax.set_yticks(range(len(rows)), [str(r) for r in rows])
-        ax.set_xlabel(_label(params[1]))
-        ax.set_ylabel(_label(params[0]))
-        for (i, j), value in np.ndenumerate(table):
-            ax.text(j, i, f"{value:.3f}", ha="center", va="center", fontsize=7, color="w")
-        fig.colorbar(image, ax=ax, label="mean CV score")
-    else:
-        labels = ([str(v) for v in cv_results[f"param_{params[0]}"]] if params
-                  else [str(p) for p in cv_results["params"]])
-        ax.errorbar(range(len(mean)), mean, yerr=std, fmt="o-", capsize=4)
-        ax.set_xticks(range(len(mean)), labels, rotation=30, ha="right")
-        ax.set_xlabel(_label(params[0]) if params else "candidate")
-        ax.set_ylabel("mean CV score (± std)")
-        ax.grid(alpha=0.3)
-    ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(path, format="png")
-    plt.close(fig)
-    return path
-
-
-def _unique(values: Any) -> list[Any]:
-    seen: list[Any] = []
-    for v in values:
-        if v not in seen:
-            seen.append(v)
-    return seen
+def picture(cv_results: dict[str, Any], path: Path, title: str) -> Path:
+    """The experiment's scores by parameter as a PNG: the same picture as its
+    report.html (sweep's report code: heatmap for two parameters, error bars for one)."""
+    data = report.from_cv_results(cv_results, [], title=title, scoring="accuracy")
+    figure = charts.scores(data)
+    assert figure is not None, f"{title}: no scored candidate"
+    figure.suptitle(title)
+    figure.tight_layout()
+    return charts.save_png(figure, path)
 
 
 def grid_table(cv_results: dict[str, Any]) -> str:
     """The whole grid as a Markdown table, best first."""
-    params = varying_params(cv_results) or [
+    params = report.from_cv_results(cv_results, [], title="").varying or [
         k[len("param_"):] for k in cv_results if k.startswith("param_")]
-    header = "| rank | " + " | ".join(_label(p) for p in params) + " | mean | std |"
+    header = "| rank | " + " | ".join(charts.label(p) for p in params) + " | mean | std |"
     lines = [header, "|" + "---|" * (len(params) + 3)]
     for i in np.argsort(cv_results["rank_test_score"], kind="stable"):
         cells = [str(cv_results[f"param_{p}"][i]) for p in params]
@@ -103,8 +58,10 @@ Where the numbers differ, and why we think they do:
   linear hidden layer, dropout and the max-norm constraint barely matter at 100 epochs.
 
 The pictures (heatmaps for two-parameter grids, error bars for one) and full tables are
-above; per experiment, `cv_results.csv`, `best.json`, `spec.yaml` and `fits.csv` (worker,
-process, seconds, memory and training path of every fit) are in its folder.
+above; per experiment, its folder has `report.html` (the whole grid, per-fold scores,
+learning curves, fit times and a per-worker timeline), `cv_results.csv`, `best.json`,
+`spec.yaml`, `fits.csv` (worker, process, seconds, memory and training path of every fit)
+and `curves.csv` (every fit's loss per epoch).
 """
 
 
@@ -151,5 +108,6 @@ def experiment_section(title: str, article_best: str, search: Any, picture: str,
         f"- sweep's best: {best}",
         f"- wall time: {seconds:.0f} s" + (f" (previous page: {before})" if before else ""), "",
         f"![{title}]({picture})", "",
+        f"The whole sweep: [{title}/report.html]({title}/report.html)", "",
         grid_table(search.cv_results_), "",
     ])

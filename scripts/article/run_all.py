@@ -6,7 +6,8 @@
     python scripts/article/run_all.py --sample 0.5 --workers 4 --output results/article
 
 The page (README.md in the output folder) has, per experiment: the article's best,
-sweep's best, the wall time, a picture (heatmap or error bars, PNG) and the whole grid.
+sweep's best, the wall time, a picture (heatmap or error bars, PNG, drawn by the same
+code as each experiment's report.html) and the whole grid.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from report import (
     comparison_section,
     experiment_section,
     pick_rank,
-    plot,
+    picture,
     previous_wall_times,
 )
 
@@ -80,9 +81,9 @@ def main() -> int:
             spec = specmod.load(HERE / f"{name}.yaml", overrides)
             result = run(spec, session=session)
             print("\n".join(result.summary[:1]), flush=True)
-            picture = plot(result.search.cv_results_, out / f"{name}.png", name)
+            png = picture(result.search.cv_results_, out / f"{name}.png", name)
             sections.append(experiment_section(name, ARTICLE_BEST[name], result.search,
-                                               picture.name, result.wall_seconds,
+                                               png.name, result.wall_seconds,
                                                before.get(name)))
             compared.append((name, ARTICLE_BEST[name],
                              f"{result.search.best_score_:.3f} {result.search.best_params_}",
