@@ -100,6 +100,9 @@ class SweepBackend(JoblibDaskBackend):
     on_submit, on_fit : callable, optional
         ``on_submit(record)`` is called on the driver for each fit sent out (its
         identity filled in), ``on_fit(record, result)`` for each fit that came back.
+    on_start : callable, optional
+        Called when a search begins (joblib's ``start_call``), e.g. to open its
+        tracking runs.
     workers : int, optional
         Size of the cluster, for staggering worker restarts.
     journal : Journal, optional
@@ -116,6 +119,7 @@ class SweepBackend(JoblibDaskBackend):
         seed: int | None = None,
         on_submit: Callable[[FitRecord], None] | None = None,
         on_fit: FitListener | None = None,
+        on_start: Callable[[], None] | None = None,
         workers: int | None = None,
         journal: Journal | None = None,
         paths: TrainingPaths = KERAS_FIT,
@@ -127,6 +131,7 @@ class SweepBackend(JoblibDaskBackend):
         self.seed = seed
         self.on_submit = on_submit
         self.on_fit = on_fit
+        self.on_start = on_start
         self.journal = journal
         self.paths = paths
         #: the search was stopped (Ctrl-C, an error): cancellations are not worker deaths
@@ -199,6 +204,8 @@ class SweepBackend(JoblibDaskBackend):
         self.stopping = False
         self._waiting.clear()
         self._in_flight = len(self.tracked())
+        if self.on_start is not None:
+            self.on_start()
 
     async def slots(self) -> int:
         """Fits the cluster can run at once now: its running workers' threads (at least 1).

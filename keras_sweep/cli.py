@@ -97,6 +97,9 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
                    help="plain TCP off this machine (no TLS): only on an isolated network")
     _add_spec_options(p)
     p.add_argument("--no-progress", action="store_true", help="do not draw the progress bar")
+    p.add_argument("--mlflow", metavar="URI",
+                   help="log the sweep to this MLflow tracking server (one parent run, one "
+                   "child run per candidate); experiment: --set tracking.experiment=NAME")
     p.add_argument("--no-report", action="store_true",
                    help="do not write report.html (default: live while the sweep runs, "
                    "final at its end)")
@@ -144,6 +147,7 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
         "compiled_loop": False if getattr(args, "no_compiled_loop", False) else None,
         "xla": True if getattr(args, "xla", False) else None,
         "report": False if getattr(args, "no_report", False) else None,
+        "tracking.mlflow": getattr(args, "mlflow", None),
     }
     out = {k: v for k, v in mapping.items() if v is not None}
     for item in args.settings:

@@ -2,24 +2,31 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from tqdm.auto import tqdm
 
 from .records import FitRecord
 
+logger = logging.getLogger(__name__)
+
 
 class FitMonitor:
     """Counts fits sent and finished; draws a progress bar when asked to.
 
-    ``records`` keeps the :class:`~sweep.records.FitRecord` of every finished fit.
+    ``records`` keeps the :class:`~sweep.records.FitRecord` of every finished fit;
+    each of ``listeners`` is called with each record as it comes (e.g. MLflow
+    tracking); a listener that raises is logged, never stops the sweep.
     """
 
     def __init__(self, show: bool = False) -> None:
         self.show = show
         self.records: list[FitRecord] = []
+        self.listeners: list[Callable[[FitRecord], None]] = []
         self.submitted = 0
         self._bar: Any = None
         self._lock = threading.Lock()
@@ -48,6 +55,12 @@ class FitMonitor:
             self.records.append(record)
             if self._bar is not None:
                 self._advance(self._bar, failed=bool(record.fit_error))
+            listeners = list(self.listeners)
+        for listener in listeners:
+            try:
+                listener(record)
+            except Exception:
+                logger.exception("sweep: a fit listener failed")
 
     def _advance(self, bar: Any, failed: bool) -> None:
         if failed:

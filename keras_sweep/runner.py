@@ -22,6 +22,7 @@ from .report.live import LiveReport
 from .search import build_search
 from .session import Session, cluster
 from .spec import Spec
+from .tracking import MlflowTracker
 from .version import __version__
 
 JOURNAL_NAME = "journal.sqlite"
@@ -113,6 +114,12 @@ def _fit(spec: Spec, session: Session, dataset: Any, search: Any,
     live = _live_report(spec, session, before, run_info)
     if live is not None:
         echo(f"sweep: live report: {live.start()}")
+    tracker = None
+    if spec.tracking is not None:
+        tracker = MlflowTracker(spec.tracking, spec.output, spec.name, spec.cv)
+        session.monitor.listeners.append(tracker.on_fit)
+        echo(f"sweep: logging to MLflow {spec.tracking.uri}, experiment "
+             f"'{spec.tracking.experiment}'")
     try:
         search.fit(dataset.X, dataset.y)
         if spec.refit and hasattr(search, "best_params_"):
@@ -127,9 +134,14 @@ def _fit(spec: Spec, session: Session, dataset: Any, search: Any,
         if live is not None:
             live.stop()
             _stopped_page(live, exc)
+        if tracker is not None:
+            session.monitor.listeners.remove(tracker.on_fit)
+            echo(tracker.finish(wait=5.0))  # what finished is logged; no summary
         raise
     if live is not None:
         live.stop()
+    if tracker is not None:
+        session.monitor.listeners.remove(tracker.on_fit)
     fits = [f for f in session.fits[before:] if not f.refit]
     resumed = sum(1 for f in fits if f.resumed)
     if resumed:
@@ -141,6 +153,10 @@ def _fit(spec: Spec, session: Session, dataset: Any, search: Any,
     if spec.report:
         files.append(_final_report(search, session.fits[before:], spec, run_info, output,
                                    session, echo))
+    if tracker is not None:
+        artifacts = tuple(output / name for name in ("spec.yaml", "cv_results.csv",
+                                                     "best.json", report.REPORT_NAME))
+        echo(tracker.finish(_best(search), search.cv_results_, artifacts))
     return SweepResult(search, fits, output, files, time.perf_counter() - start,
                        session.dashboard_link, results.failed_fits(fits))
 

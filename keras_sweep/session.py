@@ -27,6 +27,7 @@ from .exceptions import ClusterError
 from .journal import Journal
 from .progress import FitMonitor
 from .records import FitRecord
+from .tracking import SearchTracking, TrackingConfig, check_installed
 from .worker.plugin import WorkerSetup, worker_report
 from .worker.seeding import op_determinism
 
@@ -108,6 +109,8 @@ def cluster(
     compiled_loop: bool | None = None,
     xla: bool | None = None,
     fail_on_nan: bool | None = None,
+    mlflow: str | None = None,
+    mlflow_experiment: str = "sweep",
     **backend_options: Any,
 ) -> Iterator[Session]:
     """Run every joblib-parallel fit inside the block on an isolated Dask cluster.
@@ -156,6 +159,13 @@ def cluster(
     fail_on_nan : bool, optional
         A loss that becomes NaN or infinite fails the fit at that epoch
         (default: on, ``sweep.fit.fail-on-nan``); off keeps Keras' behaviour.
+    mlflow : str, optional
+        An MLflow tracking URI: each search in the block is logged as a parent
+        run with a child run per candidate (fold scores, fit times, learning
+        curves), from a thread (a server that is down does not slow the fits).
+        Needs ``pip install 'keras-sweep[mlflow]'``.
+    mlflow_experiment : str
+        The MLflow experiment's name (default ``"sweep"``).
     **backend_options
         Options of the backend, e.g. ``address=`` for ``"attach"``, ``hosts=``
         for ``"ssh"``, ``queue=`` for ``"slurm"``.
@@ -176,6 +186,10 @@ def cluster(
         recycle_after_fits=recycle_after_fits, recycle_above_memory=recycle_above_memory,
         keras_backend=keras_backend, max_retries=max_retries, fast_path=fast_path,
         compiled_loop=compiled_loop, xla=xla, fail_on_nan=fail_on_nan, **backend_options)
+    tracking = None
+    if mlflow is not None:
+        tracking = TrackingConfig(mlflow, mlflow_experiment)
+        check_installed()  # before any cluster starts
     # a journal that is not one stops the sweep before any cluster starts
     store = Journal(journal) if isinstance(journal, (str, Path)) else journal
     try:
@@ -189,7 +203,8 @@ def cluster(
         with dask.config.set(started.config):  # in force until the cluster is closed
             try:
                 client = _connect(started, settings)
-                yield from _session(started, settings, client, store, seed, progress)
+                yield from _session(started, settings, client, store, seed, progress,
+                                    tracking)
             finally:
                 _close(started, client, store if store is not journal else None)
     finally:
@@ -198,13 +213,19 @@ def cluster(
 
 
 def _session(started: clusters.Started, settings: Settings, client: Client,
-             store: Journal | None, seed: int | None, progress: bool) -> Iterator[Session]:
+             store: Journal | None, seed: int | None, progress: bool,
+             tracking: TrackingConfig | None = None) -> Iterator[Session]:
     """Set the workers up, make joblib use sweep's backend, yield the session."""
     client.register_plugin(_worker_setup(settings, seed))
     monitor = FitMonitor(show=progress)
+    searches = None
+    if tracking is not None:
+        searches = SearchTracking(tracking, store.path.parent if store is not None else None)
+        monitor.listeners.append(searches.on_fit)
     backend = SweepBackend(client, seed=seed, on_submit=monitor.on_submit,
                            on_fit=monitor.on_fit, workers=started.max_workers,
-                           journal=store, paths=settings.paths)
+                           journal=store, paths=settings.paths,
+                           on_start=searches.start if searches is not None else None)
     with joblib.parallel_config(backend=backend):
         try:
             yield Session(client, started.cluster, backend, monitor, settings, store)
@@ -213,6 +234,8 @@ def _session(started: clusters.Started, settings: Settings, client: Client,
             raise
         finally:
             monitor.close()
+            if searches is not None:
+                searches.finish()
     # a normal exit lets a restart asked for by the last fits finish (not Ctrl-C)
     backend.recycler.settle(settings.startup_timeout)
 

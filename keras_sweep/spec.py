@@ -21,6 +21,7 @@ from .checks import check_values
 from .config import Settings, default_output
 from .data import BUNDLED
 from .exceptions import SpecError
+from .tracking import TrackingConfig, check_installed
 
 #: Top-level fields: name -> (accepted types, description used in errors).
 FIELDS: dict[str, tuple[tuple[type, ...], str]] = {
@@ -42,6 +43,7 @@ FIELDS: dict[str, tuple[tuple[type, ...], str]] = {
     "fail_on_nan": ((bool, type(None)), "true (a NaN loss fails the fit) or false"),
     "cluster": ((dict,), "{backend: local, workers: 2}"),
     "report": ((bool,), "true (write report.html, live while it runs) or false"),
+    "tracking": ((dict, type(None)), "{mlflow: http://127.0.0.1:5000, experiment: NAME}"),
     "output": ((str,), "a folder for the results, e.g. sweep-results/demo"),
 }
 DATA_KEYS = {"dataset", "csv", "target", "header", "scale", "sample"}
@@ -94,6 +96,8 @@ class Spec:
     output: str
     #: write report.html (live while the sweep runs, final at its end)
     report: bool = True
+    #: MLflow tracking (None: none)
+    tracking: TrackingConfig | None = None
     base_dir: Path | None = None
     aliases: dict[str, str] = field(default_factory=dict)
 
@@ -116,6 +120,8 @@ class Spec:
         out["max_retries"], out["fast_path"] = settings.max_retries, settings.fast_path
         out["compiled_loop"], out["xla"] = settings.compiled_loop, settings.xla
         out["fail_on_nan"] = settings.fail_on_nan
+        out["tracking"] = ({"mlflow": self.tracking.uri, "experiment": self.tracking.experiment}
+                           if self.tracking else None)
         out["param_grid"] = out["param_grid"][0] if len(out["param_grid"]) == 1 else out[
             "param_grid"]
         if isinstance(out["error_score"], float) and math.isnan(out["error_score"]):
@@ -229,7 +235,8 @@ def validate(raw: dict[str, Any], base_dir: Path | None = None) -> Spec:
         xla=raw.get("xla"), fail_on_nan=raw.get("fail_on_nan"),
         cluster=cluster,
         output=raw.get("output") or default_output(raw.get("name", "sweep")),
-        report=raw.get("report", True), base_dir=base_dir,
+        report=raw.get("report", True), tracking=_check_tracking(raw.get("tracking")),
+        base_dir=base_dir,
     )
     _check_grid_keys(spec)
     check_values(spec.model, spec.fit, spec.param_grid, spec.seed)
@@ -316,6 +323,28 @@ def _check_grid(grid: Any) -> list[dict[str, list[Any]]]:
                 raise SpecError(f"param_grid.{key}", values, "must be a non-empty list",
                                 f"param_grid: {{{key}: [value1, value2]}}")
     return [dict(g) for g in grids]
+
+
+def _check_tracking(value: dict[str, Any] | None) -> TrackingConfig | None:
+    """``tracking: {mlflow: URI, experiment: NAME}``; MLflow must be installed."""
+    if not value:
+        return None
+    unknown = set(value) - {"mlflow", "experiment"}
+    if unknown:
+        raise SpecError(f"tracking.{sorted(unknown)[0]}", value[sorted(unknown)[0]],
+                        "not a tracking option", "write tracking: {mlflow: URI, "
+                        "experiment: NAME}")
+    uri = value.get("mlflow")
+    if not isinstance(uri, str) or "://" not in uri and not uri.startswith(
+            ("file:", "sqlite:", "databricks")):
+        raise SpecError("tracking.mlflow", uri, "not an MLflow tracking URI",
+                        "give the server's address, e.g. http://127.0.0.1:5000")
+    experiment = value.get("experiment", "sweep")
+    if not isinstance(experiment, str) or not experiment.strip():
+        raise SpecError("tracking.experiment", experiment, "not an experiment name",
+                        "write e.g. experiment: pima-grid")
+    check_installed()
+    return TrackingConfig(uri, experiment)
 
 
 def _check_scoring(scoring: str) -> None:
