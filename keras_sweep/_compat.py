@@ -409,6 +409,29 @@ async def _restart_by_nanny(nanny_address: str, reason: str) -> None:
         await nanny.restart(reason=f"sweep-recycle: {reason}")
 
 
+@touch("distributed", ">=2024.4, tested 2026.8.0",
+       "Nanny._on_worker_exit(exitcode), called (looked up on the instance) when its "
+       "worker process exits; Nanny.memory_manager.memory_limit")
+def on_worker_exit(nanny: Any, report: Callable[[int, int | None], None]) -> bool:
+    """Call ``report(exitcode, memory_limit)`` whenever ``nanny``'s worker process exits
+    (before the nanny unregisters it). False: this distributed has no such hook."""
+    original = getattr(nanny, "_on_worker_exit", None)
+    if original is None or getattr(original, "sweep_reports_exits", False):
+        return False
+
+    async def reported(exitcode: int) -> Any:
+        try:
+            manager = getattr(nanny, "memory_manager", None)
+            report(exitcode, getattr(manager, "memory_limit", None))
+        except Exception:  # a report must never stop the nanny's own handling
+            pass
+        return await original(exitcode)
+
+    reported.sweep_reports_exits = True  # type: ignore[attr-defined]
+    nanny._on_worker_exit = reported
+    return True
+
+
 # -- dask-jobqueue --------------------------------------------------------------------
 
 @touch("dask-jobqueue", ">=0.8.5, tested 0.9.0",

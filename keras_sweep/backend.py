@@ -30,6 +30,7 @@ from dask.sizeof import sizeof
 from distributed import KilledWorker
 
 from ._compat import JoblibDaskBackend, failed_fit_result, fit_error, fit_score
+from .deaths import DeathWatch, WorkerDeath, describe
 from .journal import FitKeys, Journal
 from .records import FitRecord
 from .recycling import Recycler
@@ -142,6 +143,8 @@ class SweepBackend(JoblibDaskBackend):
             collections.deque())
         self._ticking = False
         self.keys = FitKeys(seed, __version__)
+        #: why workers died, per fit (events of the scheduler and the nannies)
+        self.deaths = DeathWatch(self.unwrapped_client)
         self._tasks: dict[Any, tuple[list[dict[str, Any]], list[str | None]]] = {}
 
     @property
@@ -303,6 +306,8 @@ class SweepBackend(JoblibDaskBackend):
             if future.status in ("pending", "lost") and not isinstance(exc, WORKER_LOST):
                 self._watch(future)
                 return
+            if isinstance(exc, KilledWorker) and not self.stopping:
+                await self.deaths.settled(str(future.key))  # each death with its reason
             self._deliver(future, ("error", exc, None))
             return
         self._deliver(future, result)
@@ -318,20 +323,24 @@ class SweepBackend(JoblibDaskBackend):
         failed = isinstance(result, tuple) and len(result) == 3 and result[0] == "error"
         if failed and self.stopping and isinstance(result[1], CANCELLED):
             return  # cancelled because the search stopped: nobody died, nobody waits
+        lost = [d.as_dict() for d in self.deaths.deaths(str(future.key))]
         if not failed:
+            if lost and isinstance(result, FitOutcome):
+                for record in result.records:
+                    record.lost_runs = lost
             try:
                 self._resolve(cf_future, callback, result)
             except Exception:  # never let one bad result stop the others
                 logger.exception("sweep: could not deliver the result of %s", future.key)
             return
         try:
-            out: Any = self._failure_outcome(result[1], kwargs_list, keys)
+            out: Any = self._failure_outcome(result[1], kwargs_list, keys, lost)
         except BaseException as error:  # error_score="raise", or not a worker loss
             out = _Raise(error)  # joblib learns of errors through the callback only
         self._resolve(cf_future, callback, out)
 
     def _failure_outcome(self, exc: BaseException, kwargs_list: list[dict[str, Any]],
-                         keys: list[str | None]) -> Any:
+                         keys: list[str | None], lost: list[dict[str, Any]]) -> Any:
         if isinstance(exc, ImportError):
             from .exceptions import WorkerImportError
 
@@ -343,11 +352,17 @@ class SweepBackend(JoblibDaskBackend):
         if not isinstance(exc, WORKER_LOST) or not kwargs_list:
             logger.warning("sweep: a fit task failed outside the fit: %r", exc)
             raise exc
-        reason = (f"{WORKER_LOST_PREFIX}: {exc!r}. The fit was retried on other workers "
-                  "and each time its worker died (killed, out of memory, or crashed).")
+        if lost:
+            reason = (f"{WORKER_LOST_PREFIX}: its worker died each of the {len(lost)} time(s) "
+                      f"it ran (max_retries {len(lost) - 1}): "
+                      + describe([WorkerDeath(**d) for d in lost]))
+        else:
+            reason = (f"{WORKER_LOST_PREFIX}: {exc!r}. The fit was retried on other workers "
+                      "and each time its worker died (no reason was reported).")
         logger.warning("sweep: %s", reason)
         keys = keys or [None] * len(kwargs_list)
-        records = [identify(FitRecord(key=key, worker_lost=True, ended=time.time()), kw)
+        records = [identify(FitRecord(key=key, worker_lost=True, ended=time.time(),
+                                      lost_runs=lost or None), kw)
                    for kw, key in zip(kwargs_list, keys, strict=False)]
         return FitOutcome([failed_fit_result(kw, reason) for kw in kwargs_list], records)
 

@@ -63,6 +63,9 @@ class FitRecord:
     resumed: bool = False
     #: the fit never returned: its worker died each time it was tried
     worker_lost: bool = False
+    #: runs of this fit lost with their worker before this outcome: one
+    #: ``{"worker", "time", "reason"}`` per death (:mod:`sweep.deaths`)
+    lost_runs: list[dict[str, Any]] | None = None
     #: the final refit of the best candidate on all rows
     refit: bool = False
     #: seconds the driver waited for the refit, transfers included

@@ -34,6 +34,7 @@ def _fit_row(record: FitRecord) -> dict[str, Any]:
     ``curves.csv``."""
     row = jsonable({k: v for k, v in record.as_dict().items() if k != "history"})
     row["params"] = json.dumps(row["params"], sort_keys=True)
+    row["lost_runs"] = json.dumps(row["lost_runs"]) if row["lost_runs"] else None
     return row
 
 

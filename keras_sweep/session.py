@@ -28,7 +28,7 @@ from .journal import Journal
 from .progress import FitMonitor
 from .records import FitRecord
 from .tracking import SearchTracking, TrackingConfig, check_installed
-from .worker.plugin import WorkerSetup, worker_report
+from .worker.plugin import ExitReporter, WorkerSetup, worker_report
 from .worker.seeding import op_determinism
 
 
@@ -217,6 +217,7 @@ def _session(started: clusters.Started, settings: Settings, client: Client,
              tracking: TrackingConfig | None = None) -> Iterator[Session]:
     """Set the workers up, make joblib use sweep's backend, yield the session."""
     client.register_plugin(_worker_setup(settings, seed))
+    client.register_plugin(ExitReporter())  # nannies report how their worker exited
     monitor = FitMonitor(show=progress)
     searches = None
     if tracking is not None:

@@ -318,6 +318,54 @@ def test_state_kept_on_a_real_worker():
         assert list(client.run(keep).values()) == [{"fits": 1}]
 
 
+@probe("fit_score")
+def test_fit_score_is_read_from_a_real_fit():
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection._validation import _fit_and_score
+
+    with upstream("fit_score"):
+        X, y = np.random.default_rng(0).random((30, 2)), np.arange(30) % 2  # as _fit_kwargs
+        result = _fit_and_score(LogisticRegression(), X, y, **_fit_kwargs())
+        assert result.get("fit_error") is None, result.get("fit_error")
+        score = _compat.fit_score(result)
+        assert isinstance(score, float) and 0.0 <= score <= 1.0
+        assert _compat.fit_score({"test_scores": {"f1": 0.25, "acc": 0.5}}, "acc") == 0.5
+
+
+@probe("on_worker_exit")
+def test_a_nanny_reports_its_worker_killed_by_a_signal():
+    import os
+    import signal
+    import time
+
+    from distributed import Client, LocalCluster
+    from distributed.diagnostics.plugin import NannyPlugin
+
+    seen: list[tuple[float, Any]] = []
+
+    class Report(NannyPlugin):
+        name = "sweep-test-exit"
+
+        def setup(self, nanny: Any) -> None:
+            def report(exitcode: int, memory_limit: int | None) -> None:
+                nanny.log_event("sweep-test-exit", {"exitcode": exitcode,
+                                                    "memory_limit": memory_limit})
+
+            assert _compat.on_worker_exit(nanny, report)
+
+    with upstream("on_worker_exit"), \
+            LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address=None,
+                         memory_limit="1 GiB") as cluster, Client(cluster) as client:
+        client.register_plugin(Report())
+        client.subscribe_topic("sweep-test-exit", seen.append)
+        pid = next(iter(client.run(os.getpid).values()))
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while not seen and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert seen and seen[0][1] == {"exitcode": -signal.SIGKILL, "memory_limit": 2**30}
+
+
 @probe("retire_and_restart")
 def test_a_worker_is_retired_and_restarted_by_its_nanny():
     from distributed import Client, LocalCluster

@@ -152,6 +152,7 @@ def test_worker_sigkill_mid_fit_sweep_completes_with_same_results(cancer, tiny_c
                     time.sleep(0.5)  # let the fit get going
                     os.kill(pid, signal.SIGKILL)
                     killed.append(pid)
+                    killed.append(busy[0])
                 time.sleep(0.1)
 
         killer = threading.Thread(target=kill_a_busy_worker)
@@ -164,6 +165,12 @@ def test_worker_sigkill_mid_fit_sweep_completes_with_same_results(cancer, tiny_c
     assert killed, "no worker was killed"
     assert killed[0] not in {f.pid for f in fits[-4:]}
     assert not [f for f in fits if f.fit_error]
+    # the fit it was running says so, and why; no other fit lost a run
+    retried = [f for f in fits if f.lost_runs]
+    assert len(retried) == 1, [f.lost_runs for f in retried]
+    (death,) = retried[0].lost_runs
+    assert death["worker"] == killed[1] and death["reason"].startswith(
+        "killed by signal 9 (SIGKILL"), death
     np.testing.assert_array_equal(faulty, clean)
     print(f"\nworker-kill run {faulty_seconds:.1f} s vs fault-free {clean_seconds:.1f} s")
 
@@ -179,7 +186,7 @@ def test_failing_candidate_is_recorded_and_the_rest_finish(tmp_path):
     assert "allow_failures" in proc.stderr
     fits = pd.read_csv(out / "fits.csv")
     failed = fits[fits["fit_error"].notna()]
-    assert len(failed) == 3 and failed["params"].str.contains("'model__neurons': 3").all()
+    assert len(failed) == 3 and failed["params"].str.contains('"model__neurons": 3').all()
     assert "Traceback" in failed["fit_error"].iloc[0]
     results = pd.read_csv(out / "cv_results.csv")
     assert results["mean_test_score"].isna().sum() == 1
@@ -207,17 +214,39 @@ def test_fit_that_keeps_killing_workers_is_recorded_failed(tmp_path):
     assert "fit(s) failed" in proc.stderr and "worker lost" in proc.stderr, proc.stderr[-3000:]
     fits = pd.read_csv(out / "fits.csv")
     assert len(fits) == 4
-    deadly = fits[fits["params"].str.contains("'model__neurons': 3")]
+    deadly = fits[fits["params"].str.contains('"model__neurons": 3')]
     assert deadly["fit_error"].str.startswith("worker lost").all(), deadly["fit_error"]
-    # a fit assigned to a worker when it dies shares that death's retry (a known limit,
-    # see README), so a harmless fit may be lost too, but only ever as "worker lost"
-    harmless = fits[fits["params"].str.contains("'model__neurons': 2")]
-    assert (harmless["fit_error"].isna() | harmless["fit_error"].str.startswith(
-        "worker lost")).all()
+    # each of its 2 runs (max_retries 1) died, and the record says how
+    assert deadly["fit_error"].str.contains(
+        r"died each of the 2 time\(s\).*killed by signal 9 \(SIGKILL").all(), deadly
+    assert deadly["lost_runs"].map(lambda x: len(json.loads(x))).eq(2).all()
+    # only the fit's own runs count: a fit on the other worker, or waiting, lost none
+    harmless = fits[fits["params"].str.contains('"model__neurons": 2')]
+    assert harmless["fit_error"].isna().all() and harmless["lost_runs"].isna().all()
     # the sweep went on to the end: results and the journal hold all four fits
     assert len(pd.read_csv(out / "cv_results.csv")) == 2
     with sqlite3.connect(out / "journal.sqlite") as db:
         assert db.execute("SELECT COUNT(*) FROM fits").fetchone()[0] == 4
+
+
+def test_fit_out_of_memory_says_the_limit_and_the_peak(tmp_path):
+    out = tmp_path / "hog"
+    spec = write_spec(tmp_path, "hog", out, builder="tiny_models:hog_memory",
+                      grid="[2, 3]", extra="max_retries: 0\n")
+    spec.write_text(spec.read_text().replace("cv: 3", "cv: 2").replace(
+        "cluster: {workers: 2}", 'cluster: {workers: 2, memory_limit: "1.5 GiB"}'))
+    proc = subprocess.run(sweep_cmd(spec), env=sweep_env(), capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    fits = pd.read_csv(out / "fits.csv")
+    hog = fits[fits["params"].str.contains('"model__neurons": 3')]
+    assert len(hog) == 2 and hog["worker_lost"].all()
+    for error in hog["fit_error"]:
+        assert "out of memory: the worker's resident memory reached" in error, error
+        assert "of its 1.50 GiB limit" in error, error
+        peak = float(error.split("reached ")[1].split(" GiB")[0])
+        assert 1.4 < peak < 3.0, error
+    assert fits[fits["params"].str.contains('"model__neurons": 2')]["fit_error"].isna().all()
 
 
 def test_disk_full_stops_cleanly_and_the_journal_resumes(tmp_path):

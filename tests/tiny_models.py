@@ -32,6 +32,21 @@ def kill_worker(meta: dict[str, Any], neurons: int = 2) -> Any:
     return tiny(meta, neurons)
 
 
+def hog_memory(meta: dict[str, Any], neurons: int = 2) -> Any:
+    """For neurons == 3, grows the worker's memory 100 MB at a time (touched pages)
+    until something stops it: a fit that runs out of memory."""
+    if neurons == 3:
+        import time
+
+        import numpy as np
+
+        hoard = []
+        for _ in range(100):  # at most 10 GB
+            hoard.append(np.ones(100 * 2**20 // 8))
+            time.sleep(0.05)
+    return tiny(meta, neurons)
+
+
 def per_batch_callback() -> Any:
     """A callback that counts batches: it needs every batch, so no fast path."""
     return CountBatches()

@@ -274,9 +274,12 @@ def timeline(data: ReportData) -> Figure | None:
     if not timed:
         return None
     t0 = min(f.started for f in timed if f.started is not None)
-    lanes = sorted({(f.worker or "?", f.pid or 0) for f in timed})
-    lost = [f for f in data.fits if f.worker_lost and f.ended is not None]
-    fig = Figure(figsize=(8, 1.0 + 0.32 * (len(lanes) + bool(lost))), dpi=100)
+    deaths = {(d["worker"], d["time"]): d for f in data.fits for d in (f.lost_runs or [])
+              if d.get("worker") and d.get("time")}
+    lanes = sorted({(f.worker or "?", f.pid or 0) for f in timed}
+                   | {(w, 0) for w, _ in deaths
+                      if not any(f.worker == w for f in timed)})
+    fig = Figure(figsize=(8, 1.0 + 0.32 * len(lanes)), dpi=100)
     ax = fig.add_subplot()
     for row, (worker, pid) in enumerate(lanes):
         mine = [f for f in timed if (f.worker or "?", f.pid or 0) == (worker, pid)]
@@ -288,15 +291,14 @@ def timeline(data: ReportData) -> Figure | None:
                 ax.broken_barh(bars, (row - 0.35, 0.7), color=colour, alpha=0.85)
         recycled = [(f.ended or t0) - t0 for f in mine if f.recycle_due]
         ax.plot(recycled, [row] * len(recycled), "v", color="black", ms=6)
-    if lost:
-        ax.plot([(f.ended or t0) - t0 for f in lost], [len(lanes)] * len(lost), "x",
-                color="crimson", ms=8, mew=2)
-    labels = [f"{w.rsplit(':', 1)[0].split('//')[-1]}:{w.rsplit(':', 1)[-1]} pid {p}"
-              for w, p in lanes] + (["worker lost"] if lost else [])
+        died = [t - t0 for w, t in deaths if w == worker]
+        ax.plot(died, [row] * len(died), "x", color="crimson", ms=9, mew=2)
+    labels = [f"{w.rsplit(':', 1)[0].split('//')[-1]}:{w.rsplit(':', 1)[-1]}"
+              + (f" pid {p}" if p else "") for w, p in lanes]
     ax.set_yticks(range(len(labels)), labels, fontsize=7)
     ax.invert_yaxis()
     ax.set_xlabel("seconds since the first fit (blue: fit, red: failed, green: refit, "
-                  "▼ recycled, x: fit lost with its worker)", fontsize=8)
+                  "▼ recycled, x: the worker died running a fit)", fontsize=8)
     ax.grid(alpha=0.3, axis="x")
     fig.tight_layout()
     return fig

@@ -166,6 +166,11 @@ def _record(row: dict[str, Any]) -> FitRecord:
             facts["params"] = json.loads(params)
         except ValueError:
             facts["params"] = {"params": params}
+    if isinstance(facts.get("lost_runs"), str):
+        try:
+            facts["lost_runs"] = json.loads(facts["lost_runs"])
+        except ValueError:
+            facts["lost_runs"] = None
     for name in ("candidate", "n_candidates", "split", "n_splits", "pid", "process_fits"):
         value = facts.get(name)
         if value is not None:

@@ -95,7 +95,9 @@ def _summary(data: ReportData) -> str:
                       f"{_e(data.scoring)} over {data.n_splits} folds, with {params}"))
     items.append(("candidates", f"{len(data.candidates)} x {data.n_splits} folds"))
     done = f"{len(fits)} finished" + (f" of {data.expected_fits}" if data.expected_fits else "")
-    parts = [done, f"{failed} failed", f"{lost} lost with their worker"]
+    retried = sum(1 for f in fits if f.lost_runs and not f.worker_lost)
+    parts = [done, f"{failed} failed", f"{lost} lost with their worker",
+             f"{retried} retried after their worker died"]
     if resumed:
         parts.append(f"{resumed} taken from the journal")
     items.append(("fits", ", ".join(parts)))

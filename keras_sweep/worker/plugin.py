@@ -19,8 +19,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from distributed import WorkerPlugin, get_worker
+from distributed.diagnostics.plugin import NannyPlugin
 
-from .._compat import worker_extension
+from .._compat import on_worker_exit, worker_extension
 from ..clusters.environment import THREAD_VARIABLES
 from . import logs
 from .memory import freeze_heap
@@ -87,6 +88,26 @@ def enable_determinism() -> str:
                        len(gpus))
         return f"gpu ({len(gpus)} device(s)): same hardware and driver only"
     return "cpu: bitwise"
+
+
+#: the event topic a nanny reports its worker process's exit under
+EXIT_TOPIC = "sweep-worker-exit"
+
+
+class ExitReporter(NannyPlugin):
+    """Nanny plugin: report each exit of the worker process (its exit code: a signal
+    number when negative, and the worker's memory limit) as a Dask event, so the
+    driver can say why a worker died (:mod:`sweep.deaths`)."""
+
+    name = "sweep-exit-reporter"
+
+    def setup(self, nanny: Any) -> None:
+        def report(exitcode: int, memory_limit: int | None) -> None:
+            nanny.log_event(EXIT_TOPIC, {"worker": nanny.worker_address,
+                                         "exitcode": exitcode,
+                                         "memory_limit": memory_limit})
+
+        on_worker_exit(nanny, report)
 
 
 class WorkerSetup(WorkerPlugin):

@@ -1,0 +1,153 @@
+"""Why a worker died, told per fit: the driver's record of worker deaths.
+
+Dask says only that a worker went away. sweep listens to three of its events
+(public ``Client.subscribe_topic``): the scheduler's ``remove-worker`` (which
+worker, which tasks it was running, whether the departure was expected, e.g. a
+recycle), the nanny's ``worker-restart-memory`` (it killed its worker for
+passing the memory limit, with the resident memory then), and sweep's own
+``sweep-worker-exit`` (the exit code the nanny saw, a signal number when
+negative: :class:`~sweep.worker.plugin.ExitReporter`). Joined by worker address,
+they give each unexpected death a reason, and each fit the deaths of its own
+runs: a fit that ran on a worker when it died, not one merely queued there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import threading
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from dask.utils import format_bytes
+
+from .worker.plugin import EXIT_TOPIC
+
+MEMORY_TOPIC = "worker-restart-memory"
+#: what a signal usually means for a worker process
+SIGNAL_HINTS = {
+    signal.SIGKILL: "killed from outside: the kernel's out-of-memory killer, kill -9, or "
+                    "the batch system",
+    signal.SIGTERM: "terminated: its batch job ended (walltime, scancel, preemption) or "
+                    "kill",
+    signal.SIGSEGV: "crashed (segmentation fault) in native code",
+    signal.SIGABRT: "aborted by native code (a failed check in TensorFlow or a library)",
+    signal.SIGBUS: "crashed (bus error): memory-mapped data or shared memory gone",
+}
+
+
+@dataclass(frozen=True)
+class WorkerDeath:
+    """One unexpected departure of a worker process."""
+
+    worker: str
+    #: when the scheduler removed it (``time.time()``)
+    time: float
+    reason: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def exit_reason(exitcode: int) -> str:
+    """``killed by signal 9 (SIGKILL: ...)`` or ``exited with status 3``."""
+    if exitcode >= 0:
+        return f"exited with status {exitcode}"
+    number = -exitcode
+    try:
+        name = signal.Signals(number).name
+    except ValueError:
+        return f"killed by signal {number}"
+    hint = SIGNAL_HINTS.get(signal.Signals(number))
+    return f"killed by signal {number} ({name}" + (f": {hint})" if hint else ")")
+
+
+class DeathWatch:
+    """Collects worker deaths from the scheduler's events.
+
+    Parameters
+    ----------
+    client : distributed.Client
+        The sweep's client (events arrive on its event loop).
+    """
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self._lock = threading.Lock()
+        self._removals: list[tuple[float, str, frozenset[str]]] = []
+        self._exits: dict[str, dict[str, Any]] = {}
+        self._memory: dict[str, dict[str, Any]] = {}
+        self._topics = {"all": self._on_all, EXIT_TOPIC: self._on_exit,
+                        MEMORY_TOPIC: self._on_memory}
+        for topic, handler in self._topics.items():
+            client.subscribe_topic(topic, handler)
+
+    def close(self) -> None:
+        """Stop listening."""
+        for topic in self._topics:
+            try:
+                self.client.unsubscribe_topic(topic)
+            except Exception:  # the client may be closing already
+                pass
+
+    def _on_all(self, event: tuple[float, Any]) -> None:
+        stamp, msg = event
+        if (isinstance(msg, dict) and msg.get("action") == "remove-worker"
+                and not msg.get("expected") and msg.get("worker")):
+            keys = frozenset(str(k) for k in msg.get("processing-tasks") or ())
+            with self._lock:
+                self._removals.append((float(stamp), str(msg["worker"]), keys))
+
+    def _on_exit(self, event: tuple[float, Any]) -> None:
+        stamp, msg = event
+        if isinstance(msg, dict) and msg.get("worker"):
+            with self._lock:
+                self._exits[str(msg["worker"])] = {**msg, "time": float(stamp)}
+
+    def _on_memory(self, event: tuple[float, Any]) -> None:
+        stamp, msg = event
+        if isinstance(msg, dict) and msg.get("worker"):
+            with self._lock:
+                self._memory[str(msg["worker"])] = {**msg, "time": float(stamp)}
+
+    def reason(self, worker: str) -> str:
+        """Why ``worker`` died, as far as the events tell."""
+        with self._lock:
+            memory, exit_ = self._memory.get(worker), self._exits.get(worker)
+        limit = (exit_ or {}).get("memory_limit")
+        if memory is not None:
+            peak = format_bytes(int(memory.get("rss") or 0))
+            of = f" of its {format_bytes(int(limit))} limit" if limit else ""
+            return (f"out of memory: the worker's resident memory reached {peak}{of} "
+                    "(distributed.worker.memory.terminate) and its nanny killed it")
+        if exit_ is not None and exit_.get("exitcode") is not None:
+            return exit_reason(int(exit_["exitcode"]))
+        return ("connection lost: the scheduler stopped hearing from it and no exit was "
+                "reported (host down, network, or its nanny gone too)")
+
+    def deaths(self, key: str) -> list[WorkerDeath]:
+        """Deaths of workers while they ran the task ``key`` (oldest first)."""
+        with self._lock:
+            mine = [(t, w) for t, w, keys in self._removals if key in keys]
+        return [WorkerDeath(w, t, self.reason(w)) for t, w in mine]
+
+    def _explained(self, key: str) -> bool:
+        with self._lock:
+            workers = [w for _, w, keys in self._removals if key in keys]
+            # the nanny's exit report carries the exit code and the memory limit; its
+            # memory report (if any) comes before it on the same stream
+            return all(w in self._exits for w in workers)
+
+    async def settled(self, key: str, timeout: float = 2.0) -> list[WorkerDeath]:
+        """:meth:`deaths` once each has its reason (a nanny's report can trail the
+        scheduler's removal), or after ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while not self._explained(key) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        return self.deaths(key)
+
+
+def describe(deaths: list[WorkerDeath]) -> str:
+    """``killed by signal 9 (...) on tcp://...; out of memory ...`` for a fit's record."""
+    return "; ".join(f"{d.reason} [worker {d.worker}]" for d in deaths)

@@ -1,0 +1,102 @@
+#!/usr/bin/env python
+"""Soak: 10,000 fits of a trivial scikit-learn estimator through sweep's backend.
+
+What must not grow with the number of fits: the driver's resident memory (sampled
+as fits finish: MB at 1k and at 10k fits), the journal per fit (bytes), and the
+rate (fits per second, per thousand fits).
+
+    python scripts/soak_10k.py                    # 10,000 fits (2,000 candidates x 5 folds)
+    python scripts/soak_10k.py --candidates 200   # 1,000 fits, a quick look
+    python scripts/soak_10k.py --output docs/soak-10k.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psutil
+
+
+def soak(candidates: int, workers: int, folds: int = 5) -> dict[str, Any]:
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import GridSearchCV
+
+    import keras_sweep as sweep
+
+    X, y = load_iris(return_X_y=True)
+    grid = {"C": list(np.logspace(-3, 3, candidates))}
+    me = psutil.Process()
+    samples: list[tuple[int, float, float]] = []  # (fits, seconds, driver RSS MB)
+    with tempfile.TemporaryDirectory() as folder:
+        journal = Path(folder) / "journal.sqlite"
+        with sweep.cluster("local", workers=workers, seed=1, journal=journal) as session:
+            stop = threading.Event()
+            start = time.perf_counter()
+
+            def sample() -> None:
+                while not stop.wait(0.25):
+                    samples.append((len(session.fits), time.perf_counter() - start,
+                                    me.memory_info().rss / 2**20))
+
+            sampler = threading.Thread(target=sample, daemon=True)
+            sampler.start()
+            search = GridSearchCV(LogisticRegression(max_iter=100), grid, cv=folds,
+                                  n_jobs=-1, refit=False).fit(X, y)
+            seconds = time.perf_counter() - start
+            stop.set()
+            sampler.join()
+            fits = len(session.fits)
+            samples.append((fits, seconds, me.memory_info().rss / 2**20))
+        journal_bytes = journal.stat().st_size
+    assert fits == candidates * folds and not np.isnan(search.cv_results_["mean_test_score"]).any()
+
+    def at(n: int) -> tuple[float, float]:
+        """(seconds, RSS MB) when n fits had finished."""
+        first = next((s for s in samples if s[0] >= n), samples[-1])
+        return first[1], first[2]
+
+    marks = sorted({min(fits, k) for k in (1000, fits // 2, fits)})
+    per_thousand = []
+    previous = (0, 0.0)
+    for k in range(1000, fits + 1, 1000):
+        t, _ = at(k)
+        per_thousand.append(round(1000 / max(1e-9, t - previous[1]), 1))
+        previous = (k, t)
+    return {
+        "fits": fits, "workers": workers, "seconds": round(seconds, 1),
+        "fits_per_second": round(fits / seconds, 1),
+        "fits_per_second_each_thousand": per_thousand,
+        "driver_rss_mb": {str(k): round(at(k)[1], 1) for k in marks},
+        "journal_bytes_per_fit": round(journal_bytes / fits),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--candidates", type=int, default=2000, help="x 5 folds")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--output", type=Path)
+    args = parser.parse_args()
+    figures = soak(args.candidates, args.workers)
+    print(json.dumps(figures))
+    if args.output:
+        args.output.write_text(json.dumps({
+            "date": time.strftime("%Y-%m-%d"), "machine": platform.node(),
+            "cpus": os.cpu_count(), "command": "python scripts/soak_10k.py --output "
+            f"{args.output} --candidates {args.candidates} --workers {args.workers}",
+            **figures}, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
