@@ -29,7 +29,13 @@ from uuid import uuid4
 from dask.sizeof import sizeof
 from distributed import KilledWorker
 
-from ._compat import JoblibDaskBackend, failed_fit_result, fit_error, fit_score
+from ._compat import (
+    JoblibDaskBackend,
+    drop_unused_callback_context,
+    failed_fit_result,
+    fit_error,
+    fit_score,
+)
 from .deaths import DeathWatch, WorkerDeath, describe
 from .journal import FitKeys, Journal
 from .records import FitRecord
@@ -238,6 +244,7 @@ class SweepBackend(JoblibDaskBackend):
                 self._tick()  # workers that join meanwhile get fits too
                 return
         joblib_batch, tasks = await self.split_batch(func)
+        tasks = [(f, args, drop_unused_callback_context(kwargs)) for f, args, kwargs in tasks]
         if self.on_submit is not None:
             for task in tasks:
                 self.on_submit(identify(FitRecord(), task[2]))

@@ -235,6 +235,7 @@ def _session(started: clusters.Started, settings: Settings, client: Client,
             raise
         finally:
             monitor.close()
+            backend.deaths.close()  # before the client closes: no event to a closed client
             if searches is not None:
                 searches.finish()
     # a normal exit lets a restart asked for by the last fits finish (not Ctrl-C)
