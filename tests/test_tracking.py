@@ -203,3 +203,38 @@ def test_server_down_mid_sweep_loses_nothing(server, tmp_path, pima_path):
     stdout = _finish(_start(spec, out))  # every fit from the journal, the rest logged now
     assert "logged to MLflow" in stdout
     _assert_matches(_tree(server.uri, out), out)
+
+
+def test_sweep_cluster_keyword_logs_each_search(server):
+    """sweep.cluster(mlflow=...): each grid.fit in the block is a parent run with a child
+    per candidate, scored as its cv_results_."""
+    from mlflow import MlflowClient
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import GridSearchCV
+
+    import keras_sweep as sweep
+
+    X, y = load_iris(return_X_y=True)
+    grids = [{"C": [0.1, 1.0, 10.0]}, {"C": [0.5, 5.0]}]
+    with sweep.cluster("local", workers=2, seed=1, mlflow=server.uri,
+                       mlflow_experiment="keyword"):
+        searches = [GridSearchCV(LogisticRegression(max_iter=200), grid, cv=3,
+                                 n_jobs=-1).fit(X, y) for grid in grids]
+    client = MlflowClient(server.uri)
+    experiment = client.get_experiment_by_name("keyword")
+    runs = client.search_runs([experiment.experiment_id], max_results=100)
+    parents = {r.info.run_name: r for r in runs if "mlflow.parentRunId" not in r.data.tags}
+    assert sorted(parents) == ["search 1", "search 2"]
+    for name, search in zip(("search 1", "search 2"), searches, strict=True):
+        parent = parents[name]
+        assert parent.data.metrics["best_score"] == search.best_score_
+        children = {int(r.data.tags["sweep.candidate"]): r for r in runs
+                    if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id}
+        cv = search.cv_results_
+        assert sorted(children) == list(range(len(cv["params"])))
+        for i, run in children.items():
+            assert run.data.params == {"C": str(cv["params"][i]["C"])}
+            assert run.data.metrics["mean_test_score"] == cv["mean_test_score"][i]
+            for k in range(3):
+                assert run.data.metrics[f"split{k}_test_score"] == cv[f"split{k}_test_score"][i]
