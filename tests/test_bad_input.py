@@ -121,6 +121,13 @@ CASES: list[tuple[str, dict[str, Any], list[str]]] = [
     ("workers 0", {"cluster.workers": 0}, ["cluster.workers", "positive integer"]),
     ("unknown backend", {"cluster.backend": "kubernetes"}, ["kubernetes", "use one of"]),
     ("tls not a bool", {"cluster.tls": "yes"}, ["cluster.tls", "'yes'"]),
+    # report and tracking
+    ("report not a bool", {"report": "yes"}, ["'report'", "'yes'"]),
+    ("tracking not a URI", {"tracking": {"mlflow": "localhost"}},
+     ["tracking.mlflow", "'localhost'", "http://127.0.0.1:5000"]),
+    ("tracking option typo", {"tracking": {"mlflow": "http://127.0.0.1:5000",
+                                           "experimnet": "x"}},
+     ["tracking.experimnet", "experiment: NAME"]),
     # output folder and journal
     ("output under a file", {"output": "FILE/out"}, ["'output'", "--output"]),
     ("journal not a database", {"journal": "garbage"},
