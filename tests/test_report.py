@@ -158,7 +158,7 @@ THREE = """\
 name: three
 data: {{csv: {csv}, target: -1, header: false}}
 model: {{builder: "tiny_models:tiny"}}
-fit: {{epochs: 3, batch_size: 64}}
+fit: {{epochs: 10, batch_size: 64}}
 param_grid:
   model__neurons: [2, 4]
   batch_size: [32, 64]
@@ -198,7 +198,9 @@ def test_live_page_is_whole_at_every_read_and_shows_progress(three):
     out, stdout, pages = three
     assert f"live report: {out / 'report.html'}" in stdout
     live = [p for p in pages if "reloads every" in p]
-    assert len(live) >= 3, f"only {len(live)} live pages seen"
+    # the first page (0 fits) and at least one redrawn later; under load a page takes
+    # longer to draw and the pause grows with it (5x), so there may be only a few
+    assert len(live) >= 2, f"only {len(live)} live pages seen"
     for page in pages:
         assert whole(page) == [], page[-300:]
     finished = [int(m) for p in live for m in re.findall(r"running</span>: (\d+) of 16", p)]
