@@ -111,7 +111,8 @@ def _fit(spec: Spec, session: Session, dataset: Any, search: Any,
     run_info = {"backend": session.backend_name, "workers": n_workers,
                 "dashboard": session.dashboard_link, "version": __version__,
                 "started": time.strftime("%Y-%m-%d %H:%M:%S")}
-    live = _live_report(spec, session, before, run_info)
+    resolved = spec.resolved(session.settings)  # the spec as it runs: saved, shown, logged
+    live = _live_report(spec, resolved, session, before, run_info)
     if live is not None:
         echo(f"sweep: live report: {live.start()}")
     tracker = None
@@ -149,10 +150,10 @@ def _fit(spec: Spec, session: Session, dataset: Any, search: Any,
     output = Path(spec.output)
     run_info["wall_seconds"] = round(time.perf_counter() - start, 3)
     files = results.save(output, cv_results=search.cv_results_, best=_best(search),
-                         spec=spec.resolved(session.settings), fits=fits, run=run_info)
+                         spec=resolved, fits=fits, run=run_info)
     if spec.report:
-        files.append(_final_report(search, session.fits[before:], spec, run_info, output,
-                                   session, echo))
+        files.append(_final_report(search, session.fits[before:], spec, resolved, run_info,
+                                   output, echo))
     if tracker is not None:
         artifacts = tuple(output / name for name in ("spec.yaml", "cv_results.csv",
                                                      "best.json", report.REPORT_NAME))
@@ -161,7 +162,7 @@ def _fit(spec: Spec, session: Session, dataset: Any, search: Any,
                        session.dashboard_link, results.failed_fits(fits))
 
 
-def _live_report(spec: Spec, session: Session, before: int,
+def _live_report(spec: Spec, resolved: dict[str, Any], session: Session, before: int,
                  run_info: dict[str, Any]) -> LiveReport | None:
     """The live page of this sweep (None: reports or live pages are off)."""
     if not spec.report or session.settings.report_interval <= 0:
@@ -171,7 +172,7 @@ def _live_report(spec: Spec, session: Session, before: int,
                       session.settings.report_interval, title=spec.name,
                       n_candidates=len(candidates), n_splits=spec.cv, params=candidates,
                       expected_fits=len(candidates) * spec.cv, scoring=spec.scoring,
-                      spec=spec.resolved(session.settings), run=run_info)
+                      spec=resolved, run=run_info)
 
 
 def _stopped_page(live: LiveReport, exc: BaseException) -> None:
@@ -184,12 +185,11 @@ def _stopped_page(live: LiveReport, exc: BaseException) -> None:
         pass
 
 
-def _final_report(search: Any, fits: list[FitRecord], spec: Spec, run_info: dict[str, Any],
-                  output: Path, session: Session, echo: Callable[[str], None]) -> Path:
+def _final_report(search: Any, fits: list[FitRecord], spec: Spec, resolved: dict[str, Any],
+                  run_info: dict[str, Any], output: Path, echo: Callable[[str], None]) -> Path:
     start = time.perf_counter()
     data = report.from_cv_results(search.cv_results_, fits, title=spec.name,
-                                  scoring=spec.scoring, spec=spec.resolved(session.settings),
-                                  run=run_info)
+                                  scoring=spec.scoring, spec=resolved, run=run_info)
     path = report.write(data, output)
     echo(f"sweep: report: {path} ({time.perf_counter() - start:.1f} s)")
     return path
