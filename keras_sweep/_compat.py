@@ -328,6 +328,17 @@ def build_for_training(model: Any, batch: Any) -> None:
 
 
 @touch("keras", ">=3.0, tested 3.15.1",
+       "Model._compile_config.config: the objects given to compile (loss, metrics, "
+       "optimizer), before serialization")
+def compile_arguments(model: Any) -> dict[str, Any]:
+    """The loss, metrics, optimizer... objects ``model.compile`` was given."""
+    config = getattr(getattr(model, "_compile_config", None), "config", None)
+    if not isinstance(config, dict):
+        raise TypeError(f"{type(model).__name__} has no compile arguments")
+    return dict(config)
+
+
+@touch("keras", ">=3.0, tested 3.15.1",
        "Sequential._layers: the layers added so far, the Input layer included")
 def sequential_has_layers(model: Any) -> bool:
     """Whether anything (an ``Input`` included) was added to a ``Sequential`` yet."""

@@ -73,13 +73,16 @@ class Settings:
     tls_valid_days: float
     #: seconds between two live pages of report.html (0: no live page)
     report_interval: float = 5.0
+    #: fits of one kind of model reuse one traced loop in a worker
+    share_traces: bool = True
     #: the backend's own options: explicit values over ``sweep.<backend>.*``
     options: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def paths(self) -> TrainingPaths:
         """The training paths fits may take (fast path, compiled loop, XLA)."""
-        return TrainingPaths(self.fast_path, self.compiled_loop, self.xla, self.fail_on_nan)
+        return TrainingPaths(self.fast_path, self.compiled_loop, self.xla, self.fail_on_nan,
+                             self.share_traces)
 
     def option(self, name: str, default: Any = None) -> Any:
         """A backend option (``None`` counts as unset)."""
@@ -109,6 +112,7 @@ KEYS: dict[str, str] = {
     "compiled_loop": "fit.compiled-loop",
     "xla": "fit.xla",
     "fail_on_nan": "fit.fail-on-nan",
+    "share_traces": "fit.share-traces",
     "tls": "tls.enabled",
     "tls_valid_days": "tls.valid-days",
     "report_interval": "report.live-interval",
@@ -159,6 +163,7 @@ def resolve(**explicit: Any) -> Settings:
         compiled_loop=bool(pick("compiled_loop")),
         xla=bool(pick("xla")),
         fail_on_nan=bool(pick("fail_on_nan")),
+        share_traces=bool(pick("share_traces")),
         tls=bool(pick("tls")),
         tls_valid_days=float(pick("tls_valid_days")),
         report_interval=float(pick("report_interval") or 0),

@@ -54,6 +54,9 @@ class FitRecord:
     fallback: str | None = None
     #: seconds the compiled loop's first epoch took beyond a later one (tracing, XLA)
     trace_seconds: float | None = None
+    #: the compiled loop's trace: "new", "reused" (from an earlier fit of the same
+    #: kind of model in that worker) or "own (why)" (:mod:`sweep.worker.traces`)
+    trace: str | None = None
     #: TensorFlow custom-gradient registrations dropped after the fit
     purged_gradients: int | None = None
     #: why the worker asked to be recycled after this fit, and its nanny's address

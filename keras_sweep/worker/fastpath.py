@@ -41,6 +41,7 @@ from .loop import fit as loop_fit
 from .loop import permutations, unsupported
 from .nonfinite import guard
 from .paths import FASTEST, FitPath, TrainingPaths
+from .traces import release
 
 #: batch-level hooks: a callback that overrides any of them disables the fast path
 BATCH_HOOKS = ("on_batch_begin", "on_batch_end", "on_train_batch_begin",
@@ -142,7 +143,8 @@ def _loop_or_keras(model: Any, path: FitPath, keras_fit: Any, paths: TrainingPat
         reason = unsupported(model, x, y, known.get("sample_weight"),
                                   known.get("shuffle", True), known.get("callbacks"), kwargs)
         if reason is None:
-            return loop_fit(model, x, y, **known, **kwargs, xla=paths.xla, path=path)
+            return loop_fit(model, x, y, **known, **kwargs, xla=paths.xla,
+                            share=paths.share_traces, path=path)
         path.fallback = reason
         return keras_fit(x=x, y=y, **known, **kwargs)
 
@@ -164,6 +166,7 @@ def enabled(estimator: Any, paths: TrainingPaths = FASTEST,
     finally:
         if path is not None:
             unwrap_keras_fit(estimator)
+            release(getattr(estimator, "model_", None))
 
 
 #: above this many bytes of training arrays, Keras' per-batch pipeline is kept

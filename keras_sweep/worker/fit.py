@@ -41,7 +41,7 @@ Task = tuple[Callable[..., Any], Sequence[Any], dict[str, Any]]
 def describe_path(record: FitRecord, path: FitPath) -> FitRecord:
     """Fill ``record``'s fast path, fit path and fallback reason."""
     record.fast_path, record.fit_path, record.fallback = path.fast, path.name, path.fallback
-    record.trace_seconds = path.trace_seconds
+    record.trace_seconds, record.trace = path.trace_seconds, path.trace
     return record
 
 

@@ -161,15 +161,21 @@ def epoch_function(model: Any, inputs: ArrayInputs, xla: bool = False) -> Callab
 def fit(model: Any, x: Any = None, y: Any = None, batch_size: int | None = None,
         epochs: int = 1, verbose: Any = "auto", callbacks: Any = None, shuffle: Any = True,
         sample_weight: Any = None, initial_epoch: int = 0, *, xla: bool = False,
-        path: FitPath | None = None, **extra: Any) -> Any:
+        share: bool = True, path: FitPath | None = None, **extra: Any) -> Any:
     """Train ``model`` as ``model.fit`` would, one traced call per epoch.
 
     Callers check :func:`unsupported` first. With ``xla``, models without
-    random layers train XLA-compiled (:func:`epoch_function`). ``path``, when
-    given, is filled in: the loop's name, why XLA was skipped, the trace cost.
-    Returns the model's ``History``.
+    random layers train XLA-compiled (:func:`epoch_function`). With ``share``,
+    a model of a kind this thread trained before reuses that kind's trace
+    (:mod:`sweep.worker.traces`), bitwise the same. ``path``, when given, is
+    filled in: the loop's name, why XLA was skipped, the trace cost, whether
+    the trace was shared. Returns the model's ``History``.
     """
     import keras
+    import tensorflow as tf
+    from keras import tree
+
+    from . import traces
 
     path = path if path is not None else FitPath()
     path.name = "compiled loop"
@@ -186,28 +192,47 @@ def fit(model: Any, x: Any = None, y: Any = None, batch_size: int | None = None,
                                    batch_size=batch_size or 32, shuffle=shuffle)
     inputs = array_inputs(adapter)
     orders = epoch_orders(permutations(inputs.num_samples, inputs.shuffle))
-    epoch = epoch_function(model, inputs, xla)
     steps = -(-inputs.num_samples // inputs.batch_size)
     if not isinstance(callbacks, keras.callbacks.CallbackList):
         callbacks = keras.callbacks.CallbackList(
             callbacks, add_history=True, add_progbar=verbose != 0,
             verbose=verbose, epochs=epochs, steps=steps, model=model)
+    template, why = None, "off"
+    if share:
+        why = traces.passive(callbacks)
+        if why is None:
+            template, made, why = traces.template_for(model, inputs, xla)
+            path.trace = ("new" if made else "reused") if template is not None else None
+    if template is None:
+        path.trace = f"own ({why})"
+        trainee, run = model, epoch_function(model, inputs, xla)
+    else:
+        template.load(model)
+        data = tree.map_structure(tf.convert_to_tensor, tree.lists_to_tuples(inputs.inputs))
+        trainee = template.model
+
+        def run(order: Any) -> None:
+            template.epoch(order, data)
+
     model.stop_training = False
     callbacks.on_train_begin()
     logs: dict[str, Any] | None = None
     took: list[float] = []
     for number in range(initial_epoch, epochs):
-        model.reset_metrics()
+        trainee.reset_metrics()
         callbacks.on_epoch_begin(number)
         start = time.perf_counter()
-        epoch(next(orders))
+        run(next(orders))
         took.append(time.perf_counter() - start)
-        logs = dict(model.get_metrics_result())
+        logs = dict(trainee.get_metrics_result())
         callbacks.on_epoch_end(number, logs)
         if model.stop_training:
             break
-    if epochs > 0 and isinstance(model.optimizer, keras.optimizers.Optimizer):
-        model.optimizer.finalize_variable_values(model.trainable_weights)
+    if epochs > 0 and isinstance(trainee.optimizer, keras.optimizers.Optimizer):
+        trainee.optimizer.finalize_variable_values(trainee.trainable_weights)
+    if template is not None:
+        template.store(model)
+        traces.serve_predictions(model, template)
     callbacks.on_train_end(logs=logs)
     if took:
         path.trace_seconds = max(0.0, took[0] - (min(took[1:]) if len(took) > 1 else 0.0))

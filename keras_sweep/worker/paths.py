@@ -19,6 +19,9 @@ class TrainingPaths:
     #: a loss that becomes NaN or infinite fails the fit at that epoch
     #: (``sweep.fit.fail-on-nan``, :mod:`sweep.worker.nonfinite`)
     fail_on_nan: bool = True
+    #: fits of one kind of model reuse one traced loop (``sweep.fit.share-traces``,
+    #: :mod:`sweep.worker.traces`); bitwise the same
+    share_traces: bool = True
 
 
 @dataclass
@@ -34,6 +37,10 @@ class FitPath:
     #: seconds the loop's first epoch took beyond a later one: tracing, and with
     #: XLA compiling (None: not the compiled loop)
     trace_seconds: float | None = None
+    #: the compiled loop's trace: "new" (made for this fit's kind of model, then
+    #: kept), "reused" (made by an earlier fit of the same kind) or "own (why)"
+    #: (traced for this fit alone); None: not the compiled loop
+    trace: str | None = None
 
     @property
     def fast(self) -> bool:

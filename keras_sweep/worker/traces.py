@@ -1,0 +1,366 @@
+"""One trace per kind of model: the fits of a grid reuse their traced epoch and predict.
+
+Tracing the compiled loop's epoch function costs ~0.5-1 s per fit, more than a
+small network's whole training (``docs/performance.md``), and every fit of a
+grid search builds a new model, so each would trace again. Yet most fits of a
+grid train *the same computation*: the candidates differ in initial weights,
+learning rate, data fold or number of epochs, none of which changes the traced
+graph. This module keeps, per worker thread, one **template** model per kind of
+model, with its own variables and its traced epoch (and predict) function. A
+fit of a kind seen before copies its model's initial state into the template
+(weights, seed-generator states, optimizer slots and learning rate), trains the
+template with the fit's own row orders, and copies the trained state back, so
+the fitted model is what Keras' ``fit`` would have left; scoring then runs the
+template's traced predict. The arithmetic is op for op the same graph as the
+fit's own trace, so results are bitwise equal (``tests/test_loop.py``).
+
+The **kind** of a model is its serialized architecture and compile
+configuration without what only sets initial values (initializers, seeds,
+names) and without the learning rate (a variable, copied), plus the input
+shapes and dtypes, the batch size and XLA. Only models built entirely from
+Keras' own classes share: a custom layer, loss, metric or optimizer may keep
+behaviour its configuration does not show (a closure, a Python attribute), so
+such a model traces its own loop, as :func:`kind` says why.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import random
+import threading
+import types
+import weakref
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .._compat import (
+    ArrayInputs,
+    array_data_adapter,
+    array_inputs,
+    build_for_training,
+    compile_arguments,
+)
+
+#: templates kept per worker thread (least recently used dropped first)
+MAX_TEMPLATES = 8
+#: configuration keys that only set initial values or names (not the traced graph)
+INITIAL_ONLY = ("name", "seed")
+#: callbacks that only read the epoch's logs or set ``stop_training``: fits with
+#: others (they may read or set the fit's weights between epochs) trace their own
+PASSIVE_CALLBACKS = {"History", "ProgbarLogger", "TerminateOnNaN", "CSVLogger",
+                     "FailOnNonFiniteLoss"}
+
+
+@dataclass
+class Template:
+    """A model of one kind with its own variables and traced functions."""
+
+    model: Any
+    #: ``epoch(order, data)``: one epoch over ``data``'s rows in ``order``
+    epoch: Callable[[Any, Any], None]
+    batch_size: int
+    #: traced forward passes, per predict batch size
+    predicts: dict[int, Callable[[Any], Any]] = field(default_factory=dict)
+    #: the model whose state the template holds now (weakly: the fit owns it)
+    owner: Any = None
+
+    def load(self, model: Any) -> None:
+        """Copy ``model``'s state (weights, seed states, optimizer slots) into the template."""
+        _build_optimizer(model)
+        _copy(model.variables, self.model.variables)
+        _copy(model.optimizer.variables, self.model.optimizer.variables)
+        self.owner = weakref.ref(model)
+
+    def store(self, model: Any) -> None:
+        """Copy the template's trained state back into ``model``."""
+        _copy(self.model.variables, model.variables)
+        _copy(self.model.optimizer.variables, model.optimizer.variables)
+
+    def holds(self, model: Any) -> bool:
+        """Whether the template holds ``model``'s state now."""
+        return self.owner is not None and self.owner() is model
+
+    def predict(self, x: Any, batch_size: int) -> Any | None:
+        """``model.predict(x, batch_size)`` as Keras computes it (None: not servable)."""
+        import tensorflow as tf
+
+        inputs = array_inputs(array_data_adapter()(x, batch_size=batch_size, shuffle=False))
+        (data,) = inputs.inputs if isinstance(inputs.inputs, tuple) else (inputs.inputs,)
+        if not hasattr(data, "shape") or len(self.model.outputs) != 1:
+            return None
+        data = tf.convert_to_tensor(data)
+        if batch_size not in self.predicts:
+            self.predicts[batch_size] = _predict_function(self.model, data, batch_size)
+        return self.predicts[batch_size](data).numpy()
+
+
+def _build_optimizer(model: Any) -> None:
+    if not model.optimizer.built:
+        model.optimizer.build(model.trainable_variables)
+
+
+def _copy(source: list[Any], target: list[Any]) -> None:
+    for a, b in zip(source, target, strict=True):
+        b.assign(a)
+
+
+class _Cache(threading.local):
+    def __init__(self) -> None:
+        self.templates: OrderedDict[str, Template] = OrderedDict()
+
+
+_CACHE = _Cache()
+
+
+def kind(model: Any, inputs: ArrayInputs, xla: bool) -> tuple[str | None, str | None]:
+    """The kind of ``model`` for these inputs, or (None, why it cannot share a trace)."""
+    import keras
+    from keras import tree
+
+    try:
+        architecture = keras.saving.serialize_keras_object(model)
+        compiled = model.get_compile_config()
+    except Exception as exc:  # a model Keras cannot describe
+        return None, f"model not serializable ({type(exc).__name__})"
+    custom = _custom_code(model) or next(
+        iter(sorted(_custom_modules(architecture) | _custom_modules(compiled))), None)
+    if custom:
+        return None, f"custom code: {custom}"
+    compiled = dict(compiled or {})
+    optimizer = compiled.get("optimizer")
+    if isinstance(optimizer, dict) and isinstance(optimizer.get("config"), dict):
+        config = dict(optimizer["config"])
+        if isinstance(config.get("learning_rate"), float):
+            config.pop("learning_rate")  # a variable: copied with the optimizer's state
+        compiled["optimizer"] = {**optimizer, "config": config}
+    shapes = [(str(np.asarray(leaf).dtype) if not hasattr(leaf, "dtype") else str(leaf.dtype),
+               tuple(leaf.shape[1:])) for leaf in tree.flatten(inputs.inputs)]
+    if isinstance(architecture, dict):  # its compile config is the one below
+        architecture = {**architecture, "compile_config": None}
+    described = {"model": _scrub(architecture), "compile": _scrub(compiled),
+                 "inputs": shapes, "structure": str(tree.map_structure(lambda _: 0,
+                                                                       inputs.inputs)),
+                 "batch_size": inputs.batch_size, "xla": xla,
+                 "jit_compile": bool(getattr(model, "jit_compile", False)),
+                 "keras": keras.__version__}
+    return json.dumps(described, sort_keys=True, default=repr), None
+
+
+def _keras_made(value: Any) -> bool:
+    module = (value.__module__ if isinstance(value, types.FunctionType)
+              else type(value).__module__)
+    # sweep's own patches of a model (its fit, its predict) count as Keras'
+    return module in ("keras", "keras_sweep") or str(module).startswith(("keras.",
+                                                                          "keras_sweep."))
+
+
+def _custom_code(model: Any) -> str | None:
+    """A class or function of ``model`` (its layers, their attributes, what it was
+    compiled with) that is not Keras' own, or None."""
+    from keras import tree
+
+    layers, seen = [model], 0
+    while seen < len(layers):
+        layer = layers[seen]
+        seen += 1
+        if not _keras_made(layer) or type(layer).__name__ == "Lambda":
+            return type(layer).__qualname__
+        for value in vars(layer).values():
+            if callable(value) and not isinstance(value, type) and not _keras_made(value):
+                return getattr(value, "__qualname__", type(value).__qualname__)
+        layers.extend(getattr(layer, "layers", []))
+    try:
+        arguments = compile_arguments(model)
+    except TypeError:
+        return "compile arguments unknown"
+    for leaf in tree.flatten(arguments):
+        if leaf is not None and not isinstance(leaf, (str, int, float, bool)) \
+                and not _keras_made(leaf):
+            return getattr(leaf, "__qualname__", type(leaf).__qualname__)
+    return None
+
+
+def _custom_modules(config: Any) -> set[str]:
+    """Modules outside Keras that a serialized configuration refers to (functions are
+    serialized as from ``builtins`` whoever wrote them: :func:`_custom_code` checks those)."""
+    found: set[str] = set()
+    if isinstance(config, dict):
+        module = config.get("module")
+        if isinstance(module, str) and module != "keras" and not module.startswith("keras.") \
+                and (module, config.get("class_name")) != ("builtins", "function"):
+            found.add(module)
+        if config.get("registered_name") not in (None, "function", config.get("class_name")):
+            found.add(str(config.get("registered_name")))
+        for value in config.values():
+            found |= _custom_modules(value)
+    elif isinstance(config, (list, tuple)):
+        for value in config:
+            found |= _custom_modules(value)
+    return found
+
+
+def _scrub(config: Any) -> Any:
+    """``config`` without names, seeds and initializers (they set no part of the graph)."""
+    if isinstance(config, dict):
+        return {k: _scrub(v) for k, v in config.items()
+                if k not in INITIAL_ONLY and not k.endswith("initializer")}
+    if isinstance(config, (list, tuple)):
+        return [_scrub(v) for v in config]
+    return config
+
+
+def passive(callbacks: Any) -> str | None:
+    """Why these callbacks keep a fit from sharing a trace (None: they do not)."""
+    items = getattr(callbacks, "callbacks", callbacks) or []
+    for cb in items:
+        name = type(cb).__name__
+        if name == "EarlyStopping" and not getattr(cb, "restore_best_weights", True):
+            continue  # without restoring, it reads the logs only
+        if name not in PASSIVE_CALLBACKS:
+            return f"callback {type(cb).__name__}"
+    return None
+
+
+def template_for(model: Any, inputs: ArrayInputs, xla: bool) -> tuple[Template | None, bool,
+                                                                       str | None]:
+    """This thread's template for ``model``'s kind: (template, made now, why none).
+
+    A new template is made from ``model``'s configuration, its variables built
+    and its epoch traced; the random states the construction touches (Python's
+    and NumPy's) are put back, so the fit's own draws are unchanged.
+    """
+    key, why = kind(model, inputs, xla)
+    if key is None:
+        return None, False, why
+    cache = _CACHE.templates
+    if key in cache:
+        cache.move_to_end(key)
+        template = cache[key]
+        return template, False, None
+    try:
+        with _random_states_kept():
+            template = _make(model, inputs, xla)
+    except Exception as exc:  # a model Keras cannot rebuild from its configuration
+        return None, False, f"model not rebuildable ({type(exc).__name__}: {exc})"
+    if template is None:
+        return None, False, "template differs from the model"
+    cache[key] = template
+    while len(cache) > MAX_TEMPLATES:
+        cache.popitem(last=False)
+    return template, True, None
+
+
+def forget() -> None:
+    """Drop this thread's templates (e.g. before measuring memory)."""
+    _CACHE.templates.clear()
+
+
+@contextlib.contextmanager
+def _random_states_kept() -> Iterator[None]:
+    python, numpy = random.getstate(), np.random.get_state()
+    try:
+        yield
+    finally:
+        random.setstate(python)
+        np.random.set_state(numpy)
+
+
+def _make(model: Any, inputs: ArrayInputs, xla: bool) -> Template | None:
+    """A template of ``model``'s kind: rebuilt from its configuration, epoch traced."""
+    import keras
+    import tensorflow as tf
+    from keras import tree
+
+    clone = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(model))
+    clone.compile_from_config(model.get_compile_config())
+    data = tree.map_structure(tf.convert_to_tensor, tree.lists_to_tuples(inputs.inputs))
+    size = inputs.batch_size
+    first = tree.map_structure(lambda t: t[: min(size, inputs.num_samples)], data)
+    build_for_training(clone, first)
+    _build_optimizer(model)
+    if ([tuple(v.shape) for v in clone.variables] != [tuple(v.shape) for v in model.variables]
+            or [tuple(v.shape) for v in clone.optimizer.variables]
+            != [tuple(v.shape) for v in model.optimizer.variables]):
+        return None
+    return Template(clone, epoch_function(clone, data, size, xla), size)
+
+
+def epoch_function(model: Any, data: Any, size: int, xla: bool) -> Callable[[Any, Any], None]:
+    """``epoch(order, data)``: train ``model`` on ``data``'s rows in ``order``, one trace.
+
+    Batch k holds the rows ``order[k*size:(k+1)*size]``, the last one partial,
+    each handed to the model's own ``train_step`` as Keras' pipeline yields it.
+    The row count is left unknown, so folds of different sizes share the trace.
+    """
+    import tensorflow as tf
+    from keras import tree
+
+    spec = tree.map_structure(lambda t: tf.TensorSpec([None, *t.shape[1:]], t.dtype), data)
+    step = tf.function(tf.autograph.experimental.do_not_convert(model.train_step),
+                       input_signature=[spec],
+                       jit_compile=bool(getattr(model, "jit_compile", False)))
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.int64), spec], jit_compile=xla)
+    def epoch(order: Any, data: Any) -> None:
+        rows = tf.shape(order, out_type=tf.int64)[0]
+        for k in tf.range((rows + size - 1) // size):
+            rows_k = order[k * size:(k + 1) * size]
+            step(tree.map_structure(lambda t, rows_k=rows_k: tf.gather(t, rows_k, axis=0),
+                                    data))
+
+    return epoch
+
+
+def _predict_function(model: Any, x: Any, size: int) -> Callable[[Any], Any]:
+    """One traced call of Keras' ``predict_step`` over ``x`` in batches of ``size``."""
+    import tensorflow as tf
+
+    step = tf.function(tf.autograph.experimental.do_not_convert(model.predict_step),
+                       input_signature=[(tf.TensorSpec([None, *x.shape[1:]], x.dtype),)])
+    dtype = tf.as_dtype(model.outputs[0].dtype)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, *x.shape[1:]], x.dtype)])
+    def predict(x: Any) -> Any:
+        rows = tf.shape(x, out_type=tf.int64)[0]
+        steps = (rows + size - 1) // size
+        out = tf.TensorArray(dtype, size=tf.cast(steps, tf.int32), infer_shape=False)
+        for k in tf.range(steps):
+            out = out.write(tf.cast(k, tf.int32), step((x[k * size:(k + 1) * size],)))
+        return out.concat()
+
+    return predict
+
+
+def serve_predictions(model: Any, template: Template) -> None:
+    """Make ``model.predict`` (this instance) run ``template``'s traced predict.
+
+    While the template still holds ``model``'s trained state and the call is a
+    plain ``predict(x[, batch_size, verbose])`` on a NumPy array (no callbacks,
+    no steps); otherwise
+    Keras' own ``predict`` runs. :func:`release` removes it.
+    """
+    keras_predict = model.predict
+
+    def predict(x: Any, batch_size: int | None = None, verbose: Any = "auto",
+                **extra: Any) -> Any:
+        plain = all(value is None or (key == "callbacks" and not value)
+                    for key, value in extra.items())
+        if (plain and template.holds(model) and isinstance(x, np.ndarray)
+                and x.dtype.kind in "biuf" and len(x)):
+            out = template.predict(x, batch_size or 32)
+            if out is not None:
+                return out
+        return keras_predict(x, batch_size=batch_size, verbose=verbose, **extra)
+
+    model.predict = predict
+
+
+def release(model: Any) -> None:
+    """Undo :func:`serve_predictions` (the model pickles as if never touched)."""
+    if model is not None:
+        model.__dict__.pop("predict", None)
