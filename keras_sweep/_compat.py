@@ -380,6 +380,11 @@ def replace_model_fit(model: Any, make: Callable[[Any], Any]) -> Iterator[None]:
         model.__dict__.pop("fit", None)
 
 
+def keras_fit_wrapped(estimator: Any) -> bool:
+    """Whether :func:`wrap_keras_fit` patched ``estimator`` (and it is not undone yet)."""
+    return "_fit_keras_model" in vars(estimator)
+
+
 def unwrap_keras_fit(estimator: Any) -> None:
     """Undo :func:`wrap_keras_fit` (the estimator pickles as if never touched)."""
     estimator.__dict__.pop("_fit_keras_model", None)

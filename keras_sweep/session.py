@@ -28,6 +28,7 @@ from .journal import Journal
 from .progress import FitMonitor
 from .records import FitRecord
 from .tracking import SearchTracking, TrackingConfig, check_installed
+from .worker.fastpath import driver_fits
 from .worker.plugin import ExitReporter, WorkerSetup, worker_report
 from .worker.seeding import op_determinism
 
@@ -227,7 +228,8 @@ def _session(started: clusters.Started, settings: Settings, client: Client,
                            on_fit=monitor.on_fit, workers=started.max_workers,
                            journal=store, paths=settings.paths,
                            on_start=searches.start if searches is not None else None)
-    with joblib.parallel_config(backend=backend):
+    # fits left in the driver (GridSearchCV's refit) take sweep's fast path too
+    with joblib.parallel_config(backend=backend), driver_fits(settings.paths):
         try:
             yield Session(client, started.cluster, backend, monitor, settings, store)
         except BaseException:

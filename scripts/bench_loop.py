@@ -4,12 +4,14 @@
 In one process pinned to one thread (as a sweep worker is), op determinism on,
 the recipe net (8 -> N -> 1, batch 10) on Pima's first 512 rows: Keras' ``fit``
 as it comes, the fast path (whole epochs per Keras execution), sweep's
-compiled loop, the loop XLA-compiled, and K loops fused into one traced function
-per epoch (K = 1, 3, 7; per member: a measurement, not a shipped path). Each way
-fits the same seeded model for a few epochs and for many; the difference gives
-the cost per step without the one-off tracing, the short run the fixed cost per
-fit. Repetitions are interleaved, medians reported;
-ratios within one run are the claim, not seconds.
+compiled loop tracing its own epoch, the loop reusing the trace of an earlier
+fit of the same kind of model (``sweep.fit.share-traces``, the default), the
+loop XLA-compiled, and K loops fused into one traced function per epoch (K = 1,
+3, 7; per member: a measurement, not a shipped path). Each way fits and scores
+the same seeded model for a few epochs and for many; the difference gives the
+cost per step without the one-off tracing, the short run the fixed cost per
+fit. Repetitions are interleaved, medians reported; ratios within one run are
+the claim, not seconds.
 
     python scripts/bench_loop.py --reps 5 --output docs/bench-loop.json
 """
@@ -30,7 +32,8 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 import numpy as np  # noqa: E402
 
-WAYS = ("keras", "fast path", "compiled loop", "compiled loop + XLA")
+WAYS = ("keras", "fast path", "compiled loop", "compiled loop, shared trace",
+        "compiled loop + XLA")
 #: fused ways: K models trained in one traced function per epoch (measured, not shipped)
 FUSED = (1, 3, 7)
 META = {"n_features_in_": 8, "n_classes_": 2, "target_type_": "binary",
@@ -58,11 +61,13 @@ def fit_seconds(way: str, epochs: int, X: np.ndarray, y: np.ndarray, neurons: in
     est = _estimator(epochs, neurons, dropout)
     start = time.perf_counter()
     paths = TrainingPaths(fast=way != "keras", compiled_loop=way.startswith("compiled loop"),
-                          xla=way.endswith("XLA"))
+                          xla=way.endswith("XLA"), share_traces=way.endswith("shared trace"))
     with fastpath.enabled(est, paths) as path, \
             isolated_fit(3):
         est.fit(X, y)
-    return time.perf_counter() - start, path.name
+        est.score(X, y)  # as a grid search scores each fit (the training rows here)
+    shared = ", shared trace" if path.trace in ("new", "reused") else ""
+    return time.perf_counter() - start, path.name + shared
 
 
 def fused_step_ms(k: int, epochs: int, X: np.ndarray, y: np.ndarray, neurons: int,
@@ -130,6 +135,7 @@ def main() -> None:
     ways = list(WAYS)
     seconds: dict[str, dict[int, list[float]]] = {w: {args.short: [], args.long: []}
                                                    for w in ways}
+    fit_seconds(WAYS[3], args.short, X, y, args.neurons, args.dropout)  # makes the trace
     for rep in range(args.reps):
         order = ways if rep % 2 == 0 else list(reversed(ways))
         for epochs in (args.short, args.long):
@@ -147,9 +153,9 @@ def main() -> None:
         rows[way] = {"ms_per_step": 1000 * (long - short) / steps,
                      "fit_seconds_short": short, "fit_seconds_long": long}
     base = rows["keras"]["ms_per_step"]
-    print(f"{'way':<20} {'ms/step':>8} {'vs keras':>9} {'short fit s':>12} {'long fit s':>11}")
+    print(f"{'way':<28} {'ms/step':>8} {'vs keras':>9} {'short fit s':>12} {'long fit s':>11}")
     for way, row in rows.items():
-        print(f"{way:<20} {row['ms_per_step']:8.3f} {base / row['ms_per_step']:8.2f}x "
+        print(f"{way:<28} {row['ms_per_step']:8.3f} {base / row['ms_per_step']:8.2f}x "
               f"{row['fit_seconds_short']:12.2f} {row['fit_seconds_long']:11.2f}")
     fused_rows = {k: statistics.median(v) for k, v in fused.items()}
     print("\nfused: steady-state ms per member-step (one epoch call of K members)")

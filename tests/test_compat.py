@@ -257,6 +257,22 @@ def test_a_built_model_is_traced_once():
         assert len(model.variables) + len(model.optimizer.variables) == before
 
 
+@probe("compile_arguments")
+def test_compile_arguments_are_the_objects_given():
+    import keras
+
+    with upstream("compile_arguments"):
+        model = _model()
+        optimizer = keras.optimizers.SGD(0.1)
+        metric = keras.metrics.AUC()
+        model.compile(loss=keras.losses.mean_squared_error, optimizer=optimizer,
+                      metrics=["mae", metric])
+        given = _compat.compile_arguments(model)
+        assert given["optimizer"] is optimizer
+        assert given["loss"] is keras.losses.mean_squared_error
+        assert given["metrics"] == ["mae", metric]
+
+
 @probe("sequential_has_layers")
 def test_sequential_layers_count_the_input():
     import keras

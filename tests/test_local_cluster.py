@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
@@ -84,3 +85,48 @@ def test_a_search_that_raises_leaves_the_session_usable(session, cancer):
                         cv=3, n_jobs=-1).fit(X, y)
     assert np.isfinite(good.cv_results_["mean_test_score"]).all()
     assert session.backend.stopping is False and not session.backend._waiting
+
+
+def test_the_refit_left_in_the_driver_takes_the_compiled_loop_bitwise(session, cancer,
+                                                                       tiny_classifier):
+    """GridSearchCV(refit=True) refits in the driver: under a session it trains with
+    sweep's compiled loop (a shared trace in this thread), bitwise Keras' own fit."""
+    from sklearn.base import clone
+
+    from keras_sweep.worker import traces
+    from keras_sweep.worker.plugin import enable_determinism
+
+    X, y = cancer
+    enable_determinism()
+    keras.utils.set_random_seed(1)  # determinism asks for a seed
+    traces.forget()
+    grid = GridSearchCV(tiny_classifier, {"model__neurons": [2, 3]}, cv=2, n_jobs=-1)
+    grid.fit(X, y)
+    assert len(traces._CACHE.templates) == 1  # the refit, in this (the driver's) thread
+    best = clone(tiny_classifier).set_params(**grid.best_params_)
+    keras.utils.set_random_seed(5)
+    fast = clone(best).fit(X, y).predict_proba(X)
+    assert len(traces._CACHE.templates) == 1  # the same kind: its trace reused
+    with sweep_off():
+        keras.utils.set_random_seed(5)
+        plain = clone(best).fit(X, y).predict_proba(X)
+    np.testing.assert_array_equal(fast, plain)
+    traces.forget()
+
+
+def sweep_off():
+    """A block where scikeras' fit is Keras' own again (as outside any session)."""
+    import contextlib
+
+    from scikeras.wrappers import BaseWrapper
+
+    @contextlib.contextmanager
+    def block():
+        patched = BaseWrapper.fit
+        BaseWrapper.fit = patched.__wrapped_original__
+        try:
+            yield
+        finally:
+            BaseWrapper.fit = patched
+
+    return block()

@@ -65,6 +65,10 @@ CASES = {  # the article's grids, in small; "other" changes what shares a trace
                                "model__max_norm": 3.0}, {}),
     "adamax-batch-7": ({"optimizer": "adamax", "batch_size": 7}, {}),  # partial last batch
     "metrics": ({"optimizer": "adam", "metrics": ["accuracy", "AUC"]}, {}),
+    # Grappler rewrites hard_sigmoid in graphs: the traced predict must be Keras' graph
+    "hard-sigmoid": ({"optimizer": "adam", "model__activation": "hard_sigmoid"},
+                              {"epochs": 1}),
+    "softplus": ({"optimizer": "adam", "model__activation": "softplus"}, {}),
 }
 
 

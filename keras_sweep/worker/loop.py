@@ -197,7 +197,7 @@ def fit(model: Any, x: Any = None, y: Any = None, batch_size: int | None = None,
         callbacks = keras.callbacks.CallbackList(
             callbacks, add_history=True, add_progbar=verbose != 0,
             verbose=verbose, epochs=epochs, steps=steps, model=model)
-    template, why = None, "off"
+    template, why = None, "off"  # type: traces.Template | None, str | None
     if share:
         why = traces.passive(callbacks)
         if why is None:

@@ -240,8 +240,7 @@ def template_for(model: Any, inputs: ArrayInputs, xla: bool) -> tuple[Template |
     cache = _CACHE.templates
     if key in cache:
         cache.move_to_end(key)
-        template = cache[key]
-        return template, False, None
+        return cache[key], False, None
     try:
         with _random_states_kept():
             template = _make(model, inputs, xla)
