@@ -120,8 +120,14 @@ def _values(model: dict[str, Any], grid: list[dict[str, list[Any]]], prefix: str
                 continue
             if not prefix and "__" in key:
                 continue
-            for value in values:
+            for value in _listed(values):
                 yield f"param_grid.{key}", key[len(prefix):], value
+
+
+def _listed(values: Any) -> list[Any]:
+    """A grid entry's values to check: its list, or a distribution's two ends."""
+    probes = getattr(values, "probes", None)
+    return probes() if callable(probes) else list(values)
 
 
 def _check_seed(seed: int | None) -> None:
@@ -176,7 +182,7 @@ def _check_optimizers(model: dict[str, Any], grid: list[dict[str, list[Any]]]) -
     """Each optimizer name resolves in Keras and takes every ``optimizer__*`` setting."""
     fixed = {key: [value] for key, value in model["optimizer_params"].items()}
     for sub in grid or [{}]:
-        names = sub.get("optimizer", [model["optimizer"]])
+        names = _listed(sub.get("optimizer", [model["optimizer"]]))
         field = "param_grid.optimizer" if "optimizer" in sub else "model.optimizer"
         settings = {**{f"optimizer__{k}": v for k, v in fixed.items()},
                     **{k: v for k, v in sub.items() if k.startswith("optimizer__")}}
@@ -191,7 +197,7 @@ def _check_optimizers(model: dict[str, Any], grid: list[dict[str, list[Any]]]) -
                     raise SpecError(where, setting,
                                     f"the {cls.__name__} optimizer has no setting {setting!r}",
                                     f"use one of: {', '.join(sorted(accepted))}")
-                for value in values:
+                for value in _listed(values):
                     _check_setting(where, setting, value)
 
 

@@ -227,8 +227,11 @@ def _dispatch(args: argparse.Namespace) -> int:
         from .runner import prepare
 
         dataset, _ = prepare(spec, echo=lambda _: None)  # the data checks too
-        print(f"sweep: {args.spec} is valid: {spec.n_candidates} candidates x {spec.cv} folds "
-              f"on {dataset.X.shape[0]} rows")
+        from .runner import n_classes
+
+        print(f"sweep: {args.spec} is valid: "
+              f"{spec.describe(dataset.X.shape[0], n_classes(spec, dataset))} on "
+              f"{dataset.X.shape[0]} rows")
         return EXIT_OK
     if args.command == "refine":
         return _refine(args)

@@ -28,6 +28,10 @@ class FitMonitor:
         self.records: list[FitRecord] = []
         self.listeners: list[Callable[[FitRecord], None]] = []
         self.submitted = 0
+        #: a halving search's rung count (set by the runner): each rung's bar says
+        #: which rung it is; rungs started so far
+        self.rungs: int | None = None
+        self._rungs_started = 0
         self._bar: Any = None
         self._lock = threading.Lock()
 
@@ -37,14 +41,23 @@ class FitMonitor:
             if record.candidate == 0 and record.split == 0:
                 self._new_bar(record)
 
+    def expect_rungs(self, count: int | None) -> None:
+        """The next search runs ``count`` rungs (halving; None: one round per bar)."""
+        with self._lock:
+            self.rungs, self._rungs_started = count, 0
+
     def _new_bar(self, record: FitRecord) -> None:
         self.close()
         if not self.show or record.n_candidates is None or record.n_splits is None:
             return
         total = record.n_candidates * record.n_splits
+        rung = ""
+        if self.rungs:
+            self._rungs_started += 1
+            rung = f"rung {min(self._rungs_started, self.rungs)}/{self.rungs}: "
         self._bar = tqdm(
             total=total,
-            desc=f"fits ({record.n_candidates} candidates x {record.n_splits} folds)",
+            desc=f"{rung}fits ({record.n_candidates} candidates x {record.n_splits} folds)",
             unit="fit",
             file=sys.stderr,
             dynamic_ncols=True,

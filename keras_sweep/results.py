@@ -46,6 +46,27 @@ def cv_results_frame(cv_results: dict[str, Any]) -> pd.DataFrame:
     return frame
 
 
+def rungs_frame(cv_results: dict[str, Any]) -> pd.DataFrame | None:
+    """A halving search's rungs: resources, candidates, best and median mean score
+    (None: the search had no rungs)."""
+    if "iter" not in cv_results:
+        return None
+    frame = pd.DataFrame({"rung": cv_results["iter"], "resources": cv_results["n_resources"],
+                          "mean": cv_results["mean_test_score"] if "mean_test_score" in
+                          cv_results else float("nan"),
+                          "params": [json.dumps(jsonable(p), sort_keys=True)
+                                     for p in cv_results["params"]]})
+    rows = []
+    for rung, group in frame.groupby("rung", sort=True):
+        best = group.loc[group["mean"].idxmax()] if group["mean"].notna().any() else None
+        rows.append({"rung": int(rung), "resources": int(group["resources"].iloc[0]),
+                     "candidates": len(group),
+                     "best_mean_score": None if best is None else float(best["mean"]),
+                     "median_mean_score": float(group["mean"].median()),
+                     "best_params": None if best is None else best["params"]})
+    return pd.DataFrame(rows)
+
+
 def save(output: Path, *, cv_results: dict[str, Any], best: dict[str, Any],
          spec: dict[str, Any], fits: list[FitRecord],
          run: dict[str, Any] | None = None) -> list[Path]:
@@ -63,6 +84,9 @@ def save(output: Path, *, cv_results: dict[str, Any], best: dict[str, Any],
         "curves.csv": lambda p: curves_frame(fits).to_csv(p, index=False),
         "run.json": lambda p: p.write_text(json.dumps(jsonable(run or {}), indent=1)),
     }
+    rungs = rungs_frame(cv_results)
+    if rungs is not None:  # halving: which candidates went on, with what
+        paths["rungs.csv"] = lambda p: rungs.to_csv(p, index=False)
     written = []
     for name, write in paths.items():
         write(output / name)

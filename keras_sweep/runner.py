@@ -9,12 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sklearn.model_selection import ParameterGrid
+from sklearn.model_selection import ParameterGrid, ParameterSampler
 
 from . import data as datamod
 from . import report, results
 from .checks import check_folds
-from .exceptions import Interrupted
+from .distributions import sampled
+from .exceptions import Interrupted, SpecError
 from .journal import Journal
 from .output import claim
 from .records import FitRecord
@@ -77,7 +78,8 @@ def run(spec: Spec, *, progress: bool = True, echo: Callable[[str], None] = prin
             if isinstance(exc, Interrupted):
                 raise
             finished = sum(1 for f in (own.fits if own else []) if not f.refit)
-            raise Interrupted(finished, spec.n_candidates * spec.cv, journaled=True) from None
+            total = spec.n_fits(len(dataset.y), n_classes(spec, dataset))
+            raise Interrupted(finished, total, journaled=True) from None
         finally:
             journal.close()
 
@@ -92,14 +94,34 @@ def prepare(spec: Spec, echo: Callable[[str], None] = print) -> tuple[Any, Any]:
             stratify=task == "classification")
         echo(f"sweep: training on a stratified sample of {spec.data['sample']:.0%} of the rows")
     check_folds(spec.cv, dataset.y, task, str(spec.data.get("target", "target")))
-    n_classes = int(len(np.unique(dataset.y))) if task == "classification" else 0
-    echo(f"sweep: {spec.name}: {spec.n_candidates} candidates x {spec.cv} folds = "
-         f"{spec.n_candidates * spec.cv} fits on {dataset.source} "
-         f"({dataset.X.shape[0]} rows, {dataset.X.shape[1]} features)")
+    classes = n_classes(spec, dataset)
+    check_rungs(spec, dataset.X.shape[0], classes)
+    echo(f"sweep: {spec.name}: {spec.describe(dataset.X.shape[0], classes)} on "
+         f"{dataset.source} ({dataset.X.shape[0]} rows, {dataset.X.shape[1]} features)")
     search = build_search(spec.model, spec.fit, spec.param_grid, cv=spec.cv,
                           scoring=spec.scoring, seed=spec.seed, error_score=spec.error_score,
-                          task=task, n_classes=n_classes)
+                          task=task, n_classes=classes, options=spec.search)
     return dataset, search
+
+
+def n_classes(spec: Spec, dataset: Any) -> int:
+    """The target's classes (0 for a regression)."""
+    task = spec.model.get("task") or dataset.task
+    return int(len(np.unique(dataset.y))) if task == "classification" else 0
+
+
+def check_rungs(spec: Spec, n_samples: int, classes: int) -> None:
+    """A halving search whose smallest rung exceeds its largest stops here, with the fix."""
+    options = spec.search
+    if options.kind != "halving" or options.resource != "n_samples":
+        return
+    smallest = 2 * spec.cv * max(classes, 1)
+    low = options.min_resources_for(spec.param_grid)
+    low = smallest if low in ("smallest", "exhaust") else int(low)
+    high = n_samples if options.max_resources == "auto" else int(options.max_resources)
+    if low > high:
+        raise SpecError("search.min_resources", low, f"above the rows a rung can have ({high})",
+                        f"give min_resources at most {high}, or fewer folds")
 
 
 def _fit(spec: Spec, session: Session, dataset: Any, search: Any,
@@ -112,7 +134,8 @@ def _fit(spec: Spec, session: Session, dataset: Any, search: Any,
                 "dashboard": session.dashboard_link, "version": __version__,
                 "started": time.strftime("%Y-%m-%d %H:%M:%S")}
     resolved = spec.resolved(session.settings)  # the spec as it runs: saved, shown, logged
-    live = _live_report(spec, resolved, session, before, run_info)
+    expected = spec.n_fits(dataset.X.shape[0], n_classes(spec, dataset))
+    live = _live_report(spec, resolved, session, before, run_info, expected)
     if live is not None:
         echo(f"sweep: live report: {live.start()}")
     tracker = None
@@ -121,6 +144,8 @@ def _fit(spec: Spec, session: Session, dataset: Any, search: Any,
         session.monitor.listeners.append(tracker.on_fit)
         echo(f"sweep: logging to MLflow {spec.tracking.uri}, experiment "
              f"'{spec.tracking.experiment}'")
+    rungs = spec.rungs(dataset.X.shape[0], n_classes(spec, dataset))
+    session.monitor.expect_rungs(len(rungs) if spec.search.kind == "halving" else None)
     try:
         search.fit(dataset.X, dataset.y)
         if spec.refit and hasattr(search, "best_params_"):
@@ -163,16 +188,29 @@ def _fit(spec: Spec, session: Session, dataset: Any, search: Any,
 
 
 def _live_report(spec: Spec, resolved: dict[str, Any], session: Session, before: int,
-                 run_info: dict[str, Any]) -> LiveReport | None:
+                 run_info: dict[str, Any], expected_fits: int) -> LiveReport | None:
     """The live page of this sweep (None: reports or live pages are off)."""
     if not spec.report or session.settings.report_interval <= 0:
         return None
-    candidates = [dict(p) for p in ParameterGrid(spec.param_grid)]
+    candidates = search_candidates(spec)
     return LiveReport(spec.output, lambda: session.fits[before:],
                       session.settings.report_interval, title=spec.name,
-                      n_candidates=len(candidates), n_splits=spec.cv, params=candidates,
-                      expected_fits=len(candidates) * spec.cv, scoring=spec.scoring,
-                      spec=resolved, run=run_info)
+                      n_candidates=len(candidates) if candidates is not None else None,
+                      n_splits=spec.cv, params=candidates, expected_fits=expected_fits,
+                      scoring=spec.scoring, spec=resolved, run=run_info)
+
+
+def search_candidates(spec: Spec) -> list[dict[str, Any]] | None:
+    """The candidates a grid or random search will cross-validate, in its order
+    (None for halving: later rungs depend on the scores)."""
+    if spec.search.kind == "halving":
+        return None
+    space = [{k: sampled(v) for k, v in grid.items()} for grid in spec.param_grid]
+    if spec.search.kind == "random":  # as RandomizedSearchCV draws them
+        return [dict(p) for p in ParameterSampler(
+            space if len(space) > 1 else space[0], spec.search.n_iter,
+            random_state=spec.seed if spec.seed is not None else 0)]
+    return [dict(p) for p in ParameterGrid(space)]
 
 
 def _stopped_page(live: LiveReport, exc: BaseException) -> None:

@@ -7,11 +7,113 @@ estimator accepts without an import circle.
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from typing import Any
 
 from sklearn.model_selection import GridSearchCV, KFold, StratifiedKFold
 
+from .distributions import Distribution, sampled
 from .models import default_loss, import_builder, make_estimator
+
+#: the search kinds a spec's ``search.kind`` names
+KINDS = ("grid", "random", "halving")
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    """How a spec searches: ``search: {kind: ..., ...}`` (``grid`` when left out).
+
+    ``random`` draws ``n_iter`` candidates from ``param_grid`` (lists: a uniform
+    choice; distributions: :mod:`sweep.distributions`). ``halving`` is
+    scikit-learn's successive halving: every candidate of the grid (or
+    ``n_candidates`` drawn, when the grid has distributions or ``n_candidates``
+    is given) is cross-validated with few resources, the best ``1/factor`` go on
+    with ``factor`` times more, until one rung is left; the resource is the
+    number of training rows (``n_samples``) or an estimator parameter such as
+    ``epochs``.
+    """
+
+    kind: str = "grid"
+    n_iter: int = 10
+    n_candidates: int | str | None = None
+    factor: float = 3
+    resource: str = "n_samples"
+    #: None: scikit-learn's default ("exhaust" over a grid, "smallest" when drawing)
+    min_resources: int | str | None = None
+    #: "auto": all rows (resource n_samples) or fit.epochs (resource epochs)
+    max_resources: int | str = "auto"
+    aggressive_elimination: bool = False
+
+    def min_resources_for(self, grids: list[dict[str, Any]]) -> int | str:
+        """``min_resources`` with scikit-learn's default for this search filled in."""
+        if self.min_resources is not None:
+            return self.min_resources
+        return "smallest" if self.sampling(grids) else "exhaust"
+
+    def sampling(self, grids: list[dict[str, Any]]) -> bool:
+        """Whether candidates are drawn (not enumerated) from ``grids``."""
+        if self.kind == "random":
+            return True
+        has_distribution = any(isinstance(v, Distribution) for g in grids for v in g.values())
+        return self.kind == "halving" and (self.n_candidates is not None or has_distribution)
+
+
+@dataclass(frozen=True)
+class Rung:
+    """One round of a search: how many candidates it cross-validates, with what resource."""
+
+    candidates: int
+    resources: int | None = None  #: rows or the resource parameter's value (halving)
+
+
+def grid_size(grids: list[dict[str, Any]]) -> int:
+    """How many candidates a grid of lists enumerates (distributions count as infinite)."""
+    total = 0
+    for grid in grids:
+        if any(isinstance(v, Distribution) for v in grid.values()):
+            return math.inf  # type: ignore[return-value]
+        total += math.prod(len(v) for v in grid.values())
+    return total
+
+
+def plan(options: SearchOptions, grids: list[dict[str, Any]], *, n_samples: int,
+         n_splits: int, n_classes: int = 0) -> list[Rung]:
+    """The rounds the search will run, computed as scikit-learn's searches compute them.
+
+    For halving this follows ``BaseSuccessiveHalving`` (scikit-learn 1.4-1.9:
+    ``_check_input_parameters``, ``_run_search``, ``_generate_candidate_params``):
+    the rung count, each rung's candidates (``ceil`` of the previous over
+    ``factor``) and resources; ``tests/test_search.py`` checks it against fitted
+    searches' ``n_candidates_`` and ``n_resources_``. ``n_classes`` is 0 for a
+    regressor.
+    """
+    size = grid_size(grids)
+    if options.kind == "grid":
+        return [Rung(int(size))]
+    if options.kind == "random":
+        return [Rung(int(min(options.n_iter, size)))]
+    factor, wanted = options.factor, options.min_resources_for(grids)
+    if wanted in ("smallest", "exhaust"):
+        low: Any = 2 * n_splits * max(n_classes, 1) if options.resource == "n_samples" else 1
+    else:
+        low = int(wanted)
+    high = n_samples if options.max_resources == "auto" else int(options.max_resources)
+    count = size
+    if options.sampling(grids):
+        first = options.n_candidates
+        count = min(high // low if first in (None, "exhaust") else int(first), size)
+    required = 1 + math.floor(math.log(count, factor))
+    if wanted == "exhaust":
+        low = max(low, high // factor ** (required - 1))
+    possible = 1 + math.floor(math.log(high // low, factor))
+    rounds = required if options.aggressive_elimination else min(possible, required)
+    rungs, candidates = [], int(count)
+    for i in range(rounds):
+        power = max(0, i - required + possible) if options.aggressive_elimination else i
+        rungs.append(Rung(candidates, min(int(factor ** power * low), high)))
+        candidates = math.ceil(candidates / factor)
+    return rungs
 
 
 def build_estimator(model: dict[str, Any], fit: dict[str, Any],
@@ -36,23 +138,43 @@ def estimator_params(model: dict[str, Any], fit: dict[str, Any]) -> set[str]:
 
 
 def build_search(model: dict[str, Any], fit: dict[str, Any],
-                 param_grid: list[dict[str, list[Any]]], *, cv: int, scoring: str,
+                 param_grid: list[dict[str, Any]], *, cv: int, scoring: str,
                  seed: int | None, error_score: float | str, task: str,
-                 n_classes: int) -> GridSearchCV:
-    """An unchanged scikit-learn ``GridSearchCV`` with ``n_jobs=-1`` (every worker).
+                 n_classes: int, options: SearchOptions | None = None) -> Any:
+    """An unchanged scikit-learn search with ``n_jobs=-1`` (every worker).
 
-    The folds are shuffled with ``seed`` (0 if None), stratified for
-    classification; the refit is left to the runner, which runs it on a worker.
+    ``GridSearchCV``, ``RandomizedSearchCV``, ``HalvingGridSearchCV`` or
+    ``HalvingRandomSearchCV`` as ``options`` say. The folds are shuffled with
+    ``seed`` (0 if None), stratified for classification; candidates are drawn
+    with ``seed`` too, so a rerun (or a resume) draws the same ones. The refit
+    is left to the runner, which runs it on a worker.
     """
+    options = options or SearchOptions()
+    seed = seed if seed is not None else 0
     splitter = (KFold if task == "regression" else StratifiedKFold)(
-        n_splits=cv, shuffle=True, random_state=seed if seed is not None else 0)
-    return GridSearchCV(
-        build_estimator(model, fit, task, n_classes),
-        param_grid if len(param_grid) > 1 else param_grid[0],
-        cv=splitter,
-        scoring=scoring,
-        n_jobs=-1,
-        refit=False,  # the runner refits on a worker (sweep.refit)
-        error_score=error_score,
-        return_train_score=False,
-    )
+        n_splits=cv, shuffle=True, random_state=seed)
+    estimator = build_estimator(model, fit, task, n_classes)
+    grids = [{k: sampled(v) for k, v in grid.items()} for grid in param_grid]
+    space = grids if len(grids) > 1 else grids[0]
+    common = {"cv": splitter, "scoring": scoring, "n_jobs": -1,
+              "refit": False,  # the runner refits on a worker (sweep.refit)
+              "error_score": error_score, "return_train_score": False}
+    if options.kind == "random":
+        from sklearn.model_selection import RandomizedSearchCV
+
+        return RandomizedSearchCV(estimator, space, n_iter=options.n_iter,
+                                  random_state=seed, **common)
+    if options.kind == "halving":
+        from sklearn.experimental import enable_halving_search_cv  # noqa: F401
+        from sklearn.model_selection import HalvingGridSearchCV, HalvingRandomSearchCV
+
+        halving = {"factor": options.factor, "resource": options.resource,
+                   "min_resources": options.min_resources_for(param_grid),
+                   "aggressive_elimination": options.aggressive_elimination,
+                   "max_resources": options.max_resources, "random_state": seed}
+        if options.sampling(param_grid):
+            return HalvingRandomSearchCV(estimator, space,
+                                         n_candidates=options.n_candidates or "exhaust",
+                                         **halving, **common)
+        return HalvingGridSearchCV(estimator, space, **halving, **common)
+    return GridSearchCV(estimator, space, **common)

@@ -20,7 +20,9 @@ from . import clusters
 from .checks import check_values
 from .config import Settings, default_output
 from .data import BUNDLED
+from .distributions import Distribution, looks_like, parse
 from .exceptions import SpecError
+from .search import Rung, SearchOptions, grid_size, plan
 from .tracking import TrackingConfig, check_installed
 
 #: Top-level fields: name -> (accepted types, description used in errors).
@@ -30,6 +32,7 @@ FIELDS: dict[str, tuple[tuple[type, ...], str]] = {
     "model": ((dict,), "{builder: mlp, params: {...}, loss: ..., optimizer: ...}"),
     "fit": ((dict,), "{epochs: 10, batch_size: 10}"),
     "param_grid": ((dict, list), "{model__neurons: [4, 8], batch_size: [10, 20]}"),
+    "search": ((dict,), "{kind: random, n_iter: 20} or {kind: halving, factor: 3}"),
     "cv": ((int,), "the number of folds, e.g. 3"),
     "scoring": ((str,), "a scikit-learn scorer name, e.g. accuracy"),
     "seed": ((int, type(None)), "an integer, e.g. 7"),
@@ -65,6 +68,13 @@ REMOVED: dict[str, str] = {
     "build_fn": "model (scikeras: KerasClassifier(model=create_model))",
     "decay": "optimizer__weight_decay, or a learning-rate schedule",
 }
+#: options of each search kind (``search:``), beside ``kind``
+SEARCH_KEYS: dict[str, set[str]] = {
+    "grid": set(),
+    "random": {"n_iter"},
+    "halving": {"n_candidates", "factor", "resource", "min_resources", "max_resources",
+                "aggressive_elimination"},
+}
 ROUTING_PREFIXES = ("model__", "optimizer__", "loss__", "fit__", "predict__", "callbacks__")
 OPTIMIZER_ALIASES = {"learning_rate", "momentum", "rho", "epsilon", "beta_1", "beta_2",
                      "nesterov", "weight_decay"}
@@ -79,7 +89,8 @@ class Spec:
     data: dict[str, Any]
     model: dict[str, Any]
     fit: dict[str, Any]
-    param_grid: list[dict[str, list[Any]]]
+    #: each value a list, or (random and halving searches) a Distribution
+    param_grid: list[dict[str, Any]]
     cv: int
     scoring: str
     seed: int | None
@@ -98,12 +109,44 @@ class Spec:
     report: bool = True
     #: MLflow tracking (None: none)
     tracking: TrackingConfig | None = None
+    #: how candidates are searched (``search:``; a full grid when left out)
+    search: SearchOptions = field(default_factory=SearchOptions)
     base_dir: Path | None = None
     aliases: dict[str, str] = field(default_factory=dict)
 
     @property
-    def n_candidates(self) -> int:
-        return sum(math.prod(len(v) for v in grid.values()) for grid in self.param_grid)
+    def n_candidates(self) -> int | None:
+        """Candidates of the first round (a random search's draws, a halving's first rung);
+        None when that depends on the data (a halving that draws as many as rows allow)."""
+        size = grid_size(self.param_grid)
+        if self.search.kind == "random":
+            return int(min(self.search.n_iter, size))
+        if self.search.sampling(self.param_grid):
+            wanted = self.search.n_candidates
+            return int(min(wanted, size)) if isinstance(wanted, int) else None
+        return int(size)
+
+    def n_fits(self, n_samples: int, n_classes: int = 0) -> int:
+        """Cross-validation fits the search runs at most (every rung's, for halving)."""
+        return sum(r.candidates for r in self.rungs(n_samples, n_classes)) * self.cv
+
+    def rungs(self, n_samples: int, n_classes: int = 0) -> list[Rung]:
+        """The rounds this spec's search runs on ``n_samples`` rows (one unless halving)."""
+        return plan(self.search, self.param_grid, n_samples=n_samples, n_splits=self.cv,
+                    n_classes=n_classes)
+
+    def describe(self, n_samples: int, n_classes: int = 0) -> str:
+        """What the search will run, e.g. "12 candidates x 3 folds = 36 fits"."""
+        rungs = self.rungs(n_samples, n_classes)
+        if self.search.kind != "halving":
+            drawn = " drawn" if self.search.kind == "random" else ""
+            return (f"{rungs[0].candidates} candidates{drawn} x {self.cv} folds = "
+                    f"{rungs[0].candidates * self.cv} fits")
+        unit = "rows" if self.search.resource == "n_samples" else self.search.resource
+        steps = ", ".join(f"{r.candidates} x {r.resources} {unit}" for r in rungs)
+        total = sum(r.candidates for r in rungs) * self.cv
+        return (f"successive halving in {len(rungs)} rung(s) of candidates x resource "
+                f"({steps}), {self.cv} folds each = {total} fits at most")
 
     def settings(self) -> Settings:
         """The spec's settings, resolved over the Dask configuration (:mod:`sweep.config`)."""
@@ -122,8 +165,15 @@ class Spec:
         out["fail_on_nan"] = settings.fail_on_nan
         out["tracking"] = ({"mlflow": self.tracking.uri, "experiment": self.tracking.experiment}
                            if self.tracking else None)
+        out["param_grid"] = [{k: str(v) if isinstance(v, Distribution) else v
+                              for k, v in grid.items()} for grid in out["param_grid"]]
         out["param_grid"] = out["param_grid"][0] if len(out["param_grid"]) == 1 else out[
             "param_grid"]
+        options = self.search
+        out["search"] = {"kind": options.kind, **{
+            k: getattr(options, k) for k in sorted(SEARCH_KEYS[options.kind])}}
+        if options.kind == "halving":
+            out["search"]["min_resources"] = options.min_resources_for(self.param_grid)
         if isinstance(out["error_score"], float) and math.isnan(out["error_score"]):
             out["error_score"] = "nan"
         if "csv" in out["data"] and self.base_dir is not None:
@@ -218,7 +268,8 @@ def validate(raw: dict[str, Any], base_dir: Path | None = None) -> Spec:
     data = _check_data(raw.get("data", {"dataset": "breast_cancer"}))
     model = _check_model(raw.get("model", {}))
     fit = _check_fit(raw.get("fit", {}))
-    grid = _check_grid(raw.get("param_grid"))
+    search = _check_search(raw.get("search") or {}, fit)
+    grid = _check_grid(raw.get("param_grid"), search)
     cv = raw.get("cv", 3)
     if cv < 2:
         raise SpecError("cv", cv, "cross-validation needs at least 2 folds", "set cv: 3")
@@ -236,9 +287,10 @@ def validate(raw: dict[str, Any], base_dir: Path | None = None) -> Spec:
         cluster=cluster,
         output=raw.get("output") or default_output(raw.get("name", "sweep")),
         report=raw.get("report", True), tracking=_check_tracking(raw.get("tracking")),
-        base_dir=base_dir,
+        search=search, base_dir=base_dir,
     )
     _check_grid_keys(spec)
+    _check_resource(spec)
     check_values(spec.model, spec.fit, spec.param_grid, spec.seed)
     return spec
 
@@ -306,7 +358,96 @@ def _check_fit(fit: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _check_grid(grid: Any) -> list[dict[str, list[Any]]]:
+def _check_search(raw: dict[str, Any], fit: dict[str, Any]) -> SearchOptions:
+    """The ``search:`` section: a known kind and that kind's options, each in range."""
+    kind = raw.get("kind", "grid")
+    if kind == "hyperband":
+        raise SpecError("search.kind", kind, "Hyperband is not available yet",
+                        "use kind: halving with resource: epochs (successive halving over "
+                        "epochs, with cross-validation)")
+    if kind not in SEARCH_KEYS:
+        raise SpecError("search.kind", kind, "unknown search kind",
+                        f"use one of: {', '.join(SEARCH_KEYS)}")
+    allowed = SEARCH_KEYS[kind] | {"kind"}
+    for key, value in raw.items():
+        if key not in allowed:
+            owners = [k for k, keys in SEARCH_KEYS.items() if key in keys]
+            raise SpecError(f"search.{key}", value,
+                            f"only kind: {owners[0]} uses it" if owners else "unknown option",
+                            f"use kind: {owners[0]}, or remove search.{key}" if owners else
+                            f"use one of: {', '.join(sorted(allowed))}")
+    options: dict[str, Any] = {"kind": kind}
+
+    def positive_int(key: str, example: str, words: tuple[str, ...] = ()) -> None:
+        value = raw.get(key)
+        if value is None:
+            return
+        if value in words:
+            options[key] = value
+            return
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            also = f" or {' / '.join(words)}" if words else ""
+            raise SpecError(f"search.{key}", value, f"must be a positive integer{also}",
+                            f"search: {{{key}: {example}}}")
+        options[key] = value
+
+    positive_int("n_iter", "20")
+    positive_int("n_candidates", "30", ("exhaust",))
+    positive_int("min_resources", "50", ("exhaust", "smallest"))
+    positive_int("max_resources", "768", ("auto",))
+    factor = raw.get("factor", 3)
+    if isinstance(factor, bool) or not isinstance(factor, (int, float)) or factor <= 1:
+        raise SpecError("search.factor", factor, "must be a number above 1",
+                        "search: {factor: 3} keeps the best third of each rung")
+    options["factor"] = factor
+    aggressive = raw.get("aggressive_elimination", False)
+    if not isinstance(aggressive, bool):
+        raise SpecError("search.aggressive_elimination", aggressive, "must be true or false",
+                        "search: {aggressive_elimination: true}")
+    options["aggressive_elimination"] = aggressive
+    resource = raw.get("resource", "n_samples")
+    if not isinstance(resource, str) or not resource:
+        raise SpecError("search.resource", resource, "must be n_samples or a parameter name",
+                        "search: {resource: epochs}")
+    options["resource"] = resource
+    if kind == "halving" and resource in fit and options.get("max_resources",
+                                                              "auto") == "auto":
+        options["max_resources"] = fit[resource]  # e.g. epochs: as many as fit.epochs
+    if options.get("n_candidates") == "exhaust" and options.get("min_resources") == "exhaust":
+        raise SpecError("search.n_candidates", "exhaust", "n_candidates and min_resources "
+                        "cannot both be exhaust", "give n_candidates a number, e.g. 30")
+    return SearchOptions(**options)
+
+
+def _check_resource(spec: Spec) -> None:
+    """A halving resource other than rows must be a parameter the estimator has,
+    and not one the grid varies; its bounds must be ordered."""
+    options = spec.search
+    if options.kind != "halving" or options.resource == "n_samples":
+        return
+    from .search import estimator_params
+
+    if options.resource not in estimator_params(spec.model, spec.fit):
+        raise SpecError("search.resource", options.resource,
+                        "not a parameter of the estimator",
+                        "use n_samples, or a fit setting such as epochs")
+    if options.max_resources == "auto":
+        raise SpecError("search.max_resources", "auto",
+                        f"the largest {options.resource} is not known",
+                        f"give it, e.g. search: {{resource: {options.resource}, "
+                        "max_resources: 100}")
+    for grid in spec.param_grid:
+        if options.resource in grid:
+            raise SpecError(f"param_grid.{options.resource}", grid[options.resource],
+                            "the halving resource cannot also be searched",
+                            f"remove {options.resource} from param_grid (the search sets it)")
+    low, high = options.min_resources, options.max_resources
+    if isinstance(low, int) and isinstance(high, int) and low > high:
+        raise SpecError("search.min_resources", low, f"above max_resources ({high})",
+                        f"give min_resources at most {high}")
+
+
+def _check_grid(grid: Any, search: SearchOptions | None = None) -> list[dict[str, Any]]:
     if grid is None:
         raise SpecError("param_grid", None, "a sweep needs a parameter grid",
                         "param_grid: {model__neurons: [4, 8, 16]}")
@@ -319,9 +460,18 @@ def _check_grid(grid: Any) -> list[dict[str, list[Any]]]:
             raise SpecError("param_grid", sub, "each grid must be a non-empty mapping",
                             "param_grid: {model__neurons: [4, 8, 16]}")
         for key, values in sub.items():
-            if not isinstance(values, list) or not values:
+            if looks_like(values):
+                if search is None or search.kind == "grid":
+                    raise SpecError(f"param_grid.{key}", values,
+                                    "a distribution needs a random or halving search",
+                                    "add search: {kind: random, n_iter: 20}, or list the "
+                                    "values")
+                sub[key] = parse(f"param_grid.{key}", values)
+            elif not isinstance(values, list) or not values:
                 raise SpecError(f"param_grid.{key}", values, "must be a non-empty list",
-                                f"param_grid: {{{key}: [value1, value2]}}")
+                                f"param_grid: {{{key}: [value1, value2]}}" + (
+                                    " or a distribution such as loguniform(1e-4, 1e-1)"
+                                    if search is not None and search.kind != "grid" else ""))
     return [dict(g) for g in grids]
 
 

@@ -267,6 +267,38 @@ def fit_times(data: ReportData) -> Figure | None:
     return fig
 
 
+def rungs(data: ReportData, resource: str | None = None) -> Figure | None:
+    """A halving search: each candidate's mean score in every rung it reached, joined
+    by a line (survivors go on to the right; the search's best starred)."""
+    if len(data.rungs) < 2:
+        return None
+    lines: dict[str, list[tuple[int, float]]] = {}
+    for c in data.candidates:
+        if c.rung is None or c.mean is None:
+            continue
+        params = {k: v for k, v in c.params.items() if k != resource}
+        lines.setdefault(repr(sorted(params.items(), key=str)), []).append((c.rung, c.mean))
+    fig = Figure(figsize=(6.4, 3.8), dpi=100)
+    ax = fig.add_subplot()
+    for points in lines.values():
+        points.sort()
+        xs, ys = zip(*points, strict=True)
+        survived = len(points) > 1
+        ax.plot(xs, ys, marker="o", markersize=3 if survived else 2,
+                color="tab:blue" if survived else "0.7", alpha=0.8 if survived else 0.5,
+                linewidth=1.2 if survived else 0.6)
+    best = data.best
+    if best is not None and best.rung is not None and best.mean is not None:
+        ax.plot([best.rung], [best.mean], marker="*", markersize=14, color="tab:orange")
+    by_rung = {c.rung: c.resources for c in data.candidates if c.rung is not None}
+    ax.set_xticks(data.rungs, [f"rung {r}\n{by_rung.get(r)} {resource or 'rows'}"
+                               for r in data.rungs])
+    ax.set_ylabel(f"mean {data.scoring}")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
 def timeline(data: ReportData) -> Figure | None:
     """Which worker process ran which fit when; failed fits red, recycles and worker
     losses marked."""

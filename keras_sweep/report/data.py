@@ -41,6 +41,9 @@ class Candidate:
     rank: int | None
     #: mean fit seconds over its folds
     fit_seconds: float | None = None
+    #: a halving search's rung (from 0) and the resources it had there (None: no rungs)
+    rung: int | None = None
+    resources: int | None = None
 
 
 @dataclass
@@ -63,8 +66,15 @@ class ReportData:
     ended: str | None = None
 
     @property
+    def rungs(self) -> list[int]:
+        """A halving search's rungs, in order (empty: one round)."""
+        return sorted({c.rung for c in self.candidates if c.rung is not None})
+
+    @property
     def best(self) -> Candidate | None:
-        ranked = [c for c in self.candidates if c.rank is not None]
+        """The best candidate (of a halving search: the best of its last rung)."""
+        last = self.rungs[-1] if self.rungs else None
+        ranked = [c for c in self.candidates if c.rank is not None and c.rung == last]
         return min(ranked, key=lambda c: (c.rank, c.index)) if ranked else None
 
     @property
@@ -106,13 +116,17 @@ def from_cv_results(cv_results: dict[str, Any], fits: list[FitRecord], *, title:
     means = [_score(m) for m in cv_results[f"mean_test_{metric}"]]
     ranks = _ranks(means)
     fit_times = cv_results.get("mean_fit_time", [None] * len(means))
+    rungs = cv_results.get("iter", [None] * len(means))
+    resources = cv_results.get("n_resources", [None] * len(means))
     candidates = [
         Candidate(
             index=i, params=dict(params),
             fold_scores=tuple(_score(cv_results[f"split{k}_test_{metric}"][i])
                               for k in range(n_splits)),
             mean=means[i], std=_score(cv_results[f"std_test_{metric}"][i]),
-            rank=ranks[i], fit_seconds=_score(fit_times[i]))
+            rank=ranks[i], fit_seconds=_score(fit_times[i]),
+            rung=None if rungs[i] is None else int(rungs[i]),
+            resources=None if resources[i] is None else int(resources[i]))
         for i, params in enumerate(cv_results["params"])]
     context.setdefault("scoring", metric)
     return ReportData(title=title, candidates=candidates, fits=fits, n_splits=n_splits,
@@ -125,22 +139,29 @@ def from_records(fits: list[FitRecord], *, title: str, n_candidates: int | None 
     """A sweep in progress: candidates scored over the folds finished so far.
 
     ``params`` lists every candidate's parameters (so candidates with no finished
-    fit yet are shown too); else the fits name them.
+    fit yet are shown too); else the fits name them, and a candidate is one per
+    round (a halving search numbers its candidates afresh in each rung, whose
+    size tells the rungs apart).
     """
     cv = [f for f in fits if not f.refit and f.candidate is not None]
     n_splits = n_splits or max((f.n_splits or 0 for f in cv), default=0) or 1
     n_candidates = n_candidates or max((f.n_candidates or 0 for f in cv), default=0)
-    known: dict[int, dict[str, Any]] = dict(enumerate(params or []))
-    scores: dict[int, list[float | None]] = defaultdict(lambda: [None] * n_splits)
-    seconds: dict[int, list[float]] = defaultdict(list)
+    known: dict[Any, dict[str, Any]] = dict(enumerate(params or []))
+    scores: dict[Any, list[float | None]] = defaultdict(lambda: [None] * n_splits)
+    seconds: dict[Any, list[float]] = defaultdict(list)
+    rounds = params is None and len({f.n_candidates for f in cv}) > 1
+
+    def key(f: FitRecord) -> Any:
+        return (-(f.n_candidates or 0), f.candidate) if rounds else f.candidate
+
     for f in cv:
         assert f.candidate is not None
-        known.setdefault(f.candidate, dict(f.params or {}))
+        known.setdefault(key(f), dict(f.params or {}))
         if f.split is not None and f.split < n_splits:
-            scores[f.candidate][f.split] = None if f.fit_error else _score(f.test_score)
+            scores[key(f)][f.split] = None if f.fit_error else _score(f.test_score)
         if f.seconds is not None:
-            seconds[f.candidate].append(f.seconds)
-    indices = sorted(set(known) | set(range(n_candidates)))
+            seconds[key(f)].append(f.seconds)
+    indices = sorted(known) if rounds else sorted(set(known) | set(range(n_candidates)))
     means: list[float | None] = []
     stds: list[float | None] = []
     for i in indices:
@@ -149,8 +170,9 @@ def from_records(fits: list[FitRecord], *, title: str, n_candidates: int | None 
         stds.append(float(np.std(done)) if done else None)
     ranks = _ranks(means)
     candidates = [
-        Candidate(index=i, params=known.get(i, {}), fold_scores=tuple(scores[i]) if i in scores
-                  else (None,) * n_splits, mean=means[k], std=stds[k], rank=ranks[k],
+        Candidate(index=k if rounds else i, params=known.get(i, {}),
+                  fold_scores=tuple(scores[i]) if i in scores else (None,) * n_splits,
+                  mean=means[k], std=stds[k], rank=ranks[k],
                   fit_seconds=float(np.mean(seconds[i])) if seconds.get(i) else None)
         for k, i in enumerate(indices)]
     return ReportData(title=title, candidates=candidates, fits=fits, n_splits=n_splits,

@@ -142,6 +142,29 @@ def _scores_section(data: ReportData) -> str:
     return f'<div class="figures">{"".join(parts)}</div>'
 
 
+def _rungs_section(data: ReportData) -> str:
+    """A halving search's rungs: a table (candidates, resources, best) and a picture."""
+    if len(data.rungs) < 2:
+        return ""
+    resource = ((data.spec or {}).get("search") or {}).get("resource")
+    resource = None if resource in (None, "n_samples") else str(resource)
+    rows = []
+    for r in data.rungs:
+        members = [c for c in data.candidates if c.rung == r]
+        scored = [c for c in members if c.mean is not None]
+        top = max(scored, key=lambda c: c.mean or 0.0) if scored else None
+        rows.append(f"<tr><td>{r}</td><td>{members[0].resources}</td><td>{len(members)}</td>"
+                    f"<td>{_num(top.mean) if top else ''}</td>"
+                    f"<td>{_e(charts.show(top.params)) if top else ''}</td></tr>")
+    table = ('<table id="rungs"><thead><tr><th>rung</th><th>'
+             f"{_e(resource or 'rows')}</th><th>candidates</th><th>best mean</th>"
+             f"<th>best parameters</th></tr></thead><tbody>{''.join(rows)}</tbody></table>")
+    return ("<h2>Rungs of the halving search</h2>" + table
+            + _figure("rungs-chart", lambda: charts.rungs(data, resource),
+                      "each candidate's mean score per rung; the best third (by default) "
+                      "of each rung goes on with more resources"))
+
+
 def _table(data: ReportData) -> str:
     params = data.varying or sorted({k for c in data.candidates for k in c.params})
     head = (["rank"] + [charts.label(p) for p in params] + [f"mean {data.scoring}", "std"]
@@ -192,6 +215,7 @@ def render(data: ReportData, now: float | None = None) -> str:
     sections = [
         f"<h1>sweep: {_e(data.title)}</h1>", _status(data, now), _summary(data),
         _failures(data), spec,
+        _rungs_section(data),
         "<h2>Scores by parameter</h2>", _scores_section(data),
         "<h2>Per-fold scores</h2>",
         _figure("folds", lambda: charts.folds(data),

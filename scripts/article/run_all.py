@@ -4,6 +4,7 @@
     python scripts/article/run_all.py                  # full size (the recipe's epochs)
     python scripts/article/run_all.py --quick          # 2 epochs, same grids (CI)
     python scripts/article/run_all.py --sample 0.5 --workers 4 --output results/article
+    python scripts/article/run_all.py --resume         # after a crash: only unfinished fits
 
 The page (README.md in the output folder) has, per experiment: the article's best,
 sweep's best, the wall time, a picture (heatmap or error bars, PNG, drawn by the same
@@ -59,9 +60,14 @@ def main() -> int:
     parser.add_argument("--csv", help="the Pima CSV (default: ../shared/data/...)")
     parser.add_argument("--output", default="sweep-results/article")
     parser.add_argument("--only", nargs="*", help="run only these experiments")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the journal of an earlier run: its finished fits are not "
+                             "run again (without it every fit runs: a measurement)")
     args = parser.parse_args()
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
+    if not args.resume:
+        (out / JOURNAL_NAME).unlink(missing_ok=True)
     names = args.only or list(ARTICLE_BEST)
     before = previous_wall_times(out / "README.md")  # shown beside the new times
     sections, compared, total = [], [], time.perf_counter()

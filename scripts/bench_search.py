@@ -1,0 +1,144 @@
+#!/usr/bin/env python
+"""Benchmark: successive halving over epochs against the full search, on the same cluster.
+
+For each space, in one invocation and one 2-worker session, the full search (every
+candidate at the spec's epochs) and a halving search over epochs (``search: {kind:
+halving, resource: epochs, factor: 3}``, scikit-learn's ``HalvingGridSearchCV`` /
+``HalvingRandomSearchCV``) run one after the other. Reported per space: wall seconds,
+compute (member-epochs: the sum over cross-validation fits of the epochs each trained),
+the candidate halving picked, its rank in the full search and whether its full-search
+mean is within one standard deviation of the full search's best.
+
+Spaces: the article's learning rate x momentum grid (30 candidates, 100 epochs), its
+dropout x max-norm grid (50 candidates, 100 epochs) and a random space of 200 candidates
+drawn over the recipe's parameters (50 epochs; the full search is ``RandomizedSearchCV``
+with ``n_iter: 200``, halving draws the same 200 with the same seed).
+
+    python scripts/bench_search.py --output docs/bench-search.json
+    python scripts/bench_search.py --only exp3 --epochs 10     # a quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+ARTICLE = Path(__file__).resolve().parent / "article"
+PIMA = Path(__file__).resolve().parents[2] / "shared" / "data" / "pima-indians-diabetes.csv"
+RANDOM_SPACE = {
+    "optimizer__learning_rate": "loguniform(1e-4, 1e-1)",
+    "model__neurons": "randint(2, 33)",
+    "model__dropout": "uniform(0.0, 0.5)",
+    "model__activation": ["relu", "tanh", "softplus"],
+}
+SPACES = {
+    "exp3": ("exp3_sgd_lr_momentum.yaml", {}),
+    "exp6": ("exp6_dropout_maxnorm.yaml", {}),
+    "random": ("exp2_optimizer.yaml", {"param_grid": RANDOM_SPACE, "fit.epochs": 50,
+                                       "search": {"kind": "random", "n_iter": 200}}),
+}
+
+
+def _run(spec_file: str, overrides: dict[str, Any], session: Any, out: Path) -> dict[str, Any]:
+    from keras_sweep import spec as specmod
+    from keras_sweep.runner import run
+
+    spec = specmod.load(ARTICLE / spec_file, {"output": str(out), "report": False,
+                                               "data.csv": str(PIMA), **overrides})
+    start = time.perf_counter()
+    result = run(spec, session=session, progress=False, echo=lambda _: None)
+    seconds = time.perf_counter() - start
+    epochs = spec.fit["epochs"]
+    member_epochs = sum(int((f.params or {}).get("epochs", epochs)) for f in result.fits)
+    return {"seconds": seconds, "member_epochs": member_epochs, "fits": len(result.fits),
+            "search": result.search, "epochs": epochs}
+
+
+def _key(params: dict[str, Any]) -> str:
+    return json.dumps({k: v for k, v in params.items() if k != "epochs"}, sort_keys=True,
+                      default=float)
+
+
+def compare(full: dict[str, Any], halving: dict[str, Any]) -> dict[str, Any]:
+    """Where the halving pick stands in the full search, and what each cost."""
+    results = full["search"].cv_results_
+    ranks = {_key(p): int(r) for p, r in zip(results["params"], results["rank_test_score"],
+                                              strict=True)}
+    means = {_key(p): float(m) for p, m in zip(results["params"], results["mean_test_score"],
+                                               strict=True)}
+    best = int(full["search"].best_index_)
+    best_mean, best_std = (float(results["mean_test_score"][best]),
+                           float(results["std_test_score"][best]))
+    picked = _key(halving["search"].best_params_)
+    return {
+        "full_best": {"params": _key(results["params"][best]), "mean": best_mean,
+                      "std": best_std},
+        "halving_pick": {"params": picked, "halving_score": float(
+            halving["search"].best_score_), "full_mean": means.get(picked),
+            "rank_in_full": ranks.get(picked)},
+        "within_one_std": means.get(picked, -1.0) >= best_mean - best_std,
+        "compute_fraction": halving["member_epochs"] / full["member_epochs"],
+        "wall_ratio": halving["seconds"] / full["seconds"],
+        "full": {k: full[k] for k in ("seconds", "member_epochs", "fits", "epochs")},
+        "halving": {k: halving[k] for k in ("seconds", "member_epochs", "fits")} | {
+            "rungs": [{"candidates": int(c), "epochs": int(r)} for c, r in zip(
+                halving["search"].n_candidates_, halving["search"].n_resources_,
+                strict=True)]},
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", nargs="*", choices=sorted(SPACES), default=sorted(SPACES))
+    parser.add_argument("--epochs", type=int, help="override every space's epochs")
+    parser.add_argument("--factor", type=float, default=3)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--output", type=Path)
+    args = parser.parse_args()
+
+    import keras_sweep as sweep
+
+    report: dict[str, Any] = {
+        "date": time.strftime("%Y-%m-%d"), "machine": platform.platform(),
+        "cpus": os.cpu_count(), "workers": args.workers, "factor": args.factor,
+        "command": "python scripts/bench_search.py " + " ".join(
+            f"--only {' '.join(args.only)}".split() + (
+                [f"--epochs {args.epochs}"] if args.epochs else [])),
+        "spaces": {}}
+    with tempfile.TemporaryDirectory() as tmp, sweep.cluster(
+            "local", workers=args.workers, seed=7) as session:
+        for name in args.only:
+            spec_file, overrides = SPACES[name]
+            overrides = dict(overrides)
+            if args.epochs:
+                overrides["fit.epochs"] = args.epochs
+            full = _run(spec_file, overrides, session, Path(tmp) / f"{name}-full")
+            halving_search = {"kind": "halving", "resource": "epochs", "factor": args.factor}
+            if name == "random":
+                halving_search["n_candidates"] = overrides["search"]["n_iter"]
+            halving = _run(spec_file, {**overrides, "search": halving_search}, session,
+                           Path(tmp) / f"{name}-halving")
+            row = compare(full, halving)
+            report["spaces"][name] = row
+            print(f"{name}: full {row['full']['seconds']:.0f} s, "
+                  f"{row['full']['member_epochs']} member-epochs; halving "
+                  f"{row['halving']['seconds']:.0f} s, {row['halving']['member_epochs']} "
+                  f"({row['compute_fraction']:.0%} of the compute, "
+                  f"{row['wall_ratio']:.0%} of the wall time); pick ranks "
+                  f"{row['halving_pick']['rank_in_full']} in the full search, within one std "
+                  f"of its best: {row['within_one_std']}", flush=True)
+    if args.output:
+        args.output.write_text(json.dumps(report, indent=1, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

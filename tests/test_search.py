@@ -1,0 +1,160 @@
+"""Random and successive-halving searches: planned as scikit-learn runs them, and on the
+cluster equal to their ``n_jobs=1`` run, resumable from the journal."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import scores
+from sklearn.experimental import enable_halving_search_cv  # noqa: F401
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import (
+    HalvingGridSearchCV,
+    HalvingRandomSearchCV,
+    RandomizedSearchCV,
+    StratifiedKFold,
+)
+
+import keras_sweep as sweep
+from keras_sweep.distributions import parse
+from keras_sweep.search import Rung, SearchOptions, plan
+
+
+@pytest.mark.parametrize("options, grid", [
+    (SearchOptions("halving"), {"C": [0.01, 0.1, 1, 10, 100, 1000, 0.5]}),
+    (SearchOptions("halving", factor=2), {"C": list(np.logspace(-3, 3, 11))}),
+    (SearchOptions("halving", min_resources="smallest"), {"C": [0.01, 0.1, 1, 10, 100]}),
+    (SearchOptions("halving", min_resources=60, aggressive_elimination=True),
+     {"C": list(np.logspace(-3, 3, 40))}),
+    (SearchOptions("halving", resource="max_iter", max_resources=90),
+     {"C": [0.01, 0.1, 1, 10, 100, 1000]}),
+    (SearchOptions("halving", n_candidates=20), {"C": "loguniform(1e-3, 1e3)"}),
+    (SearchOptions("halving"), {"C": "loguniform(1e-3, 1e3)"}),  # as many as rows allow
+    (SearchOptions("halving", resource="max_iter", max_resources=50, factor=2.5),
+     {"C": "loguniform(1e-3, 1e3)"}),
+])
+def test_the_plan_is_what_scikit_learn_runs(cancer, options, grid):
+    X, y = cancer
+    grids = [{k: parse(k, v) if isinstance(v, str) else v for k, v in grid.items()}]
+    space = {k: v.frozen() if hasattr(v, "frozen") else v for k, v in grids[0].items()}
+    common = {"factor": options.factor, "resource": options.resource,
+              "max_resources": options.max_resources, "cv": 3, "random_state": 0,
+              "aggressive_elimination": options.aggressive_elimination,
+              "min_resources": options.min_resources_for(grids)}
+    estimator = LogisticRegression(max_iter=100)
+    if options.sampling(grids):
+        search = HalvingRandomSearchCV(estimator, space, n_candidates=options.n_candidates
+                                       or "exhaust", **common)
+    else:
+        search = HalvingGridSearchCV(estimator, space, **common)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # convergence warnings of the small rungs
+        search.fit(X, y)
+    planned = plan(options, grids, n_samples=len(y), n_splits=3, n_classes=2)
+    assert [r.candidates for r in planned] == search.n_candidates_
+    assert [r.resources for r in planned] == search.n_resources_
+
+
+def test_grid_and_random_plans_are_one_round():
+    grids = [{"a": [1, 2, 3]}, {"b": [1, 2]}]
+    assert plan(SearchOptions(), grids, n_samples=100, n_splits=3) == [Rung(5)]
+    assert plan(SearchOptions("random", n_iter=3), grids, n_samples=100, n_splits=3) == [
+        Rung(3)]
+    assert plan(SearchOptions("random", n_iter=30), grids, n_samples=100, n_splits=3) == [
+        Rung(5)]  # a grid of lists is drawn without replacement: at most its size
+
+
+def test_distributions_draw_what_their_text_says():
+    rng = np.random.RandomState(0)
+    drawn = parse("x", "randint(4, 8)").frozen().rvs(size=400, random_state=rng)
+    assert set(drawn) == {4, 5, 6, 7}
+    logs = np.log10(parse("x", "loguniform(1e-4, 1e-1)").frozen().rvs(size=400,
+                                                                      random_state=rng))
+    assert -4 <= logs.min() < -3.5 and -1.5 < logs.max() <= -1
+    flat = parse("x", "uniform(0.1, 0.3)").frozen().rvs(size=400, random_state=rng)
+    assert 0.1 <= flat.min() < 0.12 and 0.28 < flat.max() <= 0.3
+
+
+def _cv(n: int = 2) -> StratifiedKFold:
+    return StratifiedKFold(n, shuffle=True, random_state=0)
+
+
+def _searches(estimator):
+    """The three kinds on a tiny Keras model, each with its own randomness seeded."""
+    return {
+        "random": lambda: RandomizedSearchCV(
+            estimator, {"model__neurons": [1, 2, 3, 4, 5], "batch_size": [16, 32]}, n_iter=4,
+            cv=_cv(), random_state=3, n_jobs=-1),
+        "halving rows": lambda: HalvingGridSearchCV(
+            estimator, {"model__neurons": [1, 2, 3, 4]}, factor=2, cv=_cv(),
+            random_state=3, n_jobs=-1),
+        "halving epochs": lambda: HalvingRandomSearchCV(
+            estimator, {"model__neurons": [1, 2, 3, 4, 5, 6]}, resource="epochs",
+            max_resources=4, min_resources=1, factor=2, n_candidates=6, cv=_cv(),
+            random_state=3, n_jobs=-1),
+    }
+
+
+@pytest.mark.slow
+def test_each_kind_on_the_cluster_equals_its_serial_run_and_resumes(cancer, tiny_classifier,
+                                                                    tmp_path):
+    """Per fold equal to ``n_jobs=1`` (the estimator's ``random_state`` seeds both); a second
+    run on the same journal runs no fit again and gives the same numbers."""
+    X, y = cancer
+    tiny_classifier.set_params(epochs=2, batch_size=32, random_state=5)
+    makers = _searches(tiny_classifier)
+    serial = {}
+    for kind, make in makers.items():
+        search = make().set_params(n_jobs=1).fit(X, y)
+        serial[kind] = (scores(search), search.best_params_)
+    journal = tmp_path / "journal.sqlite"
+    for run in range(2):
+        with sweep.cluster("local", workers=2, seed=11, journal=journal) as session:
+            for kind, make in makers.items():
+                before = len(session.fits)
+                search = make().fit(X, y)
+                fits = session.fits[before:]
+                np.testing.assert_array_equal(scores(search), serial[kind][0], err_msg=kind)
+                assert search.best_params_ == serial[kind][1], kind
+                assert fits and all(f.resumed == (run == 1) for f in fits), kind
+                if kind.startswith("halving"):
+                    assert len({f.n_candidates for f in fits}) == len(search.n_candidates_)
+
+
+@pytest.mark.slow
+def test_a_halving_spec_runs_end_to_end_with_its_rungs(tmp_path, pima_path):
+    """`sweep validate` prints the rungs; `sweep run` runs them and writes rungs.csv and a
+    report with a rungs section; the refit trains the best with the last rung's epochs."""
+    import json
+    import textwrap
+
+    import pandas as pd
+    from test_cli import run_cli
+
+    spec = tmp_path / "halving.yaml"
+    spec.write_text(textwrap.dedent(f"""\
+        name: halving
+        data: {{csv: {pima_path}, target: -1}}
+        fit: {{epochs: 4, batch_size: 64}}
+        search: {{kind: halving, resource: epochs, factor: 2, min_resources: 1}}
+        param_grid: {{model__neurons: [1, 2, 3, 4]}}
+        cv: 2
+        cluster: {{workers: 2}}
+        output: {tmp_path / 'out'}
+        """))
+    valid = run_cli("validate", str(spec))
+    assert valid.returncode == 0, valid.stderr[-2000:]
+    assert "successive halving in 3 rung(s)" in valid.stdout
+    assert "(4 x 1 epochs, 2 x 2 epochs, 1 x 4 epochs), 2 folds each = 14 fits" in valid.stdout
+    proc = run_cli("run", str(spec), "--no-progress")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = tmp_path / "out"
+    rungs = pd.read_csv(out / "rungs.csv")
+    assert list(rungs["candidates"]) == [4, 2, 1] and list(rungs["resources"]) == [1, 2, 4]
+    assert len(pd.read_csv(out / "fits.csv")) == 14
+    best = json.loads((out / "best.json").read_text())
+    assert best["best_params"]["epochs"] == 4  # the best of the last rung
+    page = (out / "report.html").read_text()
+    assert 'id="rungs"' in page and 'id="rungs-chart"' in page
