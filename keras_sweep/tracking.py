@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from .records import FitRecord, jsonable
+from .report.data import candidate_row, round_offsets
 
 logger = logging.getLogger(__name__)
 
@@ -122,6 +123,8 @@ class MlflowTracker:
         self._closing = False
         self._error: str | None = None
         self._folds: dict[int, dict[int, FitRecord]] = collections.defaultdict(dict)
+        self._rounds: list[FitRecord] = []
+        self._rows: dict[int, int] = {}
         self._logged: dict[str, set[str]] = {}
         self._with_params: set[str] = set()
         self._failing = False
@@ -136,14 +139,18 @@ class MlflowTracker:
         """Queue a finished fit's logging (returns at once)."""
         if record.refit or record.candidate is None or record.split is None:
             return
-        folds = self._folds[record.candidate]
+        # a halving search numbers candidates afresh in each rung: one run per row of
+        # cv_results_ (rung after rung), as the report counts them
+        if all(f.n_candidates != record.n_candidates for f in self._rounds):
+            self._rounds.append(record)  # one fit per rung size is enough
+        row = candidate_row(record, round_offsets(self._rounds)) or 0
+        self._rows[id(record)] = row
+        folds = self._folds[row]
         folds[record.split] = record
-        self._put(f"candidate {record.candidate} fold {record.split}",
-                  lambda: self._log_fit(record))
+        self._put(f"candidate {row} fold {record.split}", lambda: self._log_fit(record))
         if len(folds) == (self.n_splits or record.n_splits):
             done = [folds[k] for k in sorted(folds)]
-            self._put(f"candidate {record.candidate} summary",
-                      lambda: self._log_candidate(record.candidate or 0, done))
+            self._put(f"candidate {row} summary", lambda: self._log_candidate(row, done))
 
     def finish(self, best: dict[str, Any] | None = None,
                cv_results: dict[str, Any] | None = None, artifacts: tuple[Path, ...] = (),
@@ -280,7 +287,7 @@ class MlflowTracker:
         return runs[0].info.run_id if runs else None
 
     def _child(self, record: FitRecord) -> str:
-        key = str(record.candidate)
+        key = str(self._rows.get(id(record), record.candidate))
         params = record.params or {}
         run_id = self.state.children.get(key) or self._made_before(key)
         if run_id is None:

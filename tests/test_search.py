@@ -158,3 +158,18 @@ def test_a_halving_spec_runs_end_to_end_with_its_rungs(tmp_path, pima_path):
     assert best["best_params"]["epochs"] == 4  # the best of the last rung
     page = (out / "report.html").read_text()
     assert 'id="rungs"' in page and 'id="rungs-chart"' in page
+
+
+def test_the_report_puts_each_rungs_fits_on_its_own_rows():
+    """A halving search numbers candidates afresh per rung; the report (and MLflow) map
+    a fit to its cv_results_ row: rung after rung."""
+    from keras_sweep.records import FitRecord
+    from keras_sweep.report.data import from_records
+
+    fits = [FitRecord(candidate=c, n_candidates=n, split=s, n_splits=2, test_score=0.5 + c / 10,
+                      params={"model__neurons": c + 1, "epochs": e})
+            for n, e in ((4, 1), (2, 2), (1, 4)) for c in range(n) for s in range(2)]
+    data = from_records(fits, title="halving")
+    assert [c.index for c in data.candidates] == list(range(7))
+    assert [c.params["epochs"] for c in data.candidates] == [1] * 4 + [2] * 2 + [4]
+    assert [data.index_of(f) for f in fits if f.split == 0] == list(range(7))

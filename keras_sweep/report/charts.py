@@ -208,9 +208,10 @@ def mean_curves(data: ReportData) -> dict[int, dict[str, list[float]]]:
     """Per candidate and metric: the per-epoch value averaged over its folds."""
     per: dict[int, dict[str, list[list[float]]]] = defaultdict(lambda: defaultdict(list))
     for f in data.cv_fits:
-        if f.history and f.candidate is not None and not f.fit_error:
+        row = data.index_of(f)
+        if f.history and row is not None and not f.fit_error:
             for metric, values in f.history.items():
-                per[f.candidate][metric].append(values)
+                per[row][metric].append(values)
     curves: dict[int, dict[str, list[float]]] = {}
     for candidate, metrics in per.items():
         curves[candidate] = {}

@@ -91,6 +91,33 @@ class ReportData:
         """The cross-validation fits (not the final refit)."""
         return [f for f in self.fits if not f.refit]
 
+    def index_of(self, fit: FitRecord) -> int | None:
+        """The candidate (row of ``cv_results_``) a fit belongs to."""
+        return candidate_row(fit, round_offsets(self.cv_fits))
+
+
+def round_offsets(fits: list[FitRecord]) -> dict[int, int] | None:
+    """A halving search numbers candidates afresh in each rung (``candidate`` of
+    ``n_candidates``), and ``cv_results_`` lists the rungs one after the other: the row
+    where each rung starts, by its size (rungs shrink, so sizes tell them apart).
+    None: one round."""
+    sizes = sorted({f.n_candidates for f in fits if f.n_candidates}, reverse=True)
+    if len(sizes) < 2:
+        return None
+    starts = [0]
+    for size in sizes[:-1]:
+        starts.append(starts[-1] + size)
+    return dict(zip(sizes, starts, strict=True))
+
+
+def candidate_row(fit: FitRecord, offsets: dict[int, int] | None) -> int | None:
+    """The ``cv_results_`` row of ``fit`` (``offsets``: :func:`round_offsets`)."""
+    if fit.candidate is None:
+        return None
+    if offsets is None:
+        return fit.candidate
+    return offsets.get(fit.n_candidates or 0, 0) + fit.candidate
+
 
 def _score(value: Any) -> float | None:
     try:
@@ -141,27 +168,24 @@ def from_records(fits: list[FitRecord], *, title: str, n_candidates: int | None 
     ``params`` lists every candidate's parameters (so candidates with no finished
     fit yet are shown too); else the fits name them, and a candidate is one per
     round (a halving search numbers its candidates afresh in each rung, whose
-    size tells the rungs apart).
+    size tells the rungs apart: :func:`round_offsets`).
     """
     cv = [f for f in fits if not f.refit and f.candidate is not None]
     n_splits = n_splits or max((f.n_splits or 0 for f in cv), default=0) or 1
     n_candidates = n_candidates or max((f.n_candidates or 0 for f in cv), default=0)
-    known: dict[Any, dict[str, Any]] = dict(enumerate(params or []))
-    scores: dict[Any, list[float | None]] = defaultdict(lambda: [None] * n_splits)
-    seconds: dict[Any, list[float]] = defaultdict(list)
-    rounds = params is None and len({f.n_candidates for f in cv}) > 1
-
-    def key(f: FitRecord) -> Any:
-        return (-(f.n_candidates or 0), f.candidate) if rounds else f.candidate
-
+    known: dict[int, dict[str, Any]] = dict(enumerate(params or []))
+    scores: dict[int, list[float | None]] = defaultdict(lambda: [None] * n_splits)
+    seconds: dict[int, list[float]] = defaultdict(list)
+    offsets = round_offsets(cv) if params is None else None
     for f in cv:
-        assert f.candidate is not None
-        known.setdefault(key(f), dict(f.params or {}))
+        row = candidate_row(f, offsets)
+        assert row is not None
+        known.setdefault(row, dict(f.params or {}))
         if f.split is not None and f.split < n_splits:
-            scores[key(f)][f.split] = None if f.fit_error else _score(f.test_score)
+            scores[row][f.split] = None if f.fit_error else _score(f.test_score)
         if f.seconds is not None:
-            seconds[key(f)].append(f.seconds)
-    indices = sorted(known) if rounds else sorted(set(known) | set(range(n_candidates)))
+            seconds[row].append(f.seconds)
+    indices = sorted(known) if offsets else sorted(set(known) | set(range(n_candidates)))
     means: list[float | None] = []
     stds: list[float | None] = []
     for i in indices:
@@ -170,7 +194,7 @@ def from_records(fits: list[FitRecord], *, title: str, n_candidates: int | None 
         stds.append(float(np.std(done)) if done else None)
     ranks = _ranks(means)
     candidates = [
-        Candidate(index=k if rounds else i, params=known.get(i, {}),
+        Candidate(index=i, params=known.get(i, {}),
                   fold_scores=tuple(scores[i]) if i in scores else (None,) * n_splits,
                   mean=means[k], std=stds[k], rank=ranks[k],
                   fit_seconds=float(np.mean(seconds[i])) if seconds.get(i) else None)
