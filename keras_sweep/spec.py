@@ -451,7 +451,9 @@ def _check_grid(grid: Any, search: SearchOptions | None = None) -> list[dict[str
     if grid is None:
         raise SpecError("param_grid", None, "a sweep needs a parameter grid",
                         "param_grid: {model__neurons: [4, 8, 16]}")
-    grids = grid if isinstance(grid, list) else [grid]
+    # copies: the caller's mappings (e.g. --set or API overrides) stay as given
+    grids = [dict(g) if isinstance(g, dict) else g
+             for g in (grid if isinstance(grid, list) else [grid])]
     if not grids:
         raise SpecError("param_grid", grid, "the grid is empty",
                         "param_grid: {model__neurons: [4, 8, 16]}")

@@ -173,3 +173,16 @@ def test_the_report_puts_each_rungs_fits_on_its_own_rows():
     assert [c.index for c in data.candidates] == list(range(7))
     assert [c.params["epochs"] for c in data.candidates] == [1] * 4 + [2] * 2 + [4]
     assert [data.index_of(f) for f in fits if f.split == 0] == list(range(7))
+
+
+def test_validation_leaves_the_callers_grid_as_given(pima_path):
+    from keras_sweep import spec as specmod
+
+    grid = {"optimizer__learning_rate": "loguniform(1e-4, 1e-1)", "model__neurons": [2, 4]}
+    raw = {"data": {"csv": str(pima_path)}, "param_grid": grid,
+           "search": {"kind": "random", "n_iter": 3}}
+    first = specmod.validate(raw)
+    second = specmod.validate(raw)  # e.g. the same overrides for a second search
+    assert grid["optimizer__learning_rate"] == "loguniform(1e-4, 1e-1)"
+    assert str(first.param_grid[0]["optimizer__learning_rate"]) == str(
+        second.param_grid[0]["optimizer__learning_rate"])

@@ -203,11 +203,15 @@ def fit(model: Any, x: Any = None, y: Any = None, batch_size: int | None = None,
         if why is None:
             template, made, why = traces.template_for(model, inputs, xla)
             path.trace = ("new" if made else "reused") if template is not None else None
+    if template is not None:
+        try:
+            template.load(model)
+        except ValueError:  # variables that do not line up: never seen, but never wrong
+            template, why = None, "template does not match the model"
     if template is None:
         path.trace = f"own ({why})"
         trainee, run = model, epoch_function(model, inputs, xla)
     else:
-        template.load(model)
         data = tree.map_structure(tf.convert_to_tensor, tree.lists_to_tuples(inputs.inputs))
         trainee = template.model
 

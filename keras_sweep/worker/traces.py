@@ -90,10 +90,10 @@ class Template:
         import tensorflow as tf
 
         inputs = array_inputs(array_data_adapter()(x, batch_size=batch_size, shuffle=False))
-        (data,) = inputs.inputs if isinstance(inputs.inputs, tuple) else (inputs.inputs,)
-        if not hasattr(data, "shape") or len(self.model.outputs) != 1:
-            return None
-        data = tf.convert_to_tensor(data)
+        leaves = inputs.inputs if isinstance(inputs.inputs, tuple) else (inputs.inputs,)
+        if len(leaves) != 1 or not hasattr(leaves[0], "shape") or len(self.model.outputs) != 1:
+            return None  # several inputs or outputs: Keras' own predict
+        data = tf.convert_to_tensor(leaves[0])
         if batch_size not in self.predicts:
             self.predicts[batch_size] = _predict_function(self.model, data, batch_size)
         return self.predicts[batch_size](data).numpy()
