@@ -115,6 +115,13 @@ class _Cache(threading.local):
 
 
 _CACHE = _Cache()
+#: every template model alive, of any thread (the worker's heap census counts them)
+_LIVE: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def live_templates() -> int:
+    """Template models alive in this process (at most :data:`MAX_TEMPLATES` per thread)."""
+    return len(_LIVE)
 
 
 def kind(model: Any, inputs: ArrayInputs, xla: bool) -> tuple[str | None, str | None]:
@@ -249,6 +256,7 @@ def template_for(model: Any, inputs: ArrayInputs, xla: bool) -> tuple[Template |
     if template is None:
         return None, False, "template differs from the model"
     cache[key] = template
+    _LIVE.add(template.model)
     while len(cache) > MAX_TEMPLATES:
         cache.popitem(last=False)
     return template, True, None
