@@ -20,7 +20,7 @@ from .journal import Journal
 from .output import claim
 from .records import FitRecord
 from .report.live import LiveReport
-from .search import build_search
+from .search import build_search, resource_bounds
 from .session import Session, cluster
 from .spec import Spec
 from .tracking import MlflowTracker
@@ -115,10 +115,8 @@ def check_rungs(spec: Spec, n_samples: int, classes: int) -> None:
     options = spec.search
     if options.kind != "halving" or options.resource != "n_samples":
         return
-    smallest = 2 * spec.cv * max(classes, 1)
-    low = options.min_resources_for(spec.param_grid)
-    low = smallest if low in ("smallest", "exhaust") else int(low)
-    high = n_samples if options.max_resources == "auto" else int(options.max_resources)
+    low, high = resource_bounds(options, spec.param_grid, n_samples=n_samples,
+                                n_splits=spec.cv, n_classes=classes)
     if low > high:
         raise SpecError("search.min_resources", low, f"above the rows a rung can have ({high})",
                         f"give min_resources at most {high}, or fewer folds")

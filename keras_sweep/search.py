@@ -77,6 +77,19 @@ def grid_size(grids: list[dict[str, Any]]) -> int:
     return total
 
 
+def resource_bounds(options: SearchOptions, grids: list[dict[str, Any]], *, n_samples: int,
+                    n_splits: int, n_classes: int = 0) -> tuple[Any, Any]:
+    """A halving search's smallest and largest rung resources before ``exhaust`` applies,
+    as scikit-learn's ``_check_input_parameters`` sets them (``n_classes`` 0: a regressor)."""
+    wanted = options.min_resources_for(grids)
+    if wanted in ("smallest", "exhaust"):
+        low: Any = 2 * n_splits * max(n_classes, 1) if options.resource == "n_samples" else 1
+    else:
+        low = int(wanted)
+    high = n_samples if options.max_resources == "auto" else int(options.max_resources)
+    return low, high
+
+
 def plan(options: SearchOptions, grids: list[dict[str, Any]], *, n_samples: int,
          n_splits: int, n_classes: int = 0) -> list[Rung]:
     """The rounds the search will run, computed as scikit-learn's searches compute them.
@@ -94,11 +107,8 @@ def plan(options: SearchOptions, grids: list[dict[str, Any]], *, n_samples: int,
     if options.kind == "random":
         return [Rung(int(min(options.n_iter, size)))]
     factor, wanted = options.factor, options.min_resources_for(grids)
-    if wanted in ("smallest", "exhaust"):
-        low: Any = 2 * n_splits * max(n_classes, 1) if options.resource == "n_samples" else 1
-    else:
-        low = int(wanted)
-    high = n_samples if options.max_resources == "auto" else int(options.max_resources)
+    low, high = resource_bounds(options, grids, n_samples=n_samples, n_splits=n_splits,
+                                n_classes=n_classes)
     count = size
     if options.sampling(grids):
         first = options.n_candidates
