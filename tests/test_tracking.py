@@ -117,6 +117,23 @@ def _wait_for(proc: subprocess.Popen, out: Path, fits: int) -> None:
         time.sleep(0.1)
 
 
+def _wait_for_runs(proc: subprocess.Popen, out: Path) -> None:
+    """Until ``mlflow.json`` names the parent run and at least one child: fits can be
+    journaled before the tracker's thread has made its runs (it saves the experiment
+    and token first), and a sweep killed then has no runs to continue."""
+    deadline = time.monotonic() + 300
+    while True:
+        try:
+            state = json.loads((out / "mlflow.json").read_text())
+        except (OSError, ValueError):
+            state = {}
+        if state.get("parent") and state.get("children"):
+            return
+        assert proc.poll() is None, proc.communicate()[0][-3000:]
+        assert time.monotonic() < deadline, "no MLflow runs made"
+        time.sleep(0.1)
+
+
 def _finish(proc: subprocess.Popen) -> str:
     stdout = proc.communicate(timeout=600)[0]
     assert proc.returncode == 0, stdout[-3000:]
@@ -172,6 +189,7 @@ def test_killed_and_resumed_sweep_continues_its_runs(server, tmp_path, pima_path
     out = tmp_path / "out"
     first = _start(spec, out)
     _wait_for(first, out, 4)
+    _wait_for_runs(first, out)
     os.killpg(first.pid, signal.SIGKILL)  # the driver and its local cluster
     first.wait()
     parent = json.loads((out / "mlflow.json").read_text())["parent"]
