@@ -339,6 +339,44 @@ def compile_arguments(model: Any) -> dict[str, Any]:
 
 
 @touch("keras", ">=3.0, tested 3.15.1",
+       "Layer._flatten_layers(): the layer and every layer inside it, depth first, "
+       "in a fixed order")
+def all_layers(model: Any) -> list[Any]:
+    """``model`` and every layer inside it (nested models' layers too), in a fixed order."""
+    return list(model._flatten_layers())
+
+
+@touch("keras|tensorflow", "keras 3.15.1 with tensorflow 2.21.0",
+       "Dropout.call in training -> keras.src.backend.tensorflow.random.dropout "
+       "(draw_seed, _cast_seed, _get_concrete_noise_shape) -> "
+       "tf.nn.experimental.stateless_dropout with a Python rate: x * float32(1/(1-rate)), "
+       "stateless_uniform(noise shape, seed) >= float32(rate), where_v2(mask, ., 0)")
+def dropout_with_tensors(layer: Any, inputs: Any, rate: Any, scale: Any) -> Any:
+    """What Keras' ``Dropout`` ``layer`` (0 < rate < 1) computes in training, with its
+    constants read from tensors.
+
+    ``rate`` holds ``float32(rate)`` and ``scale`` ``float32(1 / (1 - rate))``,
+    the constants TensorFlow makes from a Python rate; the operations are those
+    of ``tf.nn.experimental.stateless_dropout`` with a Python rate, in order, so
+    the result (and its gradient) is bitwise the layer's own, while one traced
+    graph serves every rate. Draws the layer's seed as the layer does.
+    """
+    import tensorflow as tf
+    from keras.src.backend.tensorflow.random import _cast_seed, _get_concrete_noise_shape
+    from keras.src.random.seed_generator import draw_seed
+
+    seed = _cast_seed(draw_seed(layer.seed_generator))
+    noise_shape = _get_concrete_noise_shape(inputs, layer.noise_shape)
+    x = tf.convert_to_tensor(inputs)
+    kept = tf.math.multiply(x, scale)
+    uniform = tf.random.stateless_uniform(shape=noise_shape, seed=seed, dtype=x.dtype)
+    out = tf.where(uniform >= rate, kept, tf.constant(0, dtype=x.dtype))
+    if not tf.executing_eagerly():
+        out.set_shape(x.get_shape())
+    return out
+
+
+@touch("keras", ">=3.0, tested 3.15.1",
        "Sequential._layers: the layers added so far, the Input layer included")
 def sequential_has_layers(model: Any) -> bool:
     """Whether anything (an ``Input`` included) was added to a ``Sequential`` yet."""

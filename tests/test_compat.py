@@ -273,6 +273,51 @@ def test_compile_arguments_are_the_objects_given():
         assert given["metrics"] == ["mae", metric]
 
 
+@probe("all_layers")
+def test_all_layers_reach_into_nested_models():
+    import keras
+
+    with upstream("all_layers"):
+        inner = keras.Sequential([keras.Input(shape=(3,)), keras.layers.Dense(2),
+                                  keras.layers.Dropout(0.5)])
+        outer = keras.Sequential([keras.Input(shape=(3,)), inner, keras.layers.Dense(1)])
+        found = _compat.all_layers(outer)
+        assert found[0] is outer and inner in found and inner.layers[1] in found
+        assert [type(x).__name__ for x in found].count("Dense") == 2
+
+
+@probe("dropout_with_tensors")
+def test_dropout_from_tensors_equals_keras_dropout_bitwise():
+    import keras
+    import tensorflow as tf
+
+    with upstream("dropout_with_tensors"):
+        x = tf.constant(np.random.default_rng(0).normal(size=(7, 5)), dtype="float32")
+        for rate in (0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 1 / 3):
+            outputs, grads = [], []
+            for ours in (False, True):
+                layer = keras.layers.Dropout(rate, seed=4)
+                r = tf.Variable(np.float32(rate))
+                s = tf.Variable(np.float32(1 / (1 - rate)))
+
+                @tf.function
+                def run(x: Any, layer: Any = layer, r: Any = r, s: Any = s,
+                        ours: bool = ours) -> Any:
+                    with tf.GradientTape() as tape:
+                        tape.watch(x)
+                        out = (_compat.dropout_with_tensors(layer, x, r, s) if ours
+                               else layer(x, training=True))
+                        total = tf.reduce_sum(out * out)
+                    return out, tape.gradient(total, x)
+
+                first, second = run(x), run(x)  # the seed moves on between calls
+                outputs.append([first[0].numpy(), second[0].numpy()])
+                grads.append([first[1].numpy(), second[1].numpy()])
+            np.testing.assert_array_equal(outputs[0], outputs[1], err_msg=str(rate))
+            np.testing.assert_array_equal(grads[0], grads[1], err_msg=str(rate))
+            assert not np.array_equal(outputs[0][0], outputs[0][1])
+
+
 @probe("sequential_has_layers")
 def test_sequential_layers_count_the_input():
     import keras

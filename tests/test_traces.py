@@ -61,8 +61,13 @@ CASES = {  # the article's grids, in small; "other" changes what shares a trace
                             {"model__kernel_initializer": "he_normal"}),
     "rmsprop-tanh-epochs": ({"optimizer": "rmsprop", "model__activation": "tanh"},
                             {"epochs": 2}),
+    # dropout rates and max-norm limits are variables of the trace: one trace serves all
     "nadam-dropout-maxnorm": ({"optimizer": "nadam", "model__dropout": 0.2,
-                               "model__max_norm": 3.0}, {}),
+                               "model__max_norm": 3.0},
+                              {"model__dropout": 0.5, "model__max_norm": 1.5}),
+    "adam-dropout-maxnorm-int": ({"optimizer": "adam", "model__dropout": 0.9,
+                                  "model__max_norm": 4, "model__activation": "linear"},
+                                 {"model__dropout": 0.1, "model__max_norm": 1}),
     "adamax-batch-7": ({"optimizer": "adamax", "batch_size": 7}, {}),  # partial last batch
     "metrics": ({"optimizer": "adam", "metrics": ["accuracy", "AUC"]}, {}),
     # Grappler rewrites hard_sigmoid in graphs: the traced predict must be Keras' graph
@@ -120,9 +125,12 @@ def test_what_changes_the_graph_makes_a_new_trace(pima):
             "epochs": 1, "model__neurons": 4}
     seen = []
     for more in ({}, {"optimizer__momentum": 0.5}, {"model__neurons": 5}, {"batch_size": 8},
-                 {"model__activation": "tanh"}, {}, {"optimizer__learning_rate": 0.2}):
+                 {"model__activation": "tanh"}, {"model__dropout": 0.3},
+                 {"model__max_norm": 2.0}, {}, {"optimizer__learning_rate": 0.2},
+                 {"model__dropout": 0.6}, {"model__max_norm": 3}):
         seen.append(_fit(KerasClassifier(model=mlp, **{**base, **more}), X, y)[2].trace)
-    assert seen == ["new"] * 5 + ["reused"] * 2
+    # a dropout rate or max-norm limit is a variable of the trace: only their presence counts
+    assert seen == ["new"] * 7 + ["reused"] * 4
 
 
 def _custom_loss(y_true: Any, y_pred: Any) -> Any:

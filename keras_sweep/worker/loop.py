@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from .._compat import ArrayInputs, array_data_adapter, array_inputs, build_for_training
+from .._compat import ArrayInputs, all_layers, array_data_adapter, array_inputs, build_for_training
 from .paths import FitPath
 
 #: arguments of ``Model.fit`` that leave the loop when given (with their "unset" value)
@@ -116,7 +116,7 @@ def epoch_orders(dataset: Any) -> Iterator[Any]:
 
 def random_layers(model: Any) -> list[str]:
     """Names of ``model``'s layers that draw random numbers while training (e.g. Dropout)."""
-    return [layer.name for layer in getattr(model, "_flatten_layers", lambda: [])()
+    return [layer.name for layer in (all_layers(model) if hasattr(model, "layers") else [])
             if getattr(layer, "seed_generator", None) is not None]
 
 

@@ -40,10 +40,12 @@ import numpy as np
 
 from .._compat import (
     ArrayInputs,
+    all_layers,
     array_data_adapter,
     array_inputs,
     build_for_training,
     compile_arguments,
+    dropout_with_tensors,
 )
 
 #: templates kept per worker thread (least recently used dropped first)
@@ -68,12 +70,18 @@ class Template:
     predicts: dict[int, Callable[[Any], Any]] = field(default_factory=dict)
     #: the model whose state the template holds now (weakly: the fit owns it)
     owner: Any = None
+    #: settings the trace reads from variables (dropout rates, max-norm limits):
+    #: each sets its variable from the fit's model
+    knobs: list[Callable[[Any], None]] = field(default_factory=list)
 
     def load(self, model: Any) -> None:
-        """Copy ``model``'s state (weights, seed states, optimizer slots) into the template."""
+        """Copy ``model``'s state (weights, seed states, optimizer slots) and settings
+        (dropout rates, max-norm limits) into the template."""
         _build_optimizer(model)
         _copy(model.variables, self.model.variables)
         _copy(model.optimizer.variables, self.model.optimizer.variables)
+        for knob in self.knobs:
+            knob(model)
         self.owner = weakref.ref(model)
 
     def store(self, model: Any) -> None:
@@ -212,10 +220,21 @@ def _custom_modules(config: Any) -> set[str]:
 
 
 def _scrub(config: Any) -> Any:
-    """``config`` without names, seeds and initializers (they set no part of the graph)."""
+    """``config`` without names, seeds and initializers (they set no part of the graph),
+    and without the settings a template reads from variables (:func:`_knobs`): a
+    ``Dropout``'s rate (only whether it is 0, 1 or between) and a ``MaxNorm``'s limit."""
     if isinstance(config, dict):
-        return {k: _scrub(v) for k, v in config.items()
+        kept = {k: _scrub(v) for k, v in config.items()
                 if k not in INITIAL_ONLY and not k.endswith("initializer")}
+        inner = kept.get("config")
+        if config.get("module") == "keras.layers" and config.get("class_name") == "Dropout" \
+                and isinstance(inner, dict) and isinstance(inner.get("rate"), (int, float)):
+            rate = inner["rate"]
+            kept["config"] = {**inner, "rate": rate if rate in (0, 1) else "in (0, 1)"}
+        if config.get("module") == "keras.constraints" and config.get("class_name") == "MaxNorm" \
+                and isinstance(inner, dict):
+            kept["config"] = {k: v for k, v in inner.items() if k != "max_value"}
+        return kept
     if isinstance(config, (list, tuple)):
         return [_scrub(v) for v in config]
     return config
@@ -294,7 +313,60 @@ def _make(model: Any, inputs: ArrayInputs, xla: bool) -> Template | None:
             or [tuple(v.shape) for v in clone.optimizer.variables]
             != [tuple(v.shape) for v in model.optimizer.variables]):
         return None
-    return Template(clone, epoch_function(clone, data, size, xla), size)
+    knobs = _knobs(clone, model)
+    if knobs is None:
+        return None
+    return Template(clone, epoch_function(clone, data, size, xla), size, knobs=knobs)
+
+
+def _knobs(template: Any, model: Any) -> list[Callable[[Any], None]] | None:
+    """Turn ``template``'s dropout rates and max-norm limits into variables.
+
+    A grid over dropout or max-norm would otherwise trace once per value (they
+    are constants in Keras' graph). Each ``Dropout`` of the template with a rate
+    strictly between 0 and 1 computes with its rate read from a variable
+    (:func:`sweep._compat.dropout_with_tensors`: TensorFlow's operations in
+    order, so bitwise the layer's own), each ``MaxNorm`` constraint with its
+    limit. Returns one setter per variable, each taking the fit's model (whose
+    layers and variables line up with the template's); None if they do not.
+    """
+    import keras
+    import tensorflow as tf
+
+    knobs: list[Callable[[Any], None]] = []
+    mine, theirs = all_layers(template), all_layers(model)
+    if [type(a) for a in mine] != [type(b) for b in theirs]:
+        return None
+    for index, layer in enumerate(mine):
+        if type(layer) is keras.layers.Dropout and 0 < layer.rate < 1:
+            rate = tf.Variable(np.float32(layer.rate), trainable=False)
+            scale = tf.Variable(np.float32(1 / (1 - layer.rate)), trainable=False)
+
+            def call(inputs: Any, training: bool = False, layer: Any = layer, rate: Any = rate,
+                     scale: Any = scale) -> Any:
+                if training and layer.rate > 0:
+                    return dropout_with_tensors(layer, inputs, rate, scale)
+                return inputs
+
+            def set_rate(model: Any, index: int = index, rate: Any = rate,
+                         scale: Any = scale) -> None:
+                value = float(all_layers(model)[index].rate)
+                rate.assign(np.float32(value))
+                scale.assign(np.float32(1 / (1 - value)))
+
+            layer.call = call
+            knobs.append(set_rate)
+    for index, variable in enumerate(template.variables):
+        constraint = variable.constraint
+        if type(constraint) is keras.constraints.MaxNorm:
+            limit = tf.Variable(np.float32(constraint.max_value), trainable=False)
+            constraint.max_value = limit
+
+            def set_limit(model: Any, index: int = index, limit: Any = limit) -> None:
+                limit.assign(np.float32(model.variables[index].constraint.max_value))
+
+            knobs.append(set_limit)
+    return knobs
 
 
 def epoch_function(model: Any, data: Any, size: int, xla: bool) -> Callable[[Any, Any], None]:
