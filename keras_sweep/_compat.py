@@ -14,6 +14,7 @@ assumes beyond the public API.
 from __future__ import annotations
 
 import contextlib
+import random
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -236,6 +237,64 @@ def keras_seed_source(new: Any = None) -> Any:
     if new is not None:
         module.python_random = new
     return old
+
+
+@touch("keras|tensorflow", "keras 3.15.1 with tensorflow 2.21.0",
+       "keras.utils.set_random_seed seeds TensorFlow through tf.random.set_seed, which in "
+       "eager mode is Context._set_global_seed: Context._seed = seed, Context._rng = "
+       "random.Random(seed), then TFE_ContextClearCaches (every cached kernel and function "
+       "instantiation dropped)")
+def set_random_seed(seed: int, clear_kernels: bool = True) -> None:
+    """``keras.utils.set_random_seed(seed)``; with ``clear_kernels`` False, TensorFlow's
+    global seed is set without clearing its kernel cache.
+
+    The cache holds each traced function's instantiation (Grappler's rewrite of
+    the graph: ~0.25 s for sweep's epoch function) and the state of stateful
+    random kernels (``tf.random.uniform``...). Clearing it restarts those
+    kernels' streams; where none can be cached (:mod:`sweep.worker.seeding`
+    watches for them), keeping it changes nothing but the time.
+    """
+    import keras
+
+    if clear_kernels:
+        keras.utils.set_random_seed(seed)
+        return
+    import tensorflow as tf
+    from tensorflow.python.eager import context
+
+    real = tf.random.set_seed
+
+    def seed_only(value: int) -> None:
+        ctx = context.context()
+        if not ctx.executing_eagerly():
+            real(value)
+            return
+        ctx._seed = value
+        ctx._rng = random.Random(value)
+
+    tf.random.set_seed = seed_only
+    try:
+        keras.utils.set_random_seed(seed)
+    finally:
+        tf.random.set_seed = real
+
+
+@touch("tensorflow|tensorflow-cpu", ">=2.16, tested 2.21.0",
+       "tensorflow.python.framework.op_callbacks.add_op_callback(fn): fn(op_type, inputs, "
+       "attrs, outputs, op_name, graph) runs, in the calling thread, after each op executed "
+       "eagerly or added to a graph; attrs alternates names and values")
+def watch_ops(callback: Callable[[str, tuple[str, ...], str | None], None]) -> None:
+    """Call ``callback(op_type, attribute names, graph name or None)`` for every op this
+    thread runs eagerly or adds to a graph from now on."""
+    from tensorflow.python.framework import op_callbacks
+
+    def seen(op_type: Any, inputs: Any, attrs: Any, outputs: Any, op_name: Any = None,
+             graph: Any = None) -> None:
+        names = tuple(attrs[::2]) if attrs else ()
+        callback(str(op_type), names,
+                 None if graph is None else str(getattr(graph, "name", "graph")))
+
+    op_callbacks.add_op_callback(seen)
 
 
 @touch("keras", ">=3.0, tested 3.15.1",

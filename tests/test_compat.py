@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -316,6 +317,53 @@ def test_dropout_from_tensors_equals_keras_dropout_bitwise():
             np.testing.assert_array_equal(outputs[0], outputs[1], err_msg=str(rate))
             np.testing.assert_array_equal(grads[0], grads[1], err_msg=str(rate))
             assert not np.array_equal(outputs[0][0], outputs[0][1])
+
+
+@probe("set_random_seed")
+def test_keeping_kernels_keeps_a_stateful_kernels_stream_and_clearing_restarts_it():
+    import keras
+    import tensorflow as tf
+
+    with upstream("set_random_seed"):
+        keras.utils.set_random_seed(1)
+        first = tf.random.uniform([4]).numpy()
+        _compat.set_random_seed(1, clear_kernels=False)
+        assert not np.array_equal(first, tf.random.uniform([4]).numpy())  # the kernel went on
+        _compat.set_random_seed(1, clear_kernels=False)
+        _compat.set_random_seed(1, clear_kernels=True)
+        np.testing.assert_array_equal(first, tf.random.uniform([4]).numpy())
+        # the global seed and the op seeds drawn after it are set either way
+        _compat.set_random_seed(2, clear_kernels=True)
+        full = [tf.compat.v1.get_seed(None) for _ in range(3)]
+        _compat.set_random_seed(2, clear_kernels=False)
+        assert [tf.compat.v1.get_seed(None) for _ in range(3)] == full and full[0][0] == 2
+        assert tf.random.set_seed.__module__.startswith("tensorflow")  # put back
+
+
+@probe("watch_ops")
+def test_op_watch_sees_eager_and_traced_ops_with_their_attributes():
+    import tensorflow as tf
+
+    with upstream("watch_ops"):
+        seen: list = []
+
+        def run() -> None:
+            _compat.watch_ops(lambda op, attributes, graph: seen.append((op, attributes,
+                                                                         graph)))
+            tf.random.uniform([2])
+            tf.function(lambda: tf.random.normal([2]))()
+            tf.random.stateless_uniform([2], seed=[1, 2])
+
+        thread = threading.Thread(target=run)  # the watch is this thread's only
+        thread.start()
+        thread.join()
+        tf.random.uniform([2])
+        assert ("RandomUniform", ("seed", "seed2", "dtype", "T"), None) in [
+            (op, tuple(sorted(a, key=("seed", "seed2", "dtype", "T").index)), g)
+            for op, a, g in seen if op == "RandomUniform"]
+        assert any(op == "RandomStandardNormal" and "seed2" in a and g for op, a, g in seen)
+        assert [op for op, *_ in seen].count("RandomUniform") == 1
+        assert not any("seed2" in a for op, a, _ in seen if op.startswith("Stateless"))
 
 
 @probe("sequential_has_layers")

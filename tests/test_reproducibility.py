@@ -32,6 +32,25 @@ def test_scores_are_bitwise_identical_across_reruns_and_worker_counts(cancer, ti
     assert first.tobytes() == single.tobytes()
 
 
+def test_a_model_drawing_from_stateful_tf_random_is_reproducible(cancer):
+    """Workers keep TensorFlow's kernel cache between fits while no stateful random
+    kernel ran; a model that draws with ``tf.random.uniform`` clears it again for
+    every fit, so its candidates' numbers do not depend on what ran before on the
+    worker (one worker vs two, every fit of a fold sharing one seed)."""
+    from scikeras.wrappers import KerasClassifier
+    from tiny_models import tf_random_init
+
+    X, y = cancer
+    estimator = KerasClassifier(model=tf_random_init, loss="binary_crossentropy",
+                                optimizer="adam", epochs=2, batch_size=32, verbose=0)
+    with sweep.cluster("local", workers=1, seed=11):
+        single = scores(search(estimator).fit(X, y))
+    with sweep.cluster("local", workers=2, seed=11):
+        double = scores(search(estimator).fit(X, y))
+    assert len(np.unique(single)) > 1
+    assert single.tobytes() == double.tobytes()
+
+
 def test_a_different_seed_changes_the_scores(cancer, tiny_classifier):
     X, y = cancer
     tiny_classifier.set_params(epochs=2, batch_size=32)

@@ -15,6 +15,17 @@ def tiny(meta: dict[str, Any], neurons: int = 2) -> Any:
     ])
 
 
+def tf_random_init(meta: dict[str, Any], neurons: int = 2) -> Any:
+    """:func:`tiny` with its first kernel drawn by ``tf.random.uniform`` (a stateful
+    kernel: its stream goes on between calls unless TensorFlow's seed is set again)."""
+    import tensorflow as tf
+
+    model = tiny(meta, neurons)
+    kernel = model.layers[0].kernel
+    kernel.assign(tf.random.uniform(kernel.shape, -0.5, 0.5))
+    return model
+
+
 def explode(meta: dict[str, Any], neurons: int = 2) -> Any:
     """Fails for neurons == 3: a candidate that always raises."""
     if neurons == 3:

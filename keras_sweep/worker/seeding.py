@@ -15,6 +15,13 @@ Rules:
   (:func:`op_determinism`): it refuses unseeded random ops.
 - **In a fit** (:func:`seeded`), Python, NumPy and Keras are seeded, and Keras
   draws the seeds of unseeded initializers from a private generator.
+- **Kernels kept.** TensorFlow's ``set_seed`` also clears its kernel cache, so
+  every traced function is instantiated (rewritten by Grappler) again: ~0.25 s
+  per fit even for a shared trace. The clear only matters to kernels that keep
+  random state (``tf.random.uniform`` and kin, which take ``seed``/``seed2``
+  attributes; Keras 3 draws with stateless ops). A worker thread watches every
+  op it runs or traces (:func:`kernels_clean`); until one such op has been seen,
+  a fit's seeding keeps the cache, which is then the same as clearing it.
 """
 
 from __future__ import annotations
@@ -23,12 +30,13 @@ import contextlib
 import logging
 import random
 import sys
+import threading
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
-from .._compat import keras_seed_source
+from .._compat import keras_seed_source, set_random_seed, watch_ops
 
 logger = logging.getLogger(__name__)
 
@@ -71,20 +79,51 @@ def op_determinism(seed: int | None, wanted: bool) -> bool:
     return seed is not None and wanted
 
 
-def seed_everything(seed: int) -> None:
+class _Watch(threading.local):
+    installed = False
+
+
+_WATCH = _Watch()
+#: a kernel that may keep random state was run or traced in this process
+_random_kernels_seen: str | None = None
+
+
+def _on_op(op_type: str, attributes: tuple[str, ...], graph: str | None) -> None:
+    global _random_kernels_seen
+    if _random_kernels_seen is None and "seed2" in attributes \
+            and not (graph or "").startswith("Dataset_"):
+        # tf.data's functions get fresh kernels per iterator: their state never carries
+        _random_kernels_seen = op_type
+
+
+def kernels_clean() -> bool:
+    """Whether TensorFlow's kernel cache can hold no random state: no op with a
+    ``seed2`` attribute (the stateful random ops) was run eagerly or traced, outside
+    ``tf.data``, since this thread started watching. The first call in a thread starts
+    the watch and says False (what ran before is unknown)."""
+    if "tensorflow" not in sys.modules:
+        return False
+    if not _WATCH.installed:
+        watch_ops(_on_op)
+        _WATCH.installed = True
+        return False
+    return _random_kernels_seen is None
+
+
+def seed_everything(seed: int, keep_kernels: bool = False) -> None:
     """Seed Python, NumPy and Keras (hence TensorFlow) for one fit.
 
     Keras draws the seeds of unseeded initializers from Python's process-wide
     ``random`` generator, which Dask's own threads in the worker also draw from
     (timings, worker choice) while a fit runs. Seeding it is therefore not
-    enough: Keras gets a private generator, seeded for this fit.
+    enough: Keras gets a private generator, seeded for this fit. With
+    ``keep_kernels`` TensorFlow's kernel cache is not cleared (callers check
+    :func:`kernels_clean`).
     """
     random.seed(seed)
     np.random.seed(seed % 2**32)
     if "keras" in sys.modules:
-        import keras
-
-        keras.utils.set_random_seed(seed)
+        set_random_seed(seed, clear_kernels=not keep_kernels)
         if keras_seed_source(random.Random(seed)) is None:  # pragma: no cover
             logger.warning("sweep: cannot isolate Keras' default seeds; fits may not be exact")
 
@@ -99,7 +138,7 @@ def seeded(seed: int | None, in_worker: bool) -> Iterator[None]:
     """
     saved = None if in_worker else keras_seed_source()
     if seed is not None:
-        seed_everything(seed)
+        seed_everything(seed, keep_kernels=in_worker and kernels_clean())
     try:
         yield
     finally:

@@ -1,0 +1,68 @@
+"""Seeding inside a worker: TensorFlow's kernel cache is kept only while that is exact."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from keras_sweep._compat import keras_seed_source
+from keras_sweep.worker import seeding
+
+
+@pytest.fixture
+def fresh_watch(monkeypatch):
+    """A watch of its own (the module's state is per process and sticky); Keras' seed
+    source put back afterwards (a worker's seeding replaces it for good)."""
+    monkeypatch.setattr(seeding, "_random_kernels_seen", None)
+    monkeypatch.setattr(seeding, "_WATCH", seeding._Watch())
+    import keras  # noqa: F401  (the source is Keras': imported first)
+
+    saved = keras_seed_source()
+    assert saved is not None
+    yield
+    keras_seed_source(saved)
+
+
+def _in_thread(fn):
+    """Run ``fn`` in a new thread (a watch is per thread, as a worker's fit thread)."""
+    out: list = []
+    thread = threading.Thread(target=lambda: out.append(fn()))
+    thread.start()
+    thread.join()
+    return out[0]
+
+
+def test_stateless_keras_work_keeps_the_cache_and_a_stateful_op_ends_that(fresh_watch):
+    import keras
+    import tensorflow as tf
+
+    def fits() -> list:
+        states = []
+        for _ in range(3):
+            states.append(seeding.kernels_clean())
+            with seeding.seeded(7, in_worker=True):
+                model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2),
+                                          keras.layers.Dropout(0.5), keras.layers.Dense(1)])
+                model.compile("adam", "mse")
+                model.fit(np.ones((8, 3)), np.ones(8), epochs=1, verbose=0)  # tf.data inside
+        return states
+
+    assert _in_thread(fits) == [False, True, True]  # the first fit of a thread clears
+
+    def stateful() -> list:
+        seeding.kernels_clean()
+        drawn = []
+        for _ in range(2):
+            with seeding.seeded(7, in_worker=True):
+                drawn.append(tf.random.uniform([3]).numpy())
+        return drawn
+
+    # a stateful random op, now seen: every later fit clears, so each draws the same
+    a, b = _in_thread(stateful)
+    assert seeding._random_kernels_seen == "RandomUniform"
+    np.testing.assert_array_equal(a, b)
+    assert _in_thread(seeding.kernels_clean) is False  # a new thread starts its watch
+    assert _in_thread(lambda: (seeding.kernels_clean(), seeding.kernels_clean())) == (
+        False, False)  # and stays unclean: the stateful op was seen in this process
