@@ -3,12 +3,18 @@ cluster equal to their ``n_jobs=1`` run, resumable from the journal."""
 
 from __future__ import annotations
 
+import os
+import signal
+import threading
+import time
+
 import numpy as np
 import pytest
 from conftest import scores
 from sklearn.experimental import enable_halving_search_cv  # noqa: F401
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import (
+    GridSearchCV,
     HalvingGridSearchCV,
     HalvingRandomSearchCV,
     RandomizedSearchCV,
@@ -121,6 +127,79 @@ def test_each_kind_on_the_cluster_equals_its_serial_run_and_resumes(cancer, tiny
                 assert fits and all(f.resumed == (run == 1) for f in fits), kind
                 if kind.startswith("halving"):
                     assert len({f.n_candidates for f in fits}) == len(search.n_candidates_)
+
+
+@pytest.mark.slow
+def test_multi_metric_refit_by_name_train_scores_and_a_list_of_grids(cancer, tiny_classifier):
+    """scikit-learn's multi-metric search (``refit`` naming a metric, train scores, a
+    list of grids) on the cluster: every per-fold test and train score of every metric
+    equal to ``n_jobs=1``, the same best candidate and refitted model."""
+    X, y = cancer
+    tiny_classifier.set_params(epochs=2, batch_size=32, random_state=5)
+
+    def make() -> GridSearchCV:
+        return GridSearchCV(
+            tiny_classifier, [{"model__neurons": [1, 2]}, {"model__neurons": [3],
+                                                           "batch_size": [16, 64]}],
+            scoring={"acc": "accuracy", "auc": "roc_auc"}, refit="auc",
+            return_train_score=True, cv=_cv(3), n_jobs=-1)
+
+    serial = make().set_params(n_jobs=1).fit(X, y)
+    with sweep.cluster("local", workers=2, seed=11) as session:
+        swept = make().fit(X, y)
+        fits = [f for f in session.fits if not f.refit]
+    keys = sorted(k for k in serial.cv_results_ if k.startswith("split"))
+    assert len(keys) == 3 * 2 * 2  # folds x (test, train) x metrics
+    for key in keys:
+        np.testing.assert_array_equal(swept.cv_results_[key], serial.cv_results_[key],
+                                      err_msg=key)
+    assert len(fits) == 4 * 3 and len(np.unique(swept.cv_results_["split0_test_auc"])) > 1
+    assert swept.best_params_ == serial.best_params_
+    assert swept.best_score_ == serial.best_score_
+    np.testing.assert_array_equal(swept.predict_proba(X), serial.predict_proba(X))
+
+
+@pytest.mark.slow
+def test_a_halving_search_survives_a_killed_worker(cancer, tiny_classifier):
+    """A worker SIGKILLed mid-fit in a halving search over epochs: the fit it ran is
+    retried, no other fit loses a run, and every rung's scores equal a fault-free run."""
+    X, y = cancer
+    tiny_classifier.set_params(batch_size=8, random_state=5)
+
+    def make() -> HalvingRandomSearchCV:
+        return HalvingRandomSearchCV(
+            tiny_classifier, {"model__neurons": [1, 2, 3, 4, 5, 6]}, resource="epochs",
+            max_resources=8, min_resources=2, factor=2, n_candidates=6, cv=_cv(),
+            random_state=3, n_jobs=-1)
+
+    with sweep.cluster("local", workers=2, seed=11) as session:
+        clean = scores(make().fit(X, y))
+        first = len(session.fits)
+        killed: list = []
+
+        def kill_a_busy_worker() -> None:
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline and not killed:
+                busy = [a for a, keys in session.client.processing().items()
+                        if any("fit_and_score" in str(k) for k in keys)]
+                if busy and len(session.fits) > first + 6:  # in the second rung
+                    pid = session.worker_reports()[busy[0]]["pid"]
+                    os.kill(pid, signal.SIGKILL)
+                    killed.extend([pid, busy[0]])
+                time.sleep(0.05)
+
+        killer = threading.Thread(target=kill_a_busy_worker)
+        killer.start()
+        faulty = scores(make().fit(X, y))
+        killer.join()
+        fits = session.fits[first:]
+    assert killed, "no worker was killed"
+    assert not [f for f in fits if f.fit_error]
+    # the fit the worker ran (if its fit had not just ended) lost a run; no other did
+    retried = [f for f in fits if f.lost_runs]
+    assert len(retried) <= 1 and all(f.lost_runs[0]["worker"] == killed[1] for f in retried), [
+        f.lost_runs for f in retried]
+    np.testing.assert_array_equal(faulty, clean)
 
 
 @pytest.mark.slow
