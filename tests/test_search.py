@@ -141,7 +141,7 @@ def test_multi_metric_refit_by_name_train_scores_and_a_list_of_grids(cancer, tin
         return GridSearchCV(
             tiny_classifier, [{"model__neurons": [1, 2]}, {"model__neurons": [3],
                                                            "batch_size": [16, 64]}],
-            scoring={"acc": "accuracy", "auc": "roc_auc"}, refit="auc",
+            scoring={"acc": "accuracy", "f1": "f1"}, refit="f1",
             return_train_score=True, cv=_cv(3), n_jobs=-1)
 
     serial = make().set_params(n_jobs=1).fit(X, y)
@@ -153,7 +153,7 @@ def test_multi_metric_refit_by_name_train_scores_and_a_list_of_grids(cancer, tin
     for key in keys:
         np.testing.assert_array_equal(swept.cv_results_[key], serial.cv_results_[key],
                                       err_msg=key)
-    assert len(fits) == 4 * 3 and len(np.unique(swept.cv_results_["split0_test_auc"])) > 1
+    assert len(fits) == 4 * 3 and len(np.unique(swept.cv_results_["split0_test_f1"])) > 1
     assert swept.best_params_ == serial.best_params_
     assert swept.best_score_ == serial.best_score_
     np.testing.assert_array_equal(swept.predict_proba(X), serial.predict_proba(X))

@@ -129,8 +129,11 @@ def test_data_crosses_the_network_once_per_worker_not_per_fit(ssh_session, hosts
           f"{ {get_address_host(a): round(b / 1e6, 1) for a, b in per_worker.items()} } MB")
     assert np.isfinite(search.cv_results_["mean_test_score"]).all()
     assert shared >= data  # X and y travel as shared data, not inside each fit's task
-    # one copy per worker (+ the copy the scheduler receives), not one per fit
-    assert sum(into_hosts.values()) < (n_workers + 1.5) * shared < n_fits * data / 3
+    # one copy per worker (+ the copy the scheduler receives with the small task that
+    # returns it, + at most one more when the scheduler's work stealing moves that task,
+    # which has no dependencies, before it ran: seen once in CI, 4.77 copies), not one
+    # per fit (18 copies here)
+    assert sum(into_hosts.values()) < (n_workers + 2.5) * shared < n_fits * data / 2
     assert all(b <= 1.05 * shared for b in per_worker.values())
 
 
