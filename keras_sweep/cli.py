@@ -27,6 +27,9 @@ examples:
   sweep run spec.yaml --cluster cluster/slurm.yaml
                                           a cluster profile: its cluster: section wins
   sweep batch spec.yaml --submit --wait   the whole sweep inside one SLURM allocation
+  sweep run spec.yaml --cluster cluster/ec2.yaml --yes
+                                          AWS EC2 instances, always terminated at the end
+  sweep cloud list --region eu-west-1     instances of sweep runs still live
 """
 
 EXIT_OK, EXIT_FAILED_FITS, EXIT_BAD_INPUT = 0, 1, 2
@@ -84,7 +87,35 @@ def build_parser() -> argparse.ArgumentParser:
     refine.add_argument("--write", metavar="SPEC", help="where to write the new spec "
                         "(default: RESULTS-fine.yaml beside the results folder)")
     refine.add_argument("--run", action="store_true", help="run the finer sweep right away")
+    _add_cloud(sub)
     return parser
+
+
+def _add_cloud(sub: Any) -> None:
+    cloud = sub.add_parser(
+        "cloud", help="EC2 instances of sweep runs: list, clean up; a worker image's pins",
+        description="Every EC2 instance sweep starts carries the tags sweep:run, sweep:owner, "
+        "sweep:created, sweep:spec and sweep:expires. A sweep terminates its own instances "
+        "however it ends; after a crash or a SIGKILL these commands find and remove them.")
+    verbs = cloud.add_subparsers(dest="verb", metavar="VERB", required=True)
+    listing = verbs.add_parser("list", help="live instances of sweep runs in a region")
+    cleanup = verbs.add_parser(
+        "cleanup", help="terminate instances of sweep runs, and delete their security groups",
+        description="Terminate live instances of sweep runs: of one run (--run), older than a "
+        "duration (--older-than), past their run's hours (--expired), or all (--all); the "
+        "choices combine (all must hold).")
+    for verb in (listing, cleanup):
+        verb.add_argument("--region", help="AWS region (default: AWS_DEFAULT_REGION)")
+    cleanup.add_argument("--run", metavar="ID", help="the run id (printed at launch, tag "
+                         "sweep:run)")
+    cleanup.add_argument("--older-than", metavar="AGE", help="created longer ago than AGE "
+                         "(90m, 2h, 1d)")
+    cleanup.add_argument("--expired", action="store_true",
+                         help="past the run's expiry (its profile's hours)")
+    cleanup.add_argument("--all", action="store_true", dest="everything",
+                         help="every instance of every sweep run in the region")
+    verbs.add_parser("requirements", help="print the pins of a worker image: this machine's "
+                     "versions (see cluster/ec2/Dockerfile)")
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
@@ -100,6 +131,8 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mlflow", metavar="URI",
                    help="log the sweep to this MLflow tracking server (one parent run, one "
                    "child run per candidate); experiment: --set tracking.experiment=NAME")
+    p.add_argument("--yes", action="store_true",
+                   help="ec2: start the instances without asking (needed when not interactive)")
     p.add_argument("--no-report", action="store_true",
                    help="do not write report.html (default: live while the sweep runs, "
                    "final at its end)")
@@ -239,6 +272,12 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _report(args)
     if args.command == "batch":
         return _batch(args)
+    if args.command == "cloud":
+        return _cloud(args)
+    if getattr(args, "yes", False):
+        import dask.config
+
+        dask.config.set({"sweep.ec2.assume-yes": True})
     source = specmod.demo_spec() if args.command == "demo" or not args.spec else args.spec
     spec = _load(source, args)
     return _run(spec, progress=not args.no_progress)
@@ -260,6 +299,20 @@ def _batch(args: argparse.Namespace) -> int:
     log = script.parent / f"sweep-{job_id}.log"
     print(f"sweep: job {job_id} ended with exit code {code}; log: {log}")
     return EXIT_OK if code == 0 else EXIT_FAILED_FITS
+
+
+def _cloud(args: argparse.Namespace) -> int:
+    from .clusters import cloud
+
+    if args.verb == "list":
+        lines = cloud.list_lines(args.region)
+    elif args.verb == "cleanup":
+        lines = cloud.cleanup_lines(args.region, args.run, args.older_than, args.expired,
+                                    args.everything)
+    else:
+        lines = cloud.requirements_lines()
+    print("\n".join(lines))
+    return EXIT_OK
 
 
 def _report(args: argparse.Namespace) -> int:

@@ -75,6 +75,8 @@ class Settings:
     report_interval: float = 5.0
     #: fits of one kind of model reuse one traced loop in a worker
     share_traces: bool = True
+    #: the sweep's name (a spec's ``name``): tags cloud resources, names jobs
+    name: str = "sweep"
     #: the backend's own options: explicit values over ``sweep.<backend>.*``
     options: Mapping[str, Any] = field(default_factory=dict)
 
@@ -167,6 +169,7 @@ def resolve(**explicit: Any) -> Settings:
         tls=bool(pick("tls")),
         tls_valid_days=float(pick("tls_valid_days")),
         report_interval=float(pick("report_interval") or 0),
+        name=str(explicit.get("name") or "sweep"),
         options=MappingProxyType(_backend_options(backend, explicit)),
     )
 

@@ -71,7 +71,7 @@ def run(spec: Spec, *, progress: bool = True, echo: Callable[[str], None] = prin
             with cluster(seed=spec.seed, progress=progress, journal=journal,
                          max_retries=spec.max_retries, fast_path=spec.fast_path,
                          compiled_loop=spec.compiled_loop, xla=spec.xla,
-                         fail_on_nan=spec.fail_on_nan,
+                         fail_on_nan=spec.fail_on_nan, name=spec.name,
                          **spec.cluster) as own:
                 return _fit(spec, own, dataset, search, echo, start)
         except KeyboardInterrupt as exc:

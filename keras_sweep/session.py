@@ -112,6 +112,7 @@ def cluster(
     fail_on_nan: bool | None = None,
     mlflow: str | None = None,
     mlflow_experiment: str = "sweep",
+    name: str | None = None,
     **backend_options: Any,
 ) -> Iterator[Session]:
     """Run every joblib-parallel fit inside the block on an isolated Dask cluster.
@@ -167,6 +168,8 @@ def cluster(
         Needs ``pip install 'keras-sweep[mlflow]'``.
     mlflow_experiment : str
         The MLflow experiment's name (default ``"sweep"``).
+    name : str, optional
+        The sweep's name, for the resources a backend tags (EC2 instances).
     **backend_options
         Options of the backend, e.g. ``address=`` for ``"attach"``, ``hosts=``
         for ``"ssh"``, ``queue=`` for ``"slurm"``.
@@ -186,7 +189,8 @@ def cluster(
         backend=backend, workers=workers, threads_per_worker=threads_per_worker,
         recycle_after_fits=recycle_after_fits, recycle_above_memory=recycle_above_memory,
         keras_backend=keras_backend, max_retries=max_retries, fast_path=fast_path,
-        compiled_loop=compiled_loop, xla=xla, fail_on_nan=fail_on_nan, **backend_options)
+        compiled_loop=compiled_loop, xla=xla, fail_on_nan=fail_on_nan, name=name,
+        **backend_options)
     tracking = None
     if mlflow is not None:
         tracking = TrackingConfig(mlflow, mlflow_experiment)
@@ -278,6 +282,14 @@ def _connect(started: clusters.Started, settings: Settings) -> Client:
             "  Fix: raise sweep.cluster.startup-timeout (e.g. DASK_SWEEP__CLUSTER__"
             "STARTUP_TIMEOUT=600 for a busy queue) or look at the worker logs above."
         ) from exc
+    if started.check_versions is not None:
+        from .clusters.versions import check_workers
+
+        try:
+            check_workers(client, started.check_versions)
+        except BaseException:
+            client.close()
+            raise
     return client
 
 

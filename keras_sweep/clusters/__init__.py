@@ -63,6 +63,10 @@ class Started:
     #: workers' config from this process's config at that time
     config: dict[str, Any] = field(default_factory=dict)
     cleanup: Callable[[], None] | None = None
+    #: workers that do not come from this machine's Python (an image): once they
+    #: have connected, their package versions are compared with ours; the value
+    #: says how to install a package there (``"... pip install"``)
+    check_versions: str | None = None
 
 
 def known_backends() -> list[str]:

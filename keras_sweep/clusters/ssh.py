@@ -35,6 +35,7 @@ from ..config import Settings
 from ..exceptions import ClusterError, SpecError
 from . import Started, tls
 from .environment import nanny_config, settings_environment
+from .versions import PACKAGE, PROBE, check_versions, local_versions
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -44,33 +45,6 @@ OPTIONS = frozenset({"hosts", "scheduler", "user", "port", "key", "known_hosts",
                      "remote_python", "workers_per_host", "interface", "scheduler_port",
                      "dashboard_address", "connect_timeout", "remote_tls_dir", "tls",
                      "memory_limit"})
-#: the import name of this package, as the hosts must import it
-PACKAGE = __name__.split(".")[0]
-
-#: Packages whose versions must be equal here and on every host (pickles cross).
-MUST_MATCH = ("dask", "distributed", "cloudpickle", "msgpack", "numpy", "scikit-learn",
-              "keras", "scikeras")
-
-#: Run by the remote Python (and here): prints the versions that must match as JSON.
-PROBE = f"""\
-import json, sys
-from importlib import metadata
-out = {{"python": "%d.%d" % sys.version_info[:2], "executable": sys.executable}}
-for name in {MUST_MATCH!r}:
-    try:
-        out[name] = metadata.version(name)
-    except Exception:
-        out[name] = None
-try:
-    import {PACKAGE} as sweep
-    out["sweep"] = sweep.__version__
-except Exception as exc:
-    out["sweep"] = None
-    out["sweep_error"] = repr(exc)
-print(json.dumps(out))
-"""
-
-
 @dataclass(frozen=True)
 class SshOptions:
     """Every setting of the ssh backend, resolved from keywords and ``sweep.ssh.*``."""
@@ -216,17 +190,6 @@ async def _connect(host: str, opts: SshOptions) -> Any:
             f"{opts.port} through; try: {ssh} true") from exc
 
 
-def local_versions() -> dict[str, Any]:
-    """The versions :data:`PROBE` reports, for this Python."""
-    import contextlib
-    import io
-
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        exec(PROBE, {})
-    return dict(json.loads(out.getvalue()))
-
-
 async def _probe(conn: Any, host: str, opts: SshOptions) -> dict[str, Any]:
     result = await conn.run(f"{shlex.quote(opts.remote_python)} -c {shlex.quote(PROBE)}")
     if result.exit_status in (126, 127):
@@ -243,28 +206,6 @@ async def _probe(conn: Any, host: str, opts: SshOptions) -> dict[str, Any]:
             f"(exit {result.exit_status}): {str(result.stderr).strip()[-500:]}\n"
             f"  Fix: check that {opts.remote_python} -c 'import {PACKAGE}' works on {host}"
         ) from None
-
-
-def check_versions(host: str, here: dict[str, Any], there: dict[str, Any],
-                   remote_python: str) -> None:
-    """Raise if a package is missing on ``host`` or its version differs from here."""
-    if there.get("sweep") is None:
-        raise ClusterError(
-            f"host {host}: {remote_python} cannot import {PACKAGE} "
-            f"({there.get('sweep_error', 'not installed')}).\n"
-            f"  Fix: pip install the same keras-sweep on {host} (pip install keras-sweep=="
-            f"{here['sweep']}, or pip install -e . in a shared checkout), or point "
-            "remote_python: at the Python that has it")
-    names = ("python", "sweep", *MUST_MATCH)
-    differ = {n: (here.get(n), there.get(n)) for n in names if here.get(n) != there.get(n)}
-    if differ:
-        rows = "; ".join(f"{n}: here {a}, there {b}" for n, (a, b) in differ.items())
-        pins = " ".join(f"{n}=={a}" for n, (a, _) in differ.items()
-                        if a is not None and n not in ("python", "sweep"))
-        raise ClusterError(
-            f"host {host}: package versions differ from this machine ({rows}).\n"
-            f"  Fix: install the same versions on every host, e.g. on {host}: "
-            f"{remote_python} -m pip install {pins or 'keras-sweep==' + str(here['sweep'])}")
 
 
 async def _ship(conn: Any, files: tls.TlsFiles, roles: list[str], remote_dir: str) -> None:
@@ -287,7 +228,8 @@ async def _prepare_host(host: str, opts: SshOptions, here: dict[str, Any],
                         files: tls.TlsFiles | None) -> None:
     conn = await _connect(host, opts)
     async with conn:
-        check_versions(host, here, await _probe(conn, host, opts), opts.remote_python)
+        check_versions(f"host {host}", here, await _probe(conn, host, opts),
+                       f"{opts.remote_python} -m pip install")
         if files is not None:
             await _ship(conn, files, _roles(host, opts), opts.remote_tls_dir)
 
