@@ -274,13 +274,12 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _batch(args)
     if args.command == "cloud":
         return _cloud(args)
-    if getattr(args, "yes", False):
-        import dask.config
+    import dask.config
 
-        dask.config.set({"sweep.ec2.assume-yes": True})
     source = specmod.demo_spec() if args.command == "demo" or not args.spec else args.spec
-    spec = _load(source, args)
-    return _run(spec, progress=not args.no_progress)
+    with dask.config.set({"sweep.ec2.assume-yes": True} if args.yes else {}):
+        spec = _load(source, args)
+        return _run(spec, progress=not args.no_progress)
 
 
 def _batch(args: argparse.Namespace) -> int:

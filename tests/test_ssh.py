@@ -290,11 +290,13 @@ def test_workers_that_cannot_start_name_the_fix(options):
 
 
 def test_version_mismatch_names_the_packages_and_the_fix():
-    from keras_sweep.clusters.ssh import check_versions, local_versions
+    from keras_sweep.clusters.versions import check_versions, local_versions
 
     here = local_versions()
     there = {**here, "distributed": "2023.1.0"}
-    with pytest.raises(ClusterError, match=r"distributed: here .*, there 2023\.1\.0(.|\n)*"
-                                           r"Fix: .*pip install distributed=="):
-        check_versions("10.0.0.9", here, there, "/usr/bin/python3")
-    check_versions("10.0.0.9", here, dict(here), "/usr/bin/python3")  # equal: fine
+    install = "/usr/bin/python3 -m pip install"
+    with pytest.raises(ClusterError, match=r"host 10\.0\.0\.9: package versions differ"
+                                           r"(.|\n)*distributed: here .*, there 2023\.1\.0(.|\n)*"
+                                           r"Fix: .*python3 -m pip install distributed=="):
+        check_versions("host 10.0.0.9", here, there, install)
+    check_versions("host 10.0.0.9", here, dict(here), install)  # equal: fine

@@ -179,8 +179,8 @@ def _confirm(run: Ec2Plan, yes: bool) -> None:
         return
     if not sys.stdin.isatty():
         raise ClusterError(f"not starting {run.instances} EC2 instances without a yes.\n"
-                           "  Fix: pass --yes (or assume_yes: true in the cluster profile) to start "
-                           "them without asking")
+                           "  Fix: pass --yes (or assume_yes: true in the cluster profile) to "
+                           "start them without asking")
     answer = input(f"Start {run.instances} instances? [y/N] ").strip().lower()
     if answer not in ("y", "yes"):
         raise ClusterError("not confirmed: nothing was started.\n  Fix: answer y, or pass "

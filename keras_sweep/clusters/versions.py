@@ -88,8 +88,11 @@ def check_versions(where: str, here: dict[str, Any], there: dict[str, Any],
             f"{install} {wanted or 'keras-sweep==' + str(here['sweep'])}")
 
 
-def check_workers(client: Any, install: str) -> None:
-    """Ask every connected worker for its versions; raise on the first mismatch."""
-    here = local_versions()
+def check_workers(client: Any, install: str, here: dict[str, Any] | None = None) -> None:
+    """Ask every connected worker for its versions; raise on the first mismatch.
+
+    ``here`` defaults to :func:`local_versions` of this process.
+    """
+    here = here or local_versions()
     for address, there in sorted(client.run(local_versions).items()):
         check_versions(f"worker {address}", here, there, install)
