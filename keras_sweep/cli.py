@@ -56,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
                               description="Validate a spec and load its data, without starting "
                               "a cluster. Exit code 0 if valid, 2 otherwise.")
     validate.add_argument("spec", help="path of the YAML spec")
+    _add_spec_options(validate)
     batch = sub.add_parser(
         "batch", help="write (and submit) a SLURM script that runs the whole sweep in one "
         "allocation", description="Write OUTPUT/sweep-batch.sh: a SLURM batch script whose "
@@ -256,7 +257,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     from . import spec as specmod
 
     if args.command == "validate":
-        spec = specmod.load(args.spec)
+        spec = _load(args.spec, args)
         from .runner import prepare
 
         dataset, _ = prepare(spec, echo=lambda _: None)  # the data checks too

@@ -164,6 +164,28 @@ def test_no_scheduler_in_time_terminates_every_instance_it_requested(aws, tmp_pa
     inherited = user_data.split('DASK_INTERNAL_INHERIT_CONFIG="')[1].split('"')[0]
     config = base64.b64decode(inherited).decode()
     assert "require-encryption" in config and "BEGIN CERTIFICATE" in config
+    # safety nets of a killed driver: an idle scheduler closes, its instance terminates
+    assert "--idle-timeout 30m" in user_data and run["InstanceInitiatedShutdownBehavior"] \
+        == "terminate"
+
+
+def test_private_ip_instances_get_no_public_address(aws, tmp_path, monkeypatch, capsys):
+    """In this process: EC2Cluster's process-wide TLS settings are undone afterwards."""
+    import dask.config
+    import dask_cloudprovider.generic.vmcluster as vmcluster
+
+    from keras_sweep.cli import main
+
+    monkeypatch.setattr(vmcluster, "is_socket_open", lambda ip, port: False)
+    path = _profile(tmp_path, use_private_ip=True, allow_from="10.1.2.3/32")
+    with dask.config.set({"sweep.cluster.startup-timeout": 2}):
+        code = main(["demo", "--cluster", str(path), "--output", str(tmp_path / "out"),
+                     "--no-progress", "--yes"])
+    assert code == 2 and "did not answer within 2 s" in capsys.readouterr().err
+    [run] = [c for c in _calls(aws) if c["Action"] == "RunInstances"]
+    assert run["NetworkInterface.1.AssociatePublicIpAddress"] == "false"
+    assert all(i["State"]["Name"] == "terminated" for i in _instances())
+    assert not dask.config.get("distributed.comm.require-encryption", False)
 
 
 def test_ctrl_c_while_waiting_terminates_the_instances(aws, tmp_path):
@@ -283,3 +305,16 @@ def test_requirements_pin_the_drivers_versions(capsys):
     for name in ("dask", "distributed", "keras", "scikeras", "scikit-learn", "numpy"):
         assert pins[name] == metadata.version(name)
     assert os.path.exists(TESTS.parent / "cluster" / "ec2" / "Dockerfile")
+
+
+def test_validate_checks_an_ec2_profile_without_any_aws_call(aws, tmp_path, capsys):
+    from keras_sweep import spec as specmod
+    from keras_sweep.cli import main
+
+    demo = str(tmp_path / "demo.yaml")
+    Path(demo).write_text(yaml.safe_dump(specmod.demo_spec()))
+    assert main(["validate", demo, "--cluster", str(_profile(tmp_path))]) == 0
+    assert main(["validate", demo, "--cluster", str(_profile(tmp_path)), "--workers",
+                 "12"]) == 2
+    assert "12 workers need 13 instances" in capsys.readouterr().err
+    assert _calls(aws) == []
