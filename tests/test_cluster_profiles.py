@@ -96,8 +96,12 @@ def test_ec2_profile_validates_and_builds_ec2cluster_arguments():
     profile = specmod.load_profile(ROOT / "cluster" / "ec2.yaml")
     spec = specmod.load(specmod.demo_spec(), {"cluster": profile})
     args = ec2_arguments(spec.settings())
-    assert args["n_workers"] == 4 and args["worker_options"] == {"nthreads": 2}
-    assert args["security"] is True
+    assert args["n_workers"] == 4 and args["worker_options"]["nthreads"] == 2
+    assert args["security"] is True and args["auto_shutdown"] is True
+    # sweep's own keys stay with sweep; the safety nets of a killed driver go along
+    assert "hours" not in args and "allow_from" not in args
+    assert args["scheduler_options"] == {"idle_timeout": "30m"}
+    assert args["worker_options"]["death_timeout"] == 60
     assert args["region"] == "eu-west-1" and args["instance_type"] == "c6i.large"
     assert args["env_vars"]["OMP_NUM_THREADS"] == "2"
     assert "key_name" not in args  # null in the profile: EC2Cluster's default

@@ -188,11 +188,12 @@ def test_private_ip_instances_get_no_public_address(aws, tmp_path, monkeypatch, 
     assert not dask.config.get("distributed.comm.require-encryption", False)
 
 
-def test_ctrl_c_while_waiting_terminates_the_instances(aws, tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_or_sigterm_while_waiting_terminates_the_instances(aws, tmp_path, signum):
     proc = _driver(tmp_path, "--yes", timeout=600)
     _wait_for_instance(proc)
     time.sleep(1)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signum)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "interrupted" in err and "Traceback" not in err
