@@ -5,6 +5,7 @@ from __future__ import annotations
 from . import config as _config  # noqa: F401  (loads the packaged defaults)
 from .exceptions import (
     ClusterError,
+    ClusterExpired,
     DataError,
     FitsFailedError,
     SpecError,
@@ -23,6 +24,7 @@ __all__ = [
     "SpecError",
     "DataError",
     "ClusterError",
+    "ClusterExpired",
     "WorkerImportError",
     "FitsFailedError",
     "__version__",

@@ -71,6 +71,8 @@ class Settings:
     fail_on_nan: bool
     tls: bool
     tls_valid_days: float
+    #: seconds before a cluster's end (certificates, hours) that the sweep stops
+    expiry_margin: float = 300.0
     #: seconds between two live pages of report.html (0: no live page)
     report_interval: float = 5.0
     #: fits of one kind of model reuse one traced loop in a worker
@@ -101,6 +103,7 @@ KEYS: dict[str, str] = {
     "host": "cluster.host",
     "dashboard_address": "cluster.dashboard-address",
     "startup_timeout": "cluster.startup-timeout",
+    "expiry_margin": "cluster.expiry-margin",
     "recycle_after_fits": "worker.recycle-after-fits",
     "recycle_above_memory": "worker.recycle-above-memory",
     "keras_backend": "worker.keras-backend",
@@ -153,6 +156,7 @@ def resolve(**explicit: Any) -> Settings:
         host=str(pick("host")),
         dashboard_address=str(pick("dashboard_address")),
         startup_timeout=float(pick("startup_timeout")),
+        expiry_margin=float(pick("expiry_margin")),
         recycle_after_fits=int(after) if after else None,
         recycle_above_bytes=parse_bytes(above) if isinstance(above, str) else above,
         preload_tensorflow=bool(pick("preload_tensorflow")),

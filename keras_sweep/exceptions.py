@@ -16,6 +16,7 @@ __all__ = [
     "FitsFailedError",
     "OutputBusyError",
     "JournalError",
+    "ClusterExpired",
 ]
 
 
@@ -83,3 +84,19 @@ class Interrupted(KeyboardInterrupt):
 
 class JournalError(SweepError, RuntimeError):
     """The output folder's journal cannot be read as a sweep journal (exit 2)."""
+
+
+class ClusterExpired(SweepError, RuntimeError):
+    """The sweep stopped cleanly just before its cluster's end (exit 130).
+
+    ``what`` says which end (TLS certificates expiring, an EC2 run's hours);
+    ``renewable``: a new cluster cures it, and ``sweep run`` starts one itself.
+    Finished fits are kept in the journal.
+    """
+
+    exit_code = 130
+
+    def __init__(self, what: str, renewable: bool, fix: str) -> None:
+        self.what, self.renewable = what, renewable
+        super().__init__(f"stopped before the cluster's end: {what}.\n  Fix: {fix}")
+

@@ -105,3 +105,21 @@ def jsonable(value: Any) -> Any:
     if isinstance(value, (str, int, float, bool)) or value is None:
         return value
     return repr(value)
+
+
+def mean_history(histories: list[dict[str, list[float]]]) -> dict[str, list[float]]:
+    """Per metric, the per-epoch mean over the folds' Keras histories that have it.
+
+    Histories of unequal length (early stopping) are cut to the shortest. The
+    report's learning curves and MLflow's per-epoch metrics both use this.
+    """
+    runs: dict[str, list[list[float]]] = {}
+    for history in histories:
+        for metric, values in history.items():
+            runs.setdefault(metric, []).append(list(values))
+    out = {}
+    for metric, folds in runs.items():
+        length = min(len(v) for v in folds)
+        out[metric] = [float(x) for x in np.mean([v[:length] for v in folds], axis=0)]
+    return out
+

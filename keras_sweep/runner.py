@@ -15,7 +15,7 @@ from . import data as datamod
 from . import report, results
 from .checks import check_folds
 from .distributions import sampled
-from .exceptions import Interrupted, SpecError
+from .exceptions import ClusterExpired, Interrupted, SpecError
 from .journal import Journal
 from .output import claim
 from .records import FitRecord
@@ -68,12 +68,20 @@ def run(spec: Spec, *, progress: bool = True, echo: Callable[[str], None] = prin
                  "not run again")
         own: Session | None = None
         try:
-            with cluster(seed=spec.seed, progress=progress, journal=journal,
-                         max_retries=spec.max_retries, fast_path=spec.fast_path,
-                         compiled_loop=spec.compiled_loop, xla=spec.xla,
-                         fail_on_nan=spec.fail_on_nan, name=spec.name,
-                         **spec.cluster) as own:
-                return _fit(spec, own, dataset, search, echo, start)
+            while True:
+                kept = len(journal)
+                try:
+                    with cluster(seed=spec.seed, progress=progress, journal=journal,
+                                 max_retries=spec.max_retries, fast_path=spec.fast_path,
+                                 compiled_loop=spec.compiled_loop, xla=spec.xla,
+                                 fail_on_nan=spec.fail_on_nan, name=spec.name,
+                                 **spec.cluster) as own:
+                        return _fit(spec, own, dataset, search, echo, start)
+                except ClusterExpired as exc:
+                    if not exc.renewable or len(journal) == kept:  # no progress: no loop
+                        raise
+                    echo(f"\nsweep: {exc.what} soon: {len(journal)} finished fit(s) are "
+                         "kept; a new cluster continues the sweep")
         except KeyboardInterrupt as exc:
             if isinstance(exc, Interrupted):
                 raise

@@ -11,6 +11,10 @@ so ``n_jobs=-1`` means every worker of the cluster.
 from __future__ import annotations
 
 import contextlib
+import logging
+import signal
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +27,7 @@ from distributed import Client
 from . import clusters
 from .backend import SweepBackend
 from .config import Settings, resolve
-from .exceptions import ClusterError
+from .exceptions import ClusterError, ClusterExpired
 from .journal import Journal
 from .progress import FitMonitor
 from .records import FitRecord
@@ -31,6 +35,8 @@ from .tracking import SearchTracking, TrackingConfig, check_installed
 from .worker.fastpath import driver_fits
 from .worker.plugin import ExitReporter, WorkerSetup, worker_report
 from .worker.seeding import op_determinism
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -204,17 +210,79 @@ def cluster(
             store.close()
         raise
     client = None
+    watch = ExpiryWatch(started, settings.expiry_margin)
     try:
         with dask.config.set(started.config):  # in force until the cluster is closed
             try:
                 client = _connect(started, settings)
-                yield from _session(started, settings, client, store, seed, progress,
-                                    tracking)
+                watch.start()
+                try:
+                    yield from _session(started, settings, client, store, seed, progress,
+                                        tracking)
+                except KeyboardInterrupt:
+                    if watch.fired:
+                        raise watch.error() from None
+                    raise
             finally:
+                watch.cancel()
                 _close(started, client, store if store is not journal else None)
     finally:
         if started.cleanup is not None:
             started.cleanup()
+
+
+class ExpiryWatch:
+    """Stops the sweep ``margin`` seconds before its cluster's end (``Started.expires``).
+
+    At that moment it interrupts the main thread (SIGINT, as Ctrl-C: fits in
+    flight are cancelled, finished ones are kept), and the session turns that
+    interrupt into :class:`ClusterExpired`.
+    """
+
+    def __init__(self, started: clusters.Started, margin: float) -> None:
+        self.started, self.margin = started, margin
+        self.fired = False
+        self._lock = threading.Lock()
+        self._timer: threading.Timer | None = None
+
+    def start(self) -> None:
+        """Arm the timer (once the workers are there); refuse a cluster already too old."""
+        if self.started.expires is None:
+            return
+        delay = self.started.expires - self.margin - time.time()
+        if delay <= 0:
+            raise ClusterError(
+                f"the cluster ends ({self.started.expiry}) within {self.margin:.0f} s "
+                "(sweep.cluster.expiry-margin) of its start.\n  Fix: raise "
+                "sweep.tls.valid-days (or the EC2 profile's hours), or lower "
+                "sweep.cluster.expiry-margin")
+        self._timer = threading.Timer(delay, self._fire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _fire(self) -> None:
+        with self._lock:
+            if self._timer is None:
+                return  # cancelled meanwhile
+            self.fired = True
+            logger.warning("sweep: stopping the sweep %.0f s before its cluster's end (%s)",
+                           self.margin, self.started.expiry)
+            signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
+
+    def cancel(self) -> None:
+        """Disarm: after this returns, no interrupt is sent."""
+        with self._lock:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+
+    def error(self) -> ClusterExpired:
+        """What the interrupt it caused means."""
+        fix = ("nothing: `sweep run` starts a new cluster itself; from Python, open a new "
+               "sweep.cluster() with the same journal" if self.started.renewable else
+               "rerun the same command (finished fits are kept in the journal); raise the "
+               "limit to run longer")
+        return ClusterExpired(self.started.expiry, self.started.renewable, fix)
 
 
 def _session(started: clusters.Started, settings: Settings, client: Client,

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .records import FitRecord, jsonable
+from .records import FitRecord, jsonable, mean_history
 from .report.data import candidate_row, round_offsets
 
 logger = logging.getLogger(__name__)
@@ -363,12 +363,9 @@ class MlflowTracker:
         if seconds:
             metrics.append(Metric("mean_fit_time", float(np.mean(seconds)), stamp, 0))
         histories = [f.history for f in folds if f.history]
-        for name in (histories[0] if len(histories) == len(folds) else {}):
-            runs = [h[name] for h in histories if name in h]
-            length = min(len(r) for r in runs)
-            mean = np.mean([r[:length] for r in runs], axis=0)
-            metrics += [Metric(name, float(v), stamp, epoch + 1) for epoch, v in
-                        enumerate(mean)]
+        curves = mean_history(histories) if len(histories) == len(folds) else {}
+        for name, mean in curves.items():
+            metrics += [Metric(name, v, stamp, epoch + 1) for epoch, v in enumerate(mean)]
         for start in range(0, len(metrics), 1000):
             self.client.log_batch(run_id, metrics=metrics[start:start + 1000])
         self._logged[run_id].add("mean_test_score")

@@ -67,6 +67,14 @@ class Started:
     #: have connected, their package versions are compared with ours; the value
     #: says how to install a package there (``"... pip install"``)
     check_versions: str | None = None
+    #: when the cluster stops working (epoch seconds): its TLS certificates
+    #: expire, its instances' hours end; the session stops the sweep cleanly
+    #: ``sweep.cluster.expiry-margin`` before (:class:`~sweep.exceptions.ClusterExpired`)
+    expires: float | None = None
+    #: what ends then, for the message ("its TLS certificates expire")
+    expiry: str = ""
+    #: a new cluster cures it (fresh certificates): ``sweep run`` starts one and resumes
+    renewable: bool = False
 
 
 def known_backends() -> list[str]:

@@ -14,7 +14,7 @@ running the profile's Docker image. Around it sweep owns the lifecycle (see
 3. the start runs in a thread of its own, so a timeout or Ctrl-C stops the
    waiting at once (``EC2Cluster`` itself waits for its scheduler forever);
 4. whatever the ending (done, failed, Ctrl-C, SIGTERM, no worker in time, the
-   profile's ``hours`` reached) every instance tagged with the run is
+   profile's ``hours`` reached: the session stops the sweep) every instance tagged with the run is
    terminated and the group deleted. After a SIGKILL of the driver,
    ``sweep cloud cleanup --run ID`` does it, and the scheduler closes itself
    after ``sweep.ec2.idle-timeout`` without work (its instance then shuts
@@ -26,7 +26,6 @@ made per cluster, shipped in the instances' user data.
 
 from __future__ import annotations
 
-import _thread
 import asyncio
 import copy
 import logging
@@ -232,25 +231,17 @@ class Ec2Run:
         self.plan, self.client, self.loop, self._config = run, client, loop, config
         self.cluster: Any = None
         self.closed = False
-        self._timer = threading.Timer(run.hours * 3600, self._expire)
-        self._timer.daemon = True
 
     @property
     def scheduler_address(self) -> str:
         """Address of the scheduler instance."""
         return str(self.cluster.scheduler_address)
 
-    def _expire(self) -> None:
-        logger.warning("sweep: EC2 run %s reached its limit of %g h: stopping it",
-                       self.plan.tags.run, self.plan.hours)
-        _thread.interrupt_main()
-
     def close(self) -> None:
         """Close the cluster, terminate every instance of the run, delete its group."""
         if self.closed:
             return
         self.closed = True
-        self._timer.cancel()
         try:
             if self.cluster is not None:
                 self.loop.run(self.cluster.close(), timeout=60)
@@ -315,11 +306,11 @@ def start(settings: Settings) -> Started:
     except BaseException:
         owned.close()
         raise
-    owned._timer.start()
     workers = run.workers
     return Started(owned, owned.scheduler_address, owned.cluster.security,
                    expected_workers=workers, max_workers=workers,
                    check_versions=f"the worker image {run.image} (cluster/ec2/Dockerfile): "
                    "pip install",
-                   cleanup=owned.close)
+                   cleanup=owned.close, expires=run.tags.expires.timestamp(),
+                   expiry=f"run {run.tags.run} reached its {run.hours:g} h (ec2.hours)")
 

@@ -333,6 +333,7 @@ def start(settings: Settings) -> Started:
 
     opts = resolve(settings)
     local_dir = tempfile.mkdtemp(prefix="sweep-tls-")
+    expires = time.time() + settings.tls_valid_days * 86400 if opts.tls else None
     files = (tls.create(local_dir, hosts=opts.all_hosts, valid_days=settings.tls_valid_days)
              if opts.tls else None)
     if files is None:
@@ -351,4 +352,7 @@ def start(settings: Settings) -> Started:
         raise
     workers = opts.workers_per_host * len(opts.hosts)
     return Started(cluster, cluster.scheduler_address, security, expected_workers=workers,
-                   max_workers=workers, cleanup=lambda: _remove_tls(opts, local_dir))
+                   max_workers=workers, cleanup=lambda: _remove_tls(opts, local_dir),
+                   expires=expires, renewable=True,
+                   expiry=f"its TLS certificates expire ({settings.tls_valid_days:g} days, "
+                   "sweep.tls.valid-days)")

@@ -19,6 +19,7 @@ from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from ..records import mean_history
 from .data import Candidate, ReportData
 
 #: at most this many candidates get a row in the per-fold picture (best first)
@@ -206,19 +207,12 @@ def _short(c: Candidate, width: int = 60) -> str:
 
 def mean_curves(data: ReportData) -> dict[int, dict[str, list[float]]]:
     """Per candidate and metric: the per-epoch value averaged over its folds."""
-    per: dict[int, dict[str, list[list[float]]]] = defaultdict(lambda: defaultdict(list))
+    per: dict[int, list[dict[str, list[float]]]] = defaultdict(list)
     for f in data.cv_fits:
         row = data.index_of(f)
         if f.history and row is not None and not f.fit_error:
-            for metric, values in f.history.items():
-                per[row][metric].append(values)
-    curves: dict[int, dict[str, list[float]]] = {}
-    for candidate, metrics in per.items():
-        curves[candidate] = {}
-        for metric, runs in metrics.items():
-            length = min(len(r) for r in runs)
-            curves[candidate][metric] = list(np.mean([r[:length] for r in runs], axis=0))
-    return curves
+            per[row].append(f.history)
+    return {candidate: mean_history(histories) for candidate, histories in per.items()}
 
 
 def learning_curves(data: ReportData, top: int = TOP_CURVES) -> Figure | None:
