@@ -13,9 +13,11 @@ from .records import FitRecord, jsonable
 from .report.data import curves_frame
 
 
-def summary_lines(cv_results: dict[str, Any], best_index: int | None) -> list[str]:
-    """The recipe's summary: ``Best: ... using {...}``, then one line per candidate."""
-    means, stds = cv_results["mean_test_score"], cv_results["std_test_score"]
+def summary_lines(cv_results: dict[str, Any], best_index: int | None,
+                  metric: str = "score") -> list[str]:
+    """The recipe's summary: ``Best: ... using {...}``, then one line per candidate
+    (``metric``: the scorer of a multi-metric search that ranked them)."""
+    means, stds = cv_results[f"mean_test_{metric}"], cv_results[f"std_test_{metric}"]
     lines = []
     if best_index is not None:
         lines.append(f"Best: {means[best_index]:f} using {cv_results['params'][best_index]}")

@@ -20,7 +20,7 @@ from .journal import Journal
 from .output import claim
 from .records import FitRecord
 from .report.live import LiveReport
-from .search import build_search, resource_bounds
+from .search import build_search, resource_bounds, select_best
 from .session import Session, cluster
 from .spec import Spec
 from .tracking import MlflowTracker
@@ -40,11 +40,13 @@ class SweepResult:
     wall_seconds: float
     dashboard: str | None
     failed: list[FitRecord] = field(default_factory=list)
+    #: the scorer that ranked the candidates (``score``: the only one)
+    metric: str = "score"
 
     @property
     def summary(self) -> list[str]:
         best = self.search.best_index_ if hasattr(self.search, "best_index_") else None
-        return results.summary_lines(self.search.cv_results_, best)
+        return results.summary_lines(self.search.cv_results_, best, self.metric)
 
 
 def run(spec: Spec, *, progress: bool = True, echo: Callable[[str], None] = print,
@@ -107,8 +109,9 @@ def prepare(spec: Spec, echo: Callable[[str], None] = print) -> tuple[Any, Any]:
     echo(f"sweep: {spec.name}: {spec.describe(dataset.X.shape[0], classes)} on "
          f"{dataset.source} ({dataset.X.shape[0]} rows, {dataset.X.shape[1]} features)")
     search = build_search(spec.model, spec.fit, spec.param_grid, cv=spec.cv,
-                          scoring=spec.scoring, seed=spec.seed, error_score=spec.error_score,
-                          task=task, n_classes=classes, options=spec.search)
+                          scoring=spec.search_scoring, seed=spec.seed,
+                          error_score=spec.error_score, task=task, n_classes=classes,
+                          options=spec.search, return_train_score=spec.return_train_score)
     return dataset, search
 
 
@@ -154,6 +157,7 @@ def _fit(spec: Spec, session: Session, dataset: Any, search: Any,
     session.monitor.expect_rungs(len(rungs) if spec.search.kind == "halving" else None)
     try:
         search.fit(dataset.X, dataset.y)
+        select_best(search, spec.metric)
         if spec.refit and hasattr(search, "best_params_"):
             try:
                 record = session.refit(search, dataset.X, dataset.y)
@@ -190,7 +194,8 @@ def _fit(spec: Spec, session: Session, dataset: Any, search: Any,
                                                      "best.json", report.REPORT_NAME))
         echo(tracker.finish(_best(search), search.cv_results_, artifacts))
     return SweepResult(search, fits, output, files, time.perf_counter() - start,
-                       session.dashboard_link, results.failed_fits(fits))
+                       session.dashboard_link, results.failed_fits(fits),
+                       "score" if isinstance(spec.scoring, str) else spec.metric)
 
 
 def _live_report(spec: Spec, resolved: dict[str, Any], session: Session, before: int,
@@ -203,7 +208,7 @@ def _live_report(spec: Spec, resolved: dict[str, Any], session: Session, before:
                       session.settings.report_interval, title=spec.name,
                       n_candidates=len(candidates) if candidates is not None else None,
                       n_splits=spec.cv, params=candidates, expected_fits=expected_fits,
-                      scoring=spec.scoring, spec=resolved, run=run_info)
+                      scoring=spec.metric, spec=resolved, run=run_info)
 
 
 def search_candidates(spec: Spec) -> list[dict[str, Any]] | None:
@@ -233,7 +238,7 @@ def _final_report(search: Any, fits: list[FitRecord], spec: Spec, resolved: dict
                   run_info: dict[str, Any], output: Path, echo: Callable[[str], None]) -> Path:
     start = time.perf_counter()
     data = report.from_cv_results(search.cv_results_, fits, title=spec.name,
-                                  scoring=spec.scoring, spec=resolved, run=run_info)
+                                  scoring=spec.metric, spec=resolved, run=run_info)
     path = report.write(data, output)
     echo(f"sweep: report: {path} ({time.perf_counter() - start:.1f} s)")
     return path
@@ -242,5 +247,7 @@ def _final_report(search: Any, fits: list[FitRecord], spec: Spec, resolved: dict
 def _best(search: Any) -> dict[str, Any]:
     if not hasattr(search, "best_index_"):
         return {}
+    metric = search.scoring if isinstance(search.scoring, str) else search.scoring[0]
     return {"best_params": search.best_params_, "best_score": search.best_score_,
-            "best_index": int(search.best_index_), "scoring": search.scoring}
+            "best_index": int(search.best_index_), "scoring": search.scoring,
+            "metric": metric}

@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from sklearn.model_selection import GridSearchCV, KFold, StratifiedKFold
 
 from .distributions import Distribution, sampled
@@ -148,9 +149,10 @@ def estimator_params(model: dict[str, Any], fit: dict[str, Any]) -> set[str]:
 
 
 def build_search(model: dict[str, Any], fit: dict[str, Any],
-                 param_grid: list[dict[str, Any]], *, cv: int, scoring: str,
+                 param_grid: list[dict[str, Any]], *, cv: int, scoring: str | list[str],
                  seed: int | None, error_score: float | str, task: str,
-                 n_classes: int, options: SearchOptions | None = None) -> Any:
+                 n_classes: int, options: SearchOptions | None = None,
+                 return_train_score: bool = False) -> Any:
     """An unchanged scikit-learn search with ``n_jobs=-1`` (every worker).
 
     ``GridSearchCV``, ``RandomizedSearchCV``, ``HalvingGridSearchCV`` or
@@ -168,7 +170,7 @@ def build_search(model: dict[str, Any], fit: dict[str, Any],
     space = grids if len(grids) > 1 else grids[0]
     common = {"cv": splitter, "scoring": scoring, "n_jobs": -1,
               "refit": False,  # the runner refits on a worker (sweep.refit)
-              "error_score": error_score, "return_train_score": False}
+              "error_score": error_score, "return_train_score": return_train_score}
     if options.kind == "random":
         from sklearn.model_selection import RandomizedSearchCV
 
@@ -188,3 +190,21 @@ def build_search(model: dict[str, Any], fit: dict[str, Any],
                                          **halving, **common)
         return HalvingGridSearchCV(estimator, space, **halving, **common)
     return GridSearchCV(estimator, space, **common)
+
+
+def select_best(search: Any, metric: str) -> None:
+    """Give a fitted multi-metric search (``refit=False``) its best candidate by ``metric``.
+
+    scikit-learn sets ``best_index_``, ``best_score_`` and ``best_params_`` of a
+    multi-metric search only when it refits in this process; sweep refits on a
+    worker, so it picks them here as scikit-learn would (the lowest
+    ``rank_test_<metric>``, the first on ties). A single-metric search has them.
+    """
+    if hasattr(search, "best_index_"):
+        return
+    results = search.cv_results_
+    index = int(np.argmin(results[f"rank_test_{metric}"]))  # as scikit-learn picks it
+    search.best_index_ = index
+    search.best_score_ = float(results[f"mean_test_{metric}"][index])
+    search.best_params_ = results["params"][index]
+

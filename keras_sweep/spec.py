@@ -34,9 +34,12 @@ FIELDS: dict[str, tuple[tuple[type, ...], str]] = {
     "param_grid": ((dict, list), "{model__neurons: [4, 8], batch_size: [10, 20]}"),
     "search": ((dict,), "{kind: random, n_iter: 20} or {kind: halving, factor: 3}"),
     "cv": ((int,), "the number of folds, e.g. 3"),
-    "scoring": ((str,), "a scikit-learn scorer name, e.g. accuracy"),
+    "scoring": ((str, list), "a scikit-learn scorer name, e.g. accuracy, or several: "
+                "[accuracy, f1]"),
     "seed": ((int, type(None)), "an integer, e.g. 7"),
-    "refit": ((bool,), "true or false"),
+    "refit": ((bool, str), "true, false, or (with several scorers) the one that picks "
+              "the best, e.g. f1"),
+    "return_train_score": ((bool,), "true (score the training folds too) or false"),
     "error_score": ((int, float, str), "nan, a number, or raise"),
     "allow_failures": ((bool,), "true or false"),
     "max_retries": ((int, type(None)), "how often a fit whose worker died is retried, e.g. 2"),
@@ -92,9 +95,11 @@ class Spec:
     #: each value a list, or (random and halving searches) a Distribution
     param_grid: list[dict[str, Any]]
     cv: int
-    scoring: str
+    #: one scikit-learn scorer name, or several
+    scoring: str | list[str]
     seed: int | None
-    refit: bool
+    #: refit the best on all rows; with several scorers a name: the one that ranks
+    refit: bool | str
     error_score: float | str
     allow_failures: bool
     #: None: from the Dask configuration (``sweep.fit.max-retries``, ``sweep.fit.fast-path``)
@@ -107,12 +112,29 @@ class Spec:
     output: str
     #: write report.html (live while the sweep runs, final at its end)
     report: bool = True
+    #: score the training folds too (``mean_train_<scorer>`` in cv_results)
+    return_train_score: bool = False
     #: MLflow tracking (None: none)
     tracking: TrackingConfig | None = None
     #: how candidates are searched (``search:``; a full grid when left out)
     search: SearchOptions = field(default_factory=SearchOptions)
     base_dir: Path | None = None
     aliases: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def metric(self) -> str:
+        """The scorer that ranks candidates: the only one, ``refit``'s name, or the first."""
+        if isinstance(self.scoring, str):
+            return self.scoring
+        return self.refit if isinstance(self.refit, str) else self.scoring[0]
+
+    @property
+    def search_scoring(self) -> str | list[str]:
+        """``scoring`` as the search gets it: several scorers with :attr:`metric` first
+        (a fit's reported score, the report and MLflow read the first)."""
+        if isinstance(self.scoring, str):
+            return self.scoring
+        return [self.metric] + [s for s in self.scoring if s != self.metric]
 
     @property
     def n_candidates(self) -> int | None:
@@ -274,7 +296,7 @@ def validate(raw: dict[str, Any], base_dir: Path | None = None) -> Spec:
     if cv < 2:
         raise SpecError("cv", cv, "cross-validation needs at least 2 folds", "set cv: 3")
     scoring = raw.get("scoring", "accuracy" if model.get("task") != "regression" else "r2")
-    _check_scoring(scoring)
+    _check_scoring(scoring, raw.get("refit", True), search)
     cluster = _check_cluster(raw.get("cluster", {}))
     spec = Spec(
         raw=raw, name=raw.get("name", "sweep"), data=data, model=model, fit=fit,
@@ -287,6 +309,7 @@ def validate(raw: dict[str, Any], base_dir: Path | None = None) -> Spec:
         cluster=cluster,
         output=raw.get("output") or default_output(raw.get("name", "sweep")),
         report=raw.get("report", True), tracking=_check_tracking(raw.get("tracking")),
+        return_train_score=raw.get("return_train_score", False),
         search=search, base_dir=base_dir,
     )
     _check_grid_keys(spec)
@@ -499,12 +522,30 @@ def _check_tracking(value: dict[str, Any] | None) -> TrackingConfig | None:
     return TrackingConfig(uri, experiment)
 
 
-def _check_scoring(scoring: str) -> None:
+def _check_scoring(scoring: str | list[str], refit: bool | str, search: SearchOptions) -> None:
+    """Scorer names scikit-learn knows; with several, ``refit`` names one or is a bool."""
     from sklearn.metrics import get_scorer_names
 
-    if scoring not in get_scorer_names():
-        raise SpecError("scoring", scoring, "not a scikit-learn scorer",
-                        "use e.g. accuracy, roc_auc, f1, neg_mean_squared_error, r2")
+    names = [scoring] if isinstance(scoring, str) else scoring
+    if not names:
+        raise SpecError("scoring", scoring, "no scorer given",
+                        "give one name (scoring: accuracy) or several (scoring: [accuracy, f1])")
+    for name in names:
+        if not isinstance(name, str) or name not in get_scorer_names():
+            raise SpecError("scoring", name, "not a scikit-learn scorer",
+                            "use e.g. accuracy, roc_auc, f1, neg_mean_squared_error, r2")
+    if len(set(names)) < len(names):
+        raise SpecError("scoring", scoring, "a scorer is listed twice", "list each once")
+    if isinstance(refit, str):
+        if isinstance(scoring, str) or refit not in names:
+            raise SpecError("refit", refit, "not one of the scorers" if not isinstance(
+                scoring, str) else "a scorer name needs several scorers",
+                            f"use refit: {names[0]} with scoring: {names}, or refit: true"
+                            if not isinstance(scoring, str) else "use refit: true")
+    if isinstance(scoring, list) and search.kind == "halving":
+        raise SpecError("scoring", scoring, "successive halving ranks by one scorer only "
+                        "(scikit-learn)", f"use scoring: {names[0]} with search: "
+                        "{kind: halving}, or kind: grid / random")
 
 
 def _check_cluster(cluster: dict[str, Any]) -> dict[str, Any]:

@@ -383,7 +383,8 @@ class MlflowTracker:
         if best.get("best_score") is not None:
             metrics.append(Metric("best_score", float(best["best_score"]), stamp, 0))
         if cv_results is not None:
-            for index, rank in enumerate(cv_results.get("rank_test_score", [])):
+            metric = best.get("metric") if "rank_test_score" not in cv_results else "score"
+            for index, rank in enumerate(cv_results.get(f"rank_test_{metric}", [])):
                 child = self.state.children.get(str(index))
                 if child is not None:
                     self.client.log_batch(child, metrics=[

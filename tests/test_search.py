@@ -265,3 +265,43 @@ def test_validation_leaves_the_callers_grid_as_given(pima_path):
     assert grid["optimizer__learning_rate"] == "loguniform(1e-4, 1e-1)"
     assert str(first.param_grid[0]["optimizer__learning_rate"]) == str(
         second.param_grid[0]["optimizer__learning_rate"])
+
+
+def test_a_spec_with_several_scorers_ranks_by_refit_and_saves_train_scores(tmp_path,
+                                                                            pima_path):
+    """scoring: [accuracy, f1], refit: f1, return_train_score: every scorer's columns in
+    cv_results.csv; the best, the summary and the report follow f1."""
+    import json
+    import textwrap
+
+    import pandas as pd
+    from test_cli import run_cli
+
+    spec = tmp_path / "metrics.yaml"
+    spec.write_text(textwrap.dedent(f"""\
+        name: metrics
+        data: {{csv: {pima_path}, target: -1}}
+        fit: {{epochs: 3, batch_size: 64}}
+        param_grid: {{model__neurons: [1, 4, 8]}}
+        scoring: [accuracy, f1]
+        refit: f1
+        return_train_score: true
+        cv: 2
+        cluster: {{workers: 2}}
+        output: {tmp_path / 'out'}
+        """))
+    proc = run_cli("run", str(spec), "--no-progress")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = tmp_path / "out"
+    table = pd.read_csv(out / "cv_results.csv")
+    for column in ("mean_test_accuracy", "mean_test_f1", "mean_train_accuracy",
+                   "mean_train_f1", "rank_test_f1", "split1_train_f1"):
+        assert column in table.columns, column
+    best = json.loads((out / "best.json").read_text())
+    top = int(table["rank_test_f1"].to_numpy().argmin())
+    assert best["metric"] == "f1" and best["best_index"] == top
+    assert best["best_score"] == pytest.approx(table["mean_test_f1"][top])
+    assert f"Best: {table['mean_test_f1'][top]:f}" in proc.stdout
+    assert "mean f1" in (out / "report.html").read_text()
+    assert "refit of the best candidate" in proc.stdout
+

@@ -136,8 +136,10 @@ def _ranks(means: list[float | None]) -> list[int | None]:
 def from_cv_results(cv_results: dict[str, Any], fits: list[FitRecord], *, title: str,
                     **context: Any) -> ReportData:
     """A finished search's ``cv_results_`` (or its JSON), with its fit records."""
-    metric = "score" if "mean_test_score" in cv_results else next(
-        (k[len("mean_test_"):] for k in cv_results if k.startswith("mean_test_")), "score")
+    wanted = context.get("scoring")  # a multi-metric search's ranking scorer
+    metric = "score" if "mean_test_score" in cv_results else (
+        wanted if f"mean_test_{wanted}" in cv_results else next(
+            (k[len("mean_test_"):] for k in cv_results if k.startswith("mean_test_")), "score"))
     n_splits = sum(1 for k in cv_results if k.startswith("split") and k.endswith(
         f"_test_{metric}"))
     means = [_score(m) for m in cv_results[f"mean_test_{metric}"]]
@@ -264,7 +266,8 @@ def from_folder(folder: str | Path) -> ReportData:
     run = json.loads((folder / RUN).read_text()) if (folder / RUN).is_file() else {}
     best = json.loads((folder / BEST).read_text()) if (folder / BEST).is_file() else {}
     title = (spec or {}).get("name") or folder.name
-    scoring = best.get("scoring") if isinstance(best.get("scoring"), str) else None
+    scoring = best.get("metric") or (best.get("scoring") if isinstance(best.get("scoring"), str)
+                                     else None)
     context: dict[str, Any] = {"spec": spec, "run": run}
     if scoring:
         context["scoring"] = scoring
