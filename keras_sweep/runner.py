@@ -80,8 +80,12 @@ def run(spec: Spec, *, progress: bool = True, echo: Callable[[str], None] = prin
                                  **spec.cluster) as own:
                         return _fit(spec, own, dataset, search, echo, start)
                 except ClusterExpired as exc:
-                    if not exc.renewable or len(journal) == kept:  # no progress: no loop
+                    if not exc.renewable:
                         raise
+                    if len(journal) == kept:  # no fit finished in a whole cluster's life
+                        raise ClusterExpired(exc.what, False, "no fit finished during the "
+                                             "cluster's life: raise sweep.tls.valid-days (or "
+                                             "lower sweep.cluster.expiry-margin)") from None
                     echo(f"\nsweep: {exc.what} soon: {len(journal)} finished fit(s) are "
                          "kept; a new cluster continues the sweep")
         except KeyboardInterrupt as exc:

@@ -307,7 +307,7 @@ def test_version_mismatch_names_the_packages_and_the_fix():
 @pytest.mark.slow
 def test_sweep_outliving_its_certificates_renews_the_cluster_and_loses_nothing(options,
                                                                                 tmp_path):
-    """Certificates valid 75 s, the sweep stopped 50 s before: `sweep run` starts a new
+    """Certificates valid 120 s, the sweep stopped 60 s before: `sweep run` starts a new
     cluster (new CA) and continues from the journal; scores equal a local run's."""
     import dask.config
 
@@ -318,19 +318,20 @@ def test_sweep_outliving_its_certificates_renews_the_cluster_and_loses_nothing(o
         return specmod.load({
             "name": "renew", "data": {"dataset": "breast_cancer", "scale": True},
             "model": {"builder": "mlp", "optimizer": "adam"},
-            "fit": {"epochs": 6, "batch_size": 16}, "cv": 3, "seed": 5, "refit": False,
-            "param_grid": {"model__neurons": list(range(1, 9))}, "report": False,
+            "fit": {"epochs": 4, "batch_size": 16}, "cv": 3, "seed": 5, "refit": False,
+            "param_grid": {"model__neurons": list(range(1, 17))}, "report": False,
             "cluster": cluster, "output": str(tmp_path / out)})
 
     said: list[str] = []
-    with dask.config.set({"sweep.tls.valid-days": 75 / 86400,
-                          "sweep.cluster.expiry-margin": 50}):
+    with dask.config.set({"sweep.tls.valid-days": 120 / 86400,
+                          "sweep.cluster.expiry-margin": 60}):
         remote = runner.run(spec({"backend": "ssh", **options}, "ssh"), progress=False,
                             echo=said.append)
     renewals = [line for line in said if "a new cluster continues" in line]
     assert renewals, said
     assert "TLS certificates expire" in renewals[0]
+    assert any("came from the journal" in line for line in said), said
     local = runner.run(spec({"backend": "local", "workers": 2}, "local"), progress=False,
                        echo=lambda _: None)
     np.testing.assert_array_equal(scores(remote.search), scores(local.search))
-    assert not remote.failed and len(remote.search.cv_results_["params"]) == 8
+    assert not remote.failed and len(remote.search.cv_results_["params"]) == 16

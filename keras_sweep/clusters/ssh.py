@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import dask.config
+from dask.utils import format_time
 
 from ..config import Settings
 from ..exceptions import ClusterError, SpecError
@@ -354,5 +355,5 @@ def start(settings: Settings) -> Started:
     return Started(cluster, cluster.scheduler_address, security, expected_workers=workers,
                    max_workers=workers, cleanup=lambda: _remove_tls(opts, local_dir),
                    expires=expires, renewable=True,
-                   expiry=f"its TLS certificates expire ({settings.tls_valid_days:g} days, "
-                   "sweep.tls.valid-days)")
+                   expiry="its TLS certificates expire (valid "
+                   f"{format_time(settings.tls_valid_days * 86400)}, sweep.tls.valid-days)")
