@@ -66,7 +66,8 @@ FIXES: dict[str, str] = {
 }
 
 
-def _botocore() -> Any:
+def session() -> Any:
+    """A botocore session: AWS settings as the aws CLI reads them; the fix if missing."""
     try:
         import botocore.session
     except ImportError as exc:
@@ -77,10 +78,10 @@ def _botocore() -> Any:
 
 def check_region(region: str) -> None:
     """Raise :class:`SpecError` unless ``region`` is an EC2 region botocore knows."""
-    session = _botocore()
-    known = set(session.get_available_regions("ec2"))
+    boto = session()
+    known = set(boto.get_available_regions("ec2"))
     for partition in ("aws-cn", "aws-us-gov"):
-        known |= set(session.get_available_regions("ec2", partition_name=partition))
+        known |= set(boto.get_available_regions("ec2", partition_name=partition))
     if region not in known:
         near = sorted(r for r in known if r.split("-")[0] == str(region).split("-")[0])
         raise SpecError("cluster.ec2.region", region, "not an AWS region with EC2",
@@ -93,13 +94,13 @@ def client(region: str) -> Any:
     Honours the usual AWS settings (``AWS_PROFILE``, ``AWS_ACCESS_KEY_ID``,
     ``AWS_ENDPOINT_URL``, ``~/.aws``).
     """
-    session = _botocore()
-    if session.get_credentials() is None:
+    boto = session()
+    if boto.get_credentials() is None:
         raise ClusterError(
             "no AWS credentials found (environment, ~/.aws/credentials, AWS_PROFILE, "
             "instance role).\n  Fix: run `aws configure`, or set AWS_PROFILE, or "
             "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")
-    return session.create_client("ec2", region_name=region)
+    return boto.create_client("ec2", region_name=region)
 
 
 def api_error(exc: BaseException, doing: str) -> ClusterError | None:

@@ -22,7 +22,7 @@ def region_or_default(region: str | None) -> str:
     if region:
         aws.check_region(region)
         return region
-    found = aws._botocore().get_config_variable("region")
+    found = aws.session().get_config_variable("region")
     if not found:
         raise SpecError("--region", None, "no region given and no AWS default region",
                         "pass --region eu-west-1 (or set AWS_DEFAULT_REGION)")
