@@ -236,7 +236,10 @@ class ExpiryWatch:
 
     At that moment it interrupts the main thread (SIGINT, as Ctrl-C: fits in
     flight are cancelled, finished ones are kept), and the session turns that
-    interrupt into :class:`ClusterExpired`.
+    interrupt into :class:`ClusterExpired`. Where SIGINT is ignored (a background
+    job: ``nohup sweep run ... &``, CI), a handler that raises only for the
+    watch's own interrupt is in place while it is armed. A session opened in
+    another thread than the main one is not interrupted: it gets a warning.
     """
 
     def __init__(self, started: clusters.Started, margin: float) -> None:
@@ -244,6 +247,7 @@ class ExpiryWatch:
         self.fired = False
         self._lock = threading.Lock()
         self._timer: threading.Timer | None = None
+        self._ignored: Any = None  # SIGINT's handler replaced while armed (SIG_IGN)
 
     def start(self) -> None:
         """Arm the timer (once the workers are there); refuse a cluster already too old."""
@@ -256,9 +260,21 @@ class ExpiryWatch:
                 "(sweep.cluster.expiry-margin) of its start.\n  Fix: raise "
                 "sweep.tls.valid-days (or the EC2 profile's hours), or lower "
                 "sweep.cluster.expiry-margin")
-        self._timer = threading.Timer(delay, self._fire)
+        main = threading.current_thread() is threading.main_thread()
+        if main and signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+            self._ignored = signal.signal(signal.SIGINT, self._on_sigint)
+        self._timer = threading.Timer(delay, self._fire if main else self._warn)
         self._timer.daemon = True
         self._timer.start()
+
+    def _on_sigint(self, signum: int, frame: Any) -> None:
+        if self.fired:  # the watch's own; any other SIGINT stays ignored, as it was
+            raise KeyboardInterrupt
+
+    def _warn(self) -> None:
+        logger.warning("sweep: the cluster ends in %.0f s (%s); this session runs outside "
+                       "the main thread, so it is not stopped", self.margin,
+                       self.started.expiry)
 
     def _fire(self) -> None:
         with self._lock:
@@ -270,11 +286,14 @@ class ExpiryWatch:
             signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
 
     def cancel(self) -> None:
-        """Disarm: after this returns, no interrupt is sent."""
+        """Disarm: after this returns, no interrupt is sent (and SIGINT is as it was)."""
         with self._lock:
             if self._timer is not None:
                 self._timer.cancel()
                 self._timer = None
+        if self._ignored is not None:
+            signal.signal(signal.SIGINT, self._ignored)
+            self._ignored = None
 
     def error(self) -> ClusterExpired:
         """What the interrupt it caused means."""

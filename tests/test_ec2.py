@@ -113,10 +113,15 @@ def _profile(tmp_path: Path, **ec2) -> Path:
 
 def _driver(tmp_path: Path, *args: str, timeout: int = 3) -> subprocess.Popen:
     env = {**sweep_env(), "DASK_SWEEP__CLUSTER__STARTUP_TIMEOUT": str(timeout)}
-    return subprocess.Popen([sys.executable, DRIVER, "demo", "--cluster",
-                             str(_profile(tmp_path)), "--output", str(tmp_path / "out"),
-                             "--no-progress", *args], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    # a child inherits an ignored SIGINT (as under `.ci/run &`), not a handler: set one
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        return subprocess.Popen([sys.executable, DRIVER, "demo", "--cluster",
+                                 str(_profile(tmp_path)), "--output", str(tmp_path / "out"),
+                                 "--no-progress", *args], env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _wait_for_instance(proc: subprocess.Popen, seconds: float = 120) -> dict:
