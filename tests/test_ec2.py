@@ -36,12 +36,14 @@ CREATING = {"RunInstances", "CreateSecurityGroup", "AuthorizeSecurityGroupIngres
 
 
 @pytest.fixture(scope="module")
-def moto_endpoint():
+def moto_endpoint(tmp_path_factory):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
+    # its request recorder writes moto_recording into its working folder
     proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p",
-                             str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                             str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            cwd=tmp_path_factory.mktemp("moto"))
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while True:
