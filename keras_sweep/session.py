@@ -236,10 +236,11 @@ class ExpiryWatch:
 
     At that moment it interrupts the main thread (SIGINT, as Ctrl-C: fits in
     flight are cancelled, finished ones are kept), and the session turns that
-    interrupt into :class:`ClusterExpired`. Where SIGINT is ignored (a background
-    job: ``nohup sweep run ... &``, CI), a handler that raises only for the
-    watch's own interrupt is in place while it is armed. A session opened in
-    another thread than the main one is not interrupted: it gets a warning.
+    interrupt into :class:`ClusterExpired`. While it is armed its own SIGINT
+    handler is in place: it raises for the watch's interrupt whatever handler was
+    there (SIGINT ignored in a background job, ``nohup sweep run ... &``, CI; a
+    library's handler), and passes any other SIGINT to that handler. A session
+    opened in another thread than the main one is not interrupted: it gets a warning.
     """
 
     def __init__(self, started: clusters.Started, margin: float) -> None:
@@ -247,7 +248,8 @@ class ExpiryWatch:
         self.fired = False
         self._lock = threading.Lock()
         self._timer: threading.Timer | None = None
-        self._ignored: Any = None  # SIGINT's handler replaced while armed (SIG_IGN)
+        self._previous: Any = None  # SIGINT's handler while the watch's is in place
+        self._replaced = False
 
     def start(self) -> None:
         """Arm the timer (once the workers are there); refuse a cluster already too old."""
@@ -261,14 +263,20 @@ class ExpiryWatch:
                 "sweep.tls.valid-days (or the EC2 profile's hours), or lower "
                 "sweep.cluster.expiry-margin")
         main = threading.current_thread() is threading.main_thread()
-        if main and signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
-            self._ignored = signal.signal(signal.SIGINT, self._on_sigint)
+        if main:
+            self._previous = signal.signal(signal.SIGINT, self._on_sigint)
+            self._replaced = True
         self._timer = threading.Timer(delay, self._fire if main else self._warn)
         self._timer.daemon = True
         self._timer.start()
 
     def _on_sigint(self, signum: int, frame: Any) -> None:
-        if self.fired:  # the watch's own; any other SIGINT stays ignored, as it was
+        if self.fired:  # the watch's own interrupt
+            raise KeyboardInterrupt
+        previous = self._previous  # any other SIGINT: as before the watch
+        if callable(previous):
+            previous(signum, frame)
+        elif previous == signal.SIG_DFL:
             raise KeyboardInterrupt
 
     def _warn(self) -> None:
@@ -291,9 +299,11 @@ class ExpiryWatch:
             if self._timer is not None:
                 self._timer.cancel()
                 self._timer = None
-        if self._ignored is not None:
-            signal.signal(signal.SIGINT, self._ignored)
-            self._ignored = None
+        if self._replaced:
+            previous = self._previous
+            signal.signal(signal.SIGINT, signal.default_int_handler if previous is None
+                          else previous)
+            self._replaced = False
 
     def error(self) -> ClusterExpired:
         """What the interrupt it caused means."""
