@@ -91,12 +91,11 @@ def cleanup_lines(region: str | None, run: str | None, older_than: str | None,
     found = aws.instances(ec2)
     chosen = select(found, run, seconds, expired)
     runs = sorted({i.run for i in chosen} | ({run} if run else set()))
+    aws.terminate(ec2, [i.id for i in chosen])
+    aws.delete_groups(ec2, runs)  # after the instances: AWS refuses a group in use
     if not chosen:
-        aws.delete_groups(ec2, runs)
         return [f"sweep: nothing to terminate in {region} ({len(found)} live instance(s) of "
                 "sweep runs, none chosen)"]
-    aws.terminate(ec2, [i.id for i in chosen])
-    aws.delete_groups(ec2, runs)
     return table(chosen) + [f"sweep: terminated {len(chosen)} instance(s) of run(s) "
                             f"{', '.join(runs)} in {region}"]
 
