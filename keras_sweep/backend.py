@@ -36,12 +36,13 @@ from ._compat import (
     fit_error,
     fit_score,
 )
+from .checkpoints import CheckpointStore
 from .deaths import DeathWatch, WorkerDeath, describe
 from .journal import FitKeys, Journal
 from .records import FitRecord
 from .recycling import Recycler
 from .version import __version__
-from .worker.fit import FitOutcome, IsolatedBatch, identify
+from .worker.fit import Carry, FitOutcome, IsolatedBatch, identify
 from .worker.paths import KERAS_FIT, TrainingPaths
 
 logger = logging.getLogger(__name__)
@@ -118,6 +119,10 @@ class SweepBackend(JoblibDaskBackend):
         Which training paths fits may take in the workers (whole epochs per
         Keras execution, sweep's compiled loop, XLA); see
         :mod:`sweep.worker.fastpath`. Default: Keras' fit as it comes.
+    checkpoints : CheckpointStore, optional
+        End states of fits whose candidates set their epochs, so that a longer
+        fit of the same candidate and fold continues from one
+        (:mod:`sweep.checkpoints`); None: every fit trains from scratch.
     """
 
     def __init__(
@@ -130,6 +135,7 @@ class SweepBackend(JoblibDaskBackend):
         workers: int | None = None,
         journal: Journal | None = None,
         paths: TrainingPaths = KERAS_FIT,
+        checkpoints: CheckpointStore | None = None,
         **submit_kwargs: Any,
     ) -> None:
         super().__init__(client=client, **submit_kwargs)
@@ -141,6 +147,7 @@ class SweepBackend(JoblibDaskBackend):
         self.on_start = on_start
         self.journal = journal
         self.paths = paths
+        self.checkpoints = checkpoints
         #: the search was stopped (Ctrl-C, an error): cancellations are not worker deaths
         self.stopping = False
         #: fits sent to the cluster and not yet back, and those held back (see _admit)
@@ -248,13 +255,27 @@ class SweepBackend(JoblibDaskBackend):
         if self.on_submit is not None:
             for task in tasks:
                 self.on_submit(identify(FitRecord(), task[2]))
-        batch = IsolatedBatch(joblib_batch, self.seed, keys, self.paths)
+        batch = IsolatedBatch(joblib_batch, self.seed, keys, self.paths,
+                              self._carries(func.items))
         dask_future = self.client.submit(
             self.capture_traceback(batch), tasks=tasks,
             key=f"{batch!r}-{uuid4().hex}", **self.submit_kwargs)
         self.track(dask_future, callback, cf_future)
         self._tasks[dask_future] = ([kwargs for _, _, kwargs in func.items], keys)
         self._watch(dask_future)
+
+    def _carries(self, items: list[Any]) -> list[Carry | None]:
+        """Per fit, its lineage, epochs and the state of a shorter fit of that lineage
+        (:mod:`sweep.checkpoints`); None for fits that set no epochs."""
+        if self.checkpoints is None or not (self.paths.compiled_loop
+                                            and self.paths.continue_training):
+            return []  # (unseeded fits are told apart in the worker, which seeds them)
+        carries: list[Carry | None] = []
+        for _, args, kwargs in items:
+            found = self.keys.lineage(args, kwargs)
+            carries.append(None if found is None else
+                           (*found, self.checkpoints.before(*found)))
+        return carries
 
     def abort_everything(self, ensure_ready: bool = True) -> None:
         """Cancel every fit still running or queued (joblib will not collect them).
@@ -377,6 +398,9 @@ class SweepBackend(JoblibDaskBackend):
         if isinstance(out, _Raise):
             raise out.error
         if isinstance(out, FitOutcome):
+            if self.checkpoints is not None:
+                for lineage, epochs, state in getattr(out, "states", []):
+                    self.checkpoints.put(lineage, epochs, state)
             for record, result in zip(out.records, out.results, strict=False):
                 record.fit_error = fit_error(result)
                 record.test_score = fit_score(result)

@@ -77,6 +77,8 @@ class Settings:
     report_interval: float = 5.0
     #: fits of one kind of model reuse one traced loop in a worker
     share_traces: bool = True
+    #: a fit continues from a shorter fit of its candidate and fold where exact
+    continue_training: bool = True
     #: the sweep's name (a spec's ``name``): tags cloud resources, names jobs
     name: str = "sweep"
     #: the backend's own options: explicit values over ``sweep.<backend>.*``
@@ -86,7 +88,7 @@ class Settings:
     def paths(self) -> TrainingPaths:
         """The training paths fits may take (fast path, compiled loop, XLA)."""
         return TrainingPaths(self.fast_path, self.compiled_loop, self.xla, self.fail_on_nan,
-                             self.share_traces)
+                             self.share_traces, self.continue_training)
 
     def option(self, name: str, default: Any = None) -> Any:
         """A backend option (``None`` counts as unset)."""
@@ -118,6 +120,7 @@ KEYS: dict[str, str] = {
     "xla": "fit.xla",
     "fail_on_nan": "fit.fail-on-nan",
     "share_traces": "fit.share-traces",
+    "continue_training": "fit.continue-training",
     "tls": "tls.enabled",
     "tls_valid_days": "tls.valid-days",
     "report_interval": "report.live-interval",
@@ -170,6 +173,7 @@ def resolve(**explicit: Any) -> Settings:
         xla=bool(pick("xla")),
         fail_on_nan=bool(pick("fail_on_nan")),
         share_traces=bool(pick("share_traces")),
+        continue_training=bool(pick("continue_training")),
         tls=bool(pick("tls")),
         tls_valid_days=float(pick("tls_valid_days")),
         report_interval=float(pick("report_interval") or 0),

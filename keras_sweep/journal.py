@@ -26,6 +26,7 @@ from typing import Any
 import joblib
 
 from ._compat import fit_error, fit_task
+from .checkpoints import epochs_of
 from .exceptions import JournalError
 from .records import FitRecord, jsonable
 
@@ -182,3 +183,16 @@ class FitKeys:
             repr(task.return_train_score),
         ]
         return hashlib.sha256("|".join(map(str, parts)).encode()).hexdigest()
+
+    def lineage(self, args: Any, kwargs: dict[str, Any]) -> tuple[str, int] | None:
+        """The fit's lineage and epochs: what its training depends on except the number of
+        epochs its candidate sets (:mod:`sweep.checkpoints`); None: it sets none."""
+        task = fit_task(kwargs)
+        found = epochs_of(task.params)
+        if len(args) < 3 or task.train is None or task.params is None or found is None:
+            return None
+        estimator, X, y = args[:3]
+        params = {k: v for k, v in task.params.items() if k != found[0]}
+        parts = ["lineage", self.salt, self._hash(estimator), self._hash(X), self._hash(y),
+                 joblib.hash(task.train), joblib.hash(_describe(params)), found[0]]
+        return hashlib.sha256("|".join(map(str, parts)).encode()).hexdigest(), found[1]

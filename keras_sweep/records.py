@@ -57,6 +57,9 @@ class FitRecord:
     #: the compiled loop's trace: "new", "reused" (from an earlier fit of the same
     #: kind of model in that worker) or "own (why)" (:mod:`sweep.worker.traces`)
     trace: str | None = None
+    #: epochs taken over from a shorter fit of the same candidate and fold (the
+    #: fit trained only the rest; :mod:`sweep.worker.continuation`); None: none
+    continued_from: int | None = None
     #: TensorFlow custom-gradient registrations dropped after the fit
     purged_gradients: int | None = None
     #: why the worker asked to be recycled after this fit, and its nanny's address

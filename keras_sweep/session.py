@@ -26,6 +26,7 @@ from distributed import Client
 
 from . import clusters
 from .backend import SweepBackend
+from .checkpoints import CheckpointStore
 from .config import Settings, resolve
 from .exceptions import ClusterError, ClusterExpired
 from .journal import Journal
@@ -325,9 +326,11 @@ def _session(started: clusters.Started, settings: Settings, client: Client,
     if tracking is not None:
         searches = SearchTracking(tracking, store.path.parent if store is not None else None)
         monitor.listeners.append(searches.on_fit)
+    # end states of fits that set their epochs, beside the journal's fits
+    checkpoints = CheckpointStore(store.path if store is not None else None)
     backend = SweepBackend(client, seed=seed, on_submit=monitor.on_submit,
                            on_fit=monitor.on_fit, workers=started.max_workers,
-                           journal=store, paths=settings.paths,
+                           journal=store, paths=settings.paths, checkpoints=checkpoints,
                            on_start=searches.start if searches is not None else None)
     # fits left in the driver (GridSearchCV's refit) take sweep's fast path too
     with joblib.parallel_config(backend=backend), driver_fits(settings.paths):
@@ -338,6 +341,7 @@ def _session(started: clusters.Started, settings: Settings, client: Client,
             raise
         finally:
             monitor.close()
+            checkpoints.close()
             backend.deaths.close()  # before the client closes: no event to a closed client
             if searches is not None:
                 searches.finish()

@@ -21,7 +21,9 @@ from typing import Any
 from distributed import get_worker
 
 from .._compat import fit_task, retire_and_restart
+from ..checkpoints import Checkpoint
 from ..records import FitRecord
+from .continuation import Continuation
 from .fastpath import enabled
 from .memory import (
     clear_keras_session,
@@ -36,12 +38,16 @@ from .seeding import fit_seed, seeded
 logger = logging.getLogger(__name__)
 
 Task = tuple[Callable[..., Any], Sequence[Any], dict[str, Any]]
+#: a fit's lineage, its epochs and the state to continue from (None: from scratch)
+Carry = tuple[str, int, bytes | None]
 
 
 def describe_path(record: FitRecord, path: FitPath) -> FitRecord:
     """Fill ``record``'s fast path, fit path and fallback reason."""
     record.fast_path, record.fit_path, record.fallback = path.fast, path.name, path.fallback
     record.trace_seconds, record.trace = path.trace_seconds, path.trace
+    if path.continuation is not None:
+        record.continued_from = path.continuation.continued_from
     return record
 
 
@@ -152,11 +158,15 @@ async def recycle_worker(dask_worker: Any, reason: str = "recycle") -> bool:
 
 
 class FitOutcome:
-    """What a worker sends back for a batch: joblib's results plus fit records."""
+    """What a worker sends back for a batch: joblib's results plus fit records, and
+    the end states its fits kept for longer fits of their lineage."""
 
-    def __init__(self, results: list[Any], records: list[FitRecord]) -> None:
+    def __init__(self, results: list[Any], records: list[FitRecord],
+                 states: list[tuple[str, int, bytes]] | None = None) -> None:
         self.results = results
         self.records = records
+        #: ``(lineage, epochs, state)`` per fit that kept its end state
+        self.states = states or []
 
 
 class IsolatedBatch:
@@ -172,31 +182,46 @@ class IsolatedBatch:
         Journal keys of the tasks, in order.
     paths : TrainingPaths
         Which training paths fits may take (:mod:`sweep.worker.fastpath`).
+    carries : sequence of Carry or None
+        Per task, its lineage, epochs and the state of a shorter fit of its
+        lineage to continue from (:mod:`sweep.worker.continuation`); None: the
+        fit neither continues nor keeps its end state.
     """
 
     def __init__(self, batch: Any, seed: int | None, keys: Sequence[str | None] = (),
-                 paths: TrainingPaths = KERAS_FIT) -> None:
+                 paths: TrainingPaths = KERAS_FIT,
+                 carries: Sequence[Carry | None] = ()) -> None:
         self.batch = batch
         self.seed = seed
         self.keys = list(keys)
         self.paths = paths
+        self.carries = list(carries)
 
     def __call__(self, tasks: list[Task] | None = None) -> FitOutcome:
         results: list[Any] = []
         records: list[FitRecord] = []
+        states: list[tuple[str, int, bytes]] = []
         tasks = tasks if tasks is not None else []
         for i in range(len(tasks)):
             record = FitRecord()
             try:
-                record = self._run(tasks, i, results)
+                record = self._run(tasks, i, results, states)
             finally:
                 # the fitted model is unreachable now (its task was dropped from
                 # ``tasks``), so the clean-up collects it instead of freezing it;
                 # after an error escaping the fit, the clean-up still runs
                 records.append(end_fit(record))
-        return FitOutcome(results, records)
+        return FitOutcome(results, records, states)
 
-    def _run(self, tasks: list[Any], i: int, results: list[Any]) -> FitRecord:
+    def _continuation(self, i: int, seed: int | None) -> Continuation | None:
+        carry = self.carries[i] if i < len(self.carries) else None
+        if carry is None or seed is None or not self.paths.continue_training:
+            return None
+        start = carry[2]
+        return Continuation(start=Checkpoint.from_bytes(start) if start else None, keep=True)
+
+    def _run(self, tasks: list[Any], i: int, results: list[Any],
+             states: list[tuple[str, int, bytes]]) -> FitRecord:
         func, args, kwargs = tasks[i]
         tasks[i] = None
         estimator = args[0] if args else None
@@ -207,10 +232,16 @@ class IsolatedBatch:
             estimator = copy.copy(estimator)
             args = [estimator, *args[1:]]
         seed = fit_seed(self.seed, fit_task(kwargs).split, estimator)
+        carry = self._continuation(i, seed)
         with isolated_fit(seed, clean=False) as record:
             with enabled(estimator, self.paths) as path:
+                path.continuation = carry
                 done = self.batch([(func, args, kwargs)])
         results.extend(done)
+        if carry is not None and carry.end is not None:
+            lineage = self.carries[i]
+            assert lineage is not None
+            states.append((lineage[0], carry.end.epochs, carry.end.to_bytes()))
         record.history = keras_history(estimator)
         identify(record, kwargs)
         describe_path(record, path)

@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from .._compat import ArrayInputs, all_layers, array_data_adapter, array_inputs, build_for_training
+from . import continuation
 from .paths import FitPath
 
 #: arguments of ``Model.fit`` that leave the loop when given (with their "unset" value)
@@ -218,11 +219,25 @@ def fit(model: Any, x: Any = None, y: Any = None, batch_size: int | None = None,
         def run(order: Any) -> None:
             template.epoch(order, data)
 
+    first = initial_epoch
+    carry = path.continuation
+    if carry is not None and continuation.why_not(model, callbacks, initial_epoch) is not None:
+        carry.start, carry.keep = None, False
+    if carry is not None and carry.start is not None and carry.start.epochs < epochs \
+            and continuation.load(trainee, carry.start):
+        first = carry.continued_from = carry.start.epochs
+        for _ in range(first):  # epoch k trains on the k-th draw of the row order
+            next(orders)
+
     model.stop_training = False
     callbacks.on_train_begin()
+    if first and carry is not None and carry.start is not None:
+        history = model.history
+        history.epoch = list(range(first))
+        history.history = {k: list(v) for k, v in carry.start.history.items()}
     logs: dict[str, Any] | None = None
     took: list[float] = []
-    for number in range(initial_epoch, epochs):
+    for number in range(first, epochs):
         trainee.reset_metrics()
         callbacks.on_epoch_begin(number)
         start = time.perf_counter()
@@ -232,6 +247,8 @@ def fit(model: Any, x: Any = None, y: Any = None, batch_size: int | None = None,
         callbacks.on_epoch_end(number, logs)
         if model.stop_training:
             break
+    if carry is not None and carry.keep and epochs > first and not model.stop_training:
+        carry.end = continuation.capture(trainee, epochs, model.history.history)
     if epochs > 0 and isinstance(trainee.optimizer, keras.optimizers.Optimizer):
         trainee.optimizer.finalize_variable_values(trainee.trainable_weights)
     if template is not None:

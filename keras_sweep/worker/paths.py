@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .continuation import Continuation
 
 
 @dataclass(frozen=True)
@@ -22,6 +26,10 @@ class TrainingPaths:
     #: fits of one kind of model reuse one traced loop (``sweep.fit.share-traces``,
     #: :mod:`sweep.worker.traces`); bitwise the same
     share_traces: bool = True
+    #: a fit of a candidate and fold continues from a shorter fit of theirs on the
+    #: compiled loop (``sweep.fit.continue-training``, :mod:`sweep.worker.continuation`);
+    #: bitwise the same
+    continue_training: bool = True
 
 
 @dataclass
@@ -41,6 +49,9 @@ class FitPath:
     #: kept), "reused" (made by an earlier fit of the same kind) or "own (why)"
     #: (traced for this fit alone); None: not the compiled loop
     trace: str | None = None
+    #: what the fit continues from and keeps for a longer fit of its lineage
+    #: (:mod:`sweep.worker.continuation`); None: neither
+    continuation: Continuation | None = None
 
     @property
     def fast(self) -> bool:
