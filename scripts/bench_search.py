@@ -26,6 +26,7 @@ import os
 import platform
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -57,8 +58,12 @@ def _run(spec_file: str, overrides: dict[str, Any], session: Any, out: Path) -> 
     result = run(spec, session=session, progress=False, echo=lambda _: None)
     seconds = time.perf_counter() - start
     epochs = spec.fit["epochs"]
-    member_epochs = sum(int((f.params or {}).get("epochs", epochs)) for f in result.fits)
+    # epochs trained: a fit that continued a shorter one of its candidate and fold
+    # (`continued_from`) trained only the rest
+    member_epochs = sum(int((f.params or {}).get("epochs", epochs)) - (f.continued_from or 0)
+                        for f in result.fits)
     return {"seconds": seconds, "member_epochs": member_epochs, "fits": len(result.fits),
+            "continued": sum(1 for f in result.fits if f.continued_from),
             "search": result.search, "epochs": epochs}
 
 
@@ -67,7 +72,8 @@ def _key(params: dict[str, Any]) -> str:
                       default=float)
 
 
-def compare(full: dict[str, Any], halving: dict[str, Any]) -> dict[str, Any]:
+def compare(full: dict[str, Any], halving: dict[str, Any],
+            restarted: dict[str, Any] | None = None) -> dict[str, Any]:
     """Where the halving pick stands in the full search, and what each cost."""
     results = full["search"].cv_results_
     ranks = {_key(p): int(r) for p, r in zip(results["params"], results["rank_test_score"],
@@ -88,11 +94,21 @@ def compare(full: dict[str, Any], halving: dict[str, Any]) -> dict[str, Any]:
         "compute_fraction": halving["member_epochs"] / full["member_epochs"],
         "wall_ratio": halving["seconds"] / full["seconds"],
         "full": {k: full[k] for k in ("seconds", "member_epochs", "fits", "epochs")},
-        "halving": {k: halving[k] for k in ("seconds", "member_epochs", "fits")} | {
-            "rungs": [{"candidates": int(c), "epochs": int(r)} for c, r in zip(
-                halving["search"].n_candidates_, halving["search"].n_resources_,
-                strict=True)]},
+        "halving": {k: halving[k] for k in ("seconds", "member_epochs", "fits", "continued")}
+        | {"rungs": [{"candidates": int(c), "epochs": int(r)} for c, r in zip(
+            halving["search"].n_candidates_, halving["search"].n_resources_, strict=True)]},
+        "halving_restarting": None if restarted is None else {
+            k: restarted[k] for k in ("seconds", "member_epochs", "fits")} | {
+            "same_scores": bool((_splits(restarted) == _splits(halving)).all())},
     }
+
+
+def _splits(run: dict[str, Any]) -> Any:
+    import numpy as np
+
+    results = run["search"].cv_results_
+    return np.array([results[k] for k in sorted(results)
+                     if k.startswith("split") and k.endswith("_test_score")])
 
 
 def main() -> int:
@@ -102,6 +118,8 @@ def main() -> int:
     parser.add_argument("--factor", type=float, default=3)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--output", type=Path)
+    parser.add_argument("--restarting", action="store_true",
+                        help="also run each halving with continued training off")
     args = parser.parse_args()
 
     import keras_sweep as sweep
@@ -111,7 +129,8 @@ def main() -> int:
         "cpus": os.cpu_count(), "workers": args.workers, "factor": args.factor,
         "command": "python scripts/bench_search.py " + " ".join(
             f"--only {' '.join(args.only)}".split() + (
-                [f"--epochs {args.epochs}"] if args.epochs else [])),
+                [f"--epochs {args.epochs}"] if args.epochs else []) + (
+                ["--restarting"] if args.restarting else [])),
         "spaces": {}}
     with tempfile.TemporaryDirectory() as tmp, sweep.cluster(
             "local", workers=args.workers, seed=7) as session:
@@ -126,11 +145,23 @@ def main() -> int:
                 halving_search["n_candidates"] = overrides["search"]["n_iter"]
             halving = _run(spec_file, {**overrides, "search": halving_search}, session,
                            Path(tmp) / f"{name}-halving")
-            row = compare(full, halving)
+            restarted = None
+            if args.restarting:  # every survivor trained from scratch, as scikit-learn does
+                paths = session.backend.paths
+                session.backend.paths = replace(paths, continue_training=False)
+                restarted = _run(spec_file, {**overrides, "search": halving_search}, session,
+                                 Path(tmp) / f"{name}-halving-restarting")
+                session.backend.paths = paths
+            row = compare(full, halving, restarted)
             report["spaces"][name] = row
             print(f"{name}: full {row['full']['seconds']:.0f} s, "
                   f"{row['full']['member_epochs']} member-epochs; halving "
                   f"{row['halving']['seconds']:.0f} s, {row['halving']['member_epochs']} "
+                  f"({row['halving']['continued']} fits continued"
+                  + (f"; restarting: {row['halving_restarting']['seconds']:.0f} s, "
+                     f"{row['halving_restarting']['member_epochs']}, same scores "
+                     f"{row['halving_restarting']['same_scores']}"
+                     if row["halving_restarting"] else "") + ") "
                   f"({row['compute_fraction']:.0%} of the compute, "
                   f"{row['wall_ratio']:.0%} of the wall time); pick ranks "
                   f"{row['halving_pick']['rank_in_full']} in the full search, within one std "

@@ -39,6 +39,50 @@ def test_workers_recycle_and_no_fit_is_lost(cancer, tiny_classifier):
 
 
 
+def _burn(seconds: float) -> None:
+    import time
+
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        pass
+
+
+def test_recycling_after_every_fit_on_a_loaded_machine_loses_no_worker(cancer,
+                                                                       tiny_classifier):
+    """3 workers recycled after every fit while two processes keep both cores busy: every
+    fit finishes once, none is failed, lost or retried, and all 3 workers are back at the
+    end (a restart that timed out its heartbeat or was refused would leave fewer)."""
+    import multiprocessing
+    import time
+
+    X, y = cancer
+    grid = GridSearchCV(tiny_classifier, {"model__neurons": list(range(1, 13))}, cv=2,
+                        n_jobs=-1, refit=False)
+    burners = [multiprocessing.get_context("spawn").Process(target=_burn, args=(600,),
+                                                            daemon=True) for _ in range(2)]
+    with sweep.cluster("local", workers=3, recycle_after_fits=1, progress=False) as session:
+        for burner in burners:
+            burner.start()
+        try:
+            start = time.monotonic()
+            grid.fit(X, y)
+            seconds = time.monotonic() - start
+            fits = list(session.fits)
+            restarts = session.backend.recycler.restarts
+            assert session.backend.recycler.settle(120), "restarts still running"
+            session.client.wait_for_workers(3, timeout=60)
+            workers = len(session.client.scheduler_info()["workers"])
+        finally:
+            for burner in burners:
+                burner.terminate()
+    assert len(fits) == 24 and {(f.candidate, f.split) for f in fits} == {
+        (c, s) for c in range(12) for s in range(2)}
+    assert not [f for f in fits if f.fit_error or f.worker_lost or f.lost_runs]
+    assert workers == 3
+    assert restarts >= 12 and len(Counter(f.pid for f in fits)) >= 12, restarts
+    print(f"\n{restarts} recycles in {seconds:.1f} s ({restarts / seconds:.2f}/s) under load")
+
+
 def _heap_census(dask_worker=None):
     """Objects frozen in this worker, and Keras models anywhere in its heap (frozen
     ones included: a model frozen while alive and dropped later would be a leak)."""

@@ -232,6 +232,49 @@ def test_workers_retire_before_walltime_and_are_replaced(slurm, tmp_path):
 
 
 @pytest.mark.slow
+def test_a_job_that_hits_its_walltime_mid_fit_costs_only_a_rerun(slurm, tmp_path):
+    """A worker job whose time limit ends while it runs a fit (its limit cut to a minute
+    with scontrol, so SLURM ends it as TIMEOUT): the fit reruns on the replacement job,
+    none fails, and the fit's record says why its first run was lost."""
+    spec = _spec(tmp_path, {**SLURM, "jobs": 1}, epochs=150,
+                 grid={"model__neurons": list(range(2, 10))})
+    spec.fast_path = False  # fits of several seconds: the limit ends one mid-way
+    cut: list[str] = []
+
+    def cut_the_limit() -> None:
+        journal = Path(spec.output) / "journal.sqlite"
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and not cut:
+            jobs = _jobs()
+            if jobs and journal.exists() and journal.stat().st_size > 0:
+                import sqlite3
+
+                with sqlite3.connect(journal) as db:
+                    if db.execute("select count(*) from fits").fetchone()[0] >= 1:
+                        subprocess.run(["scontrol", "update", f"JobId={jobs[0]}",
+                                        "TimeLimit=1"], check=True)
+                        cut.append(jobs[0])
+                        return
+            time.sleep(0.3)
+
+    cutter = threading.Thread(target=cut_the_limit, daemon=True)
+    cutter.start()
+    result = run(spec, progress=False, echo=lambda _: None)
+    cutter.join()
+    assert cut, "the sweep ended before the job's limit could be cut"
+    state = subprocess.run(["scontrol", "show", "job", cut[0]], capture_output=True,
+                           text=True).stdout
+    assert "JobState=TIMEOUT" in state or not state.strip(), state
+    assert not result.failed, [f.fit_error for f in result.failed]
+    assert len(result.search.cv_results_["params"]) == 8
+    lost = [run for f in result.fits for run in (f.lost_runs or [])]
+    print(f"\nruns lost with the timed-out job: {lost}")
+    assert lost, "no fit says its run was lost with the job"
+    assert all("walltime" in r["reason"] or "time limit" in r["reason"] for r in lost), lost
+    assert _wait_no_jobs() == []
+
+
+@pytest.mark.slow
 def test_one_allocation_batch_script(slurm, tmp_path):
     out = tmp_path / "batch"
     spec_file = tmp_path / "spec.yaml"
