@@ -515,12 +515,15 @@ def worker_extension(worker: Any, name: str, value: Any = None) -> Any:
 
 @touch("distributed", ">=2024.4, tested 2026.8.0",
        "Worker.scheduler (the scheduler's rpc), Scheduler.retire_workers(close_workers, "
-       "remove, stimulus_id), distributed.core.rpc and Nanny.restart(reason)")
-async def retire_and_restart(worker: Any, reason: str) -> None:
+       "remove, stimulus_id), distributed.core.rpc and Nanny.restart(timeout, reason)")
+async def retire_and_restart(worker: Any, reason: str, timeout: float = 120.0) -> None:
     """Retire ``worker`` (its results move elsewhere), then have its nanny restart it.
 
     With no other worker there is nowhere to move results (Dask recomputes them),
     and retiring anyway fails, racing the restart: only the restart is asked for.
+    The nanny gets ``timeout`` seconds for the new process: its default (30 s)
+    *cancels* a start that takes longer (a worker importing TensorFlow on a busy
+    machine), which left the nanny without a worker.
     """
     import time
 
@@ -529,14 +532,15 @@ async def retire_and_restart(worker: Any, reason: str) -> None:
         await worker.scheduler.retire_workers(
             workers=[worker.address], close_workers=False, remove=True,
             stimulus_id=f"sweep-recycle-{time.time()}")
-    worker.loop.add_callback(_restart_by_nanny, worker.nanny, reason)
+    worker.loop.add_callback(_restart_by_nanny, worker.nanny, reason, timeout)
 
 
-async def _restart_by_nanny(nanny_address: str, reason: str) -> None:
+async def _restart_by_nanny(nanny_address: str, reason: str, timeout: float) -> None:
     from distributed.core import rpc
 
-    async with rpc(nanny_address) as nanny:
-        await nanny.restart(reason=f"sweep-recycle: {reason}")
+    # the rpc's own deadline covers the call, which lasts as long as the restart
+    async with rpc(nanny_address, timeout=timeout + 30) as nanny:
+        await nanny.restart(timeout=timeout, reason=f"sweep-recycle: {reason}")
 
 
 @touch("distributed", ">=2024.4, tested 2026.8.0",

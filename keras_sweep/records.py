@@ -62,7 +62,8 @@ class FitRecord:
     continued_from: int | None = None
     #: TensorFlow custom-gradient registrations dropped after the fit
     purged_gradients: int | None = None
-    #: why the worker asked to be recycled after this fit, and its nanny's address
+    #: why the worker asked to be recycled after this fit; the address of the
+    #: worker's nanny (a restarted worker process comes back under the same one)
     recycle_due: str | None = None
     nanny: str | None = None
     #: the outcome came from the journal (not run now)

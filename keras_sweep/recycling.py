@@ -41,37 +41,40 @@ class Recycler:
         self.expected = workers or len(client.scheduler_info().get("workers", {}))
         self.concurrent = max(1, self.expected // 4)
         self.patience = patience
-        self.restarting: dict[str, float] = {}
+        #: restarts under way: the worker's nanny (its address where it has none) ->
+        #: (the old worker's address, when the restart was asked for)
+        self.restarting: dict[str, tuple[str, float]] = {}
         self.restarts = 0
-        self.seen: set[str] = set()
         self.requests: list[asyncio.Future[Any]] = []
-        self.nannies: dict[str, str] = {}
 
     def fit_done(self, record: FitRecord) -> None:
         """Look at one finished fit's record; maybe restart its worker.
 
-        Called on the client's event loop thread. A fit from a worker never seen
-        before means a restarted worker is back, which frees a restart slot.
+        Called on the client's event loop thread. A restart is over when a fit comes
+        back from a new process of the same nanny (or after ``patience`` seconds);
+        that frees its slot. Counting any worker not seen before as a restarted one
+        let the first fits of the original workers free slots they did not hold, so
+        all workers of a sweep recycled after its first fits restarted at once and
+        the sweep was left with none (3 workers, ``recycle_after_fits=1``, a loaded
+        machine: ``tests/test_recycling.py``).
         """
         now = time.monotonic()
         address, reason = record.worker, record.recycle_due
         if not address:
             return
-        if address not in self.seen:
-            if self.seen and self.restarting:
-                oldest = min(self.restarting, key=self.restarting.__getitem__)
-                del self.restarting[oldest]
-            self.seen.add(address)
-        self.restarting = {a: t for a, t in self.restarting.items() if now - t < self.patience}
-        if not reason or address in self.restarting or len(self.restarting) >= self.concurrent:
+        key = record.nanny or address
+        old = self.restarting.get(key)
+        if old is not None and old[0] != address:
+            del self.restarting[key]  # its new process is back and fitting
+        self.restarting = {k: v for k, v in self.restarting.items()
+                           if now - v[1] < self.patience}
+        if not reason or key in self.restarting or len(self.restarting) >= self.concurrent:
             return
-        self.restarting[address] = now
+        self.restarting[key] = (address, now)
         self.restarts += 1
-        self.nannies = {a: n for a, n in self.nannies.items() if a in self.restarting}
-        if record.nanny:
-            self.nannies[address] = record.nanny
         coro = self.client.run(
-            recycle_worker, reason=reason, workers=[address], wait=False, asynchronous=True
+            recycle_worker, reason=reason, timeout=self.patience, workers=[address], wait=False,
+            asynchronous=True
         )
         self.requests = [r for r in self.requests if not r.done()]
         self.requests.append(asyncio.ensure_future(coro))
@@ -86,7 +89,7 @@ class Recycler:
         of its nanny has registered and finished its set-up (which imports
         TensorFlow: closing a worker in the middle of it logs the same errors).
         """
-        waiting = {a: n for a, n in self.nannies.items() if a in self.restarting}
+        waiting = {old: key for key, (old, _) in self.restarting.items() if key != old}
         if not waiting:
             return True
         logger.info("sweep: waiting for %d restarting worker(s) before closing", len(waiting))

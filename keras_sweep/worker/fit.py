@@ -122,14 +122,14 @@ def end_fit(record: FitRecord) -> FitRecord:
 def _count_fit(state: WorkerState, record: FitRecord) -> None:
     worker = get_worker()
     record.worker = worker.address
+    nanny: Any = worker.nanny  # an address at run time, typed as a Nanny
+    record.nanny = nanny  # a restarted process registers under the same nanny
     with state.lock:
         state.fits += 1
         record.process_fits = state.fits
         reason = _recycle_reason(state, record.rss or 0)
     if reason is not None:
         record.recycle_due = reason
-        nanny: Any = worker.nanny  # an address at run time, typed as a Nanny
-        record.nanny = nanny  # its restarted process registers under it
 
 
 def _recycle_reason(state: WorkerState, rss: int) -> str | None:
@@ -140,20 +140,22 @@ def _recycle_reason(state: WorkerState, rss: int) -> str | None:
     return None
 
 
-async def recycle_worker(dask_worker: Any, reason: str = "recycle") -> bool:
+async def recycle_worker(dask_worker: Any, reason: str = "recycle",
+                         timeout: float = 120.0) -> bool:
     """Restart this worker process without losing work (run through ``client.run``).
 
     First the scheduler retires the worker: results only it holds are copied to
     other workers, and its queued tasks go back to the scheduler as expected
     (not suspicious) departures. Then its nanny kills the process and starts a
-    fresh one, which imports TensorFlow again and rejoins the cluster.
+    fresh one, which imports TensorFlow again and rejoins the cluster; the nanny
+    waits ``timeout`` seconds for it.
     """
     state = state_of(dask_worker)
     if state is None or state.recycling or dask_worker.nanny is None:
         return False
     state.recycling = True
     logger.info("sweep: recycling worker %s (%s)", dask_worker.address, reason)
-    await retire_and_restart(dask_worker, reason)
+    await retire_and_restart(dask_worker, reason, timeout)
     return True
 
 
