@@ -17,12 +17,13 @@ import asyncio
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from dask.utils import format_bytes
 
-from .worker.plugin import EXIT_TOPIC
+from .worker.plugin import EXIT_TOPIC, JOB_TOPIC
 
 MEMORY_TOPIC = "worker-restart-memory"
 #: what a signal usually means for a worker process
@@ -70,18 +71,32 @@ class DeathWatch:
     ----------
     client : distributed.Client
         The sweep's client (events arrive on its event loop).
+    explain_job : callable, optional
+        Why a worker's batch job ended (its job id -> a reason, or None), asked of
+        the batch system when a worker that announced its job vanishes without an
+        exit report (:attr:`sweep.clusters.Started.explain_job`).
     """
 
-    def __init__(self, client: Any) -> None:
+    def __init__(self, client: Any,
+                 explain_job: Callable[[str], str | None] | None = None) -> None:
         self.client = client
+        self.explain_job = explain_job
         self._lock = threading.Lock()
         self._removals: list[tuple[float, str, frozenset[str]]] = []
         self._exits: dict[str, dict[str, Any]] = {}
         self._memory: dict[str, dict[str, Any]] = {}
+        self._jobs: dict[str, str] = {}
+        #: why a vanished worker's job ended (None while asked, or not known)
+        self._job_ends: dict[str, str | None] = {}
         self._topics = {"all": self._on_all, EXIT_TOPIC: self._on_exit,
-                        MEMORY_TOPIC: self._on_memory}
+                        MEMORY_TOPIC: self._on_memory, JOB_TOPIC: self._on_job}
         for topic, handler in self._topics.items():
             client.subscribe_topic(topic, handler)
+        try:  # workers up before the watch announced their jobs already
+            for event in client.get_events(JOB_TOPIC):
+                self._on_job(event)
+        except Exception:  # noqa: BLE001 - an asynchronous client, a closing scheduler
+            pass
 
     def close(self) -> None:
         """Stop listening."""
@@ -96,8 +111,37 @@ class DeathWatch:
         if (isinstance(msg, dict) and msg.get("action") == "remove-worker"
                 and not msg.get("expected") and msg.get("worker")):
             keys = frozenset(str(k) for k in msg.get("processing-tasks") or ())
+            worker = str(msg["worker"])
             with self._lock:
-                self._removals.append((float(stamp), str(msg["worker"]), keys))
+                self._removals.append((float(stamp), worker, keys))
+                job = self._jobs.get(worker)
+                ask = job is not None and self.explain_job is not None \
+                    and worker not in self._job_ends
+                if ask:
+                    self._job_ends[worker] = None
+            if ask:  # the batch system is asked in a thread: never on the event loop
+                threading.Thread(target=self._ask_job, args=(worker, job), daemon=True,
+                                 name="sweep-job-end").start()
+
+    def _on_job(self, event: tuple[float, Any]) -> None:
+        _, msg = event
+        if isinstance(msg, dict) and msg.get("worker") and msg.get("job"):
+            with self._lock:
+                self._jobs[str(msg["worker"])] = str(msg["job"])
+
+    def _ask_job(self, worker: str, job: str) -> None:
+        assert self.explain_job is not None
+        # the job's state may trail the lost connection by a moment
+        for delay in (0.5, 2.0, 5.0):
+            time.sleep(delay)
+            try:
+                why = self.explain_job(job)
+            except Exception:  # noqa: BLE001 - a reason must never stop the sweep
+                why = None
+            if why:
+                with self._lock:
+                    self._job_ends[worker] = why
+                return
 
     def _on_exit(self, event: tuple[float, Any]) -> None:
         stamp, msg = event
@@ -123,6 +167,10 @@ class DeathWatch:
                     "(distributed.worker.memory.terminate) and its nanny killed it")
         if exit_ is not None and exit_.get("exitcode") is not None:
             return exit_reason(int(exit_["exitcode"]))
+        with self._lock:
+            job_end = self._job_ends.get(worker)
+        if job_end:
+            return job_end
         return ("connection lost: the scheduler stopped hearing from it and no exit was "
                 "reported (host down, network, or its nanny gone too)")
 
@@ -136,8 +184,9 @@ class DeathWatch:
         with self._lock:
             workers = [w for _, w, keys in self._removals if key in keys]
             # the nanny's exit report carries the exit code and the memory limit; its
-            # memory report (if any) comes before it on the same stream
-            return all(w in self._exits for w in workers)
+            # memory report (if any) comes before it on the same stream; a batch job's
+            # end is asked of the batch system
+            return all(w in self._exits or self._job_ends.get(w) for w in workers)
 
     async def settled(self, key: str, timeout: float = 2.0) -> list[WorkerDeath]:
         """:meth:`deaths` once each has its reason (a nanny's report can trail the

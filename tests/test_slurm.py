@@ -270,7 +270,8 @@ def test_a_job_that_hits_its_walltime_mid_fit_costs_only_a_rerun(slurm, tmp_path
     lost = [run for f in result.fits for run in (f.lost_runs or [])]
     print(f"\nruns lost with the timed-out job: {lost}")
     assert lost, "no fit says its run was lost with the job"
-    assert all("walltime" in r["reason"] or "time limit" in r["reason"] for r in lost), lost
+    assert all(f"its SLURM job {cut[0]} hit its time limit (walltime)" in r["reason"]
+               for r in lost), lost
     assert _wait_no_jobs() == []
 
 

@@ -75,6 +75,10 @@ class Started:
     expiry: str = ""
     #: a new cluster cures it (fresh certificates): ``sweep run`` starts one and resumes
     renewable: bool = False
+    #: why a worker's batch job ended, asked of the batch system (its job id ->
+    #: e.g. "its SLURM job 12 hit its time limit"; None: not known), for workers
+    #: that vanish without an exit report
+    explain_job: Callable[[str], str | None] | None = None
 
 
 def known_backends() -> list[str]:

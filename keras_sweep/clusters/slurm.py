@@ -185,6 +185,42 @@ def preflight(partition: str | None) -> None:
             f"  Fix: set cluster.queue to one of: {', '.join(sorted(set(known))) or '(none)'}")
 
 
+#: SLURM job states that end a job, as a worker's death reason says them
+JOB_ENDS = {
+    "TIMEOUT": "hit its time limit (walltime)",
+    "CANCELLED": "was cancelled (scancel, or an administrator)",
+    "PREEMPTED": "was preempted by a higher-priority job",
+    "NODE_FAIL": "lost its node (node failure)",
+    "OUT_OF_MEMORY": "ran out of its memory allocation",
+    "FAILED": "failed",
+    "BOOT_FAIL": "failed to boot its node",
+    "DEADLINE": "passed its deadline",
+}
+
+
+def job_end(job: str) -> str | None:
+    """Why SLURM job ``job`` ended ("its SLURM job 12 hit its time limit (walltime)"),
+    from ``scontrol show job`` (kept ``MinJobAge`` seconds after the end) or, on
+    clusters with accounting, ``sacct``; None when SLURM does not say."""
+    state, match = None, None
+    try:
+        if shutil.which("scontrol"):
+            out = run_command(["scontrol", "-o", "show", "job", job], fix="", check=False,
+                              timeout=10)
+            match = re.search(r"\bJobState=(\S+)", out.stdout)
+        if match is None and shutil.which("sacct"):
+            out = run_command(["sacct", "-n", "-X", "-P", "-o", "State", "-j", job], fix="",
+                              check=False, timeout=10)
+            match = re.match(r"\s*([A-Z_]+)", out.stdout)
+    except ClusterError:  # SLURM did not answer: the reason stays the generic one
+        return None
+    if match is not None:
+        state = match.group(1).split()[0]
+    if state is None or state not in JOB_ENDS:
+        return None
+    return f"its SLURM job {job} {JOB_ENDS[state]}"
+
+
 def diagnose(cluster: Any, log_dir: str | None) -> str:
     """Job states and log tails of ``cluster``'s jobs, for a 'no worker arrived' error."""
     ids = [str(job.job_id) for job in list(cluster.workers.values())
@@ -229,7 +265,8 @@ def start(settings: Settings) -> Started:
     processes = int(kwargs["processes"])
     return Started(cluster, cluster.scheduler_address, expected_workers=max(1, minimum) *
                    processes, max_workers=maximum * processes,
-                   diagnose=lambda: diagnose(cluster, _log_directory(kwargs)))
+                   diagnose=lambda: diagnose(cluster, _log_directory(kwargs)),
+                   explain_job=job_end)
 
 
 def _log_directory(kwargs: dict[str, Any]) -> str | None:

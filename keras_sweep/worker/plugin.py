@@ -92,6 +92,9 @@ def enable_determinism() -> str:
 
 #: the event topic a nanny reports its worker process's exit under
 EXIT_TOPIC = "sweep-worker-exit"
+#: a worker's batch job (SLURM's ``SLURM_JOB_ID``), announced when it starts, so the
+#: driver can ask the batch system why the job ended if the worker vanishes
+JOB_TOPIC = "sweep-worker-job"
 
 
 class ExitReporter(NannyPlugin):
@@ -169,6 +172,9 @@ class WorkerSetup(WorkerPlugin):
             state.freeze_gc, state.full_gc_every = True, self.full_gc_every
             state.frozen_objects = freeze_heap()
         worker_extension(worker, STATE_NAME, state)
+        job = os.environ.get("SLURM_JOB_ID")
+        if job:
+            worker.log_event(JOB_TOPIC, {"worker": worker.address, "job": job})
 
 
 def ignore_interrupts() -> bool:
