@@ -399,7 +399,7 @@ class SweepBackend(JoblibDaskBackend):
             raise out.error
         if isinstance(out, FitOutcome):
             if self.checkpoints is not None:
-                for lineage, epochs, state in getattr(out, "states", []):
+                for lineage, epochs, state in out.states:
                     self.checkpoints.put(lineage, epochs, state)
             for record, result in zip(out.records, out.results, strict=False):
                 record.fit_error = fit_error(result)

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -73,6 +73,34 @@ def _jobs_seen(every: float = 0.3) -> Iterator[set[str]]:
         yield seen
     finally:
         done.set()
+        watcher.join()
+
+
+@contextlib.contextmanager
+def _mid_sweep(spec: specmod.Spec, fits: int, jobs: int, act: Callable[[str], object],
+               timeout: float = 180) -> Iterator[list[str]]:
+    """Within the block, ``act(job)`` once on the first worker job, as soon as ``jobs``
+    jobs run and the sweep's journal holds ``fits`` fits; yields the jobs acted on."""
+    from test_fault_tolerance import journal_count
+
+    done: list[str] = []
+
+    def watch() -> None:
+        journal = Path(spec.output) / "journal.sqlite"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            running = _jobs()
+            if len(running) >= jobs and journal_count(journal) >= fits:
+                act(running[0])
+                done.append(running[0])
+                return
+            time.sleep(0.3)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        yield done
+    finally:
         watcher.join()
 
 
@@ -185,28 +213,9 @@ def test_sweep_on_slurm_jobs_matches_local_and_leaves_no_job(slurm, tmp_path):
 def test_cancelled_worker_job_is_replaced_and_sweep_completes(slurm, tmp_path):
     spec = _spec(tmp_path, SLURM, epochs=3,
                  grid={"model__neurons": [2, 3, 4, 5, 6, 7]})
-    cancelled: list[str] = []
-
-    def cancel_one_job_mid_sweep() -> None:
-        journal = Path(spec.output) / "journal.sqlite"
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if journal.exists() and journal.stat().st_size > 0 and len(_jobs()) >= 2:
-                import sqlite3
-
-                with sqlite3.connect(journal) as db:
-                    done = db.execute("select count(*) from fits").fetchone()[0]
-                if done >= 2:
-                    victim = _jobs()[0]
-                    subprocess.run(["scancel", victim], check=True)
-                    cancelled.append(victim)
-                    return
-            time.sleep(0.3)
-
-    killer = threading.Thread(target=cancel_one_job_mid_sweep, daemon=True)
-    killer.start()
-    result = run(spec, progress=False, echo=lambda _: None)
-    killer.join()
+    with _mid_sweep(spec, fits=2, jobs=2,
+                    act=lambda job: subprocess.run(["scancel", job], check=True)) as cancelled:
+        result = run(spec, progress=False, echo=lambda _: None)
     assert cancelled, "the sweep ended before a job could be cancelled"
     cv = result.search.cv_results_
     assert len(cv["params"]) == 6
@@ -239,28 +248,9 @@ def test_a_job_that_hits_its_walltime_mid_fit_costs_only_a_rerun(slurm, tmp_path
     spec = _spec(tmp_path, {**SLURM, "jobs": 1}, epochs=150,
                  grid={"model__neurons": list(range(2, 10))})
     spec.fast_path = False  # fits of several seconds: the limit ends one mid-way
-    cut: list[str] = []
-
-    def cut_the_limit() -> None:
-        journal = Path(spec.output) / "journal.sqlite"
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline and not cut:
-            jobs = _jobs()
-            if jobs and journal.exists() and journal.stat().st_size > 0:
-                import sqlite3
-
-                with sqlite3.connect(journal) as db:
-                    if db.execute("select count(*) from fits").fetchone()[0] >= 1:
-                        subprocess.run(["scontrol", "update", f"JobId={jobs[0]}",
-                                        "TimeLimit=1"], check=True)
-                        cut.append(jobs[0])
-                        return
-            time.sleep(0.3)
-
-    cutter = threading.Thread(target=cut_the_limit, daemon=True)
-    cutter.start()
-    result = run(spec, progress=False, echo=lambda _: None)
-    cutter.join()
+    with _mid_sweep(spec, fits=1, jobs=1, act=lambda job: subprocess.run(
+            ["scontrol", "update", f"JobId={job}", "TimeLimit=1"], check=True)) as cut:
+        result = run(spec, progress=False, echo=lambda _: None)
     assert cut, "the sweep ended before the job's limit could be cut"
     state = subprocess.run(["scontrol", "show", "job", cut[0]], capture_output=True,
                            text=True).stdout
