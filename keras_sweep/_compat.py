@@ -515,7 +515,9 @@ def worker_extension(worker: Any, name: str, value: Any = None) -> Any:
 
 @touch("distributed", ">=2024.4, tested 2026.8.0",
        "Worker.scheduler (the scheduler's rpc), Scheduler.retire_workers(close_workers, "
-       "remove, stimulus_id), distributed.core.rpc and Nanny.restart(timeout, reason)")
+       "remove, stimulus_id), distributed.core.rpc and Nanny.restart(timeout, reason); "
+       "Worker.periodic_callbacks['heartbeat'] and Worker.nanny, which Worker.close("
+       "nanny=True) uses to close the nanny too")
 async def retire_and_restart(worker: Any, reason: str, timeout: float = 120.0) -> None:
     """Retire ``worker`` (its results move elsewhere), then have its nanny restart it.
 
@@ -524,15 +526,27 @@ async def retire_and_restart(worker: Any, reason: str, timeout: float = 120.0) -
     The nanny gets ``timeout`` seconds for the new process: its default (30 s)
     *cancels* a start that takes longer (a worker importing TensorFlow on a busy
     machine), which left the nanny without a worker.
+
+    Retiring removes the worker from the scheduler before its process ends. A
+    heartbeat sent in between is answered "missing", and the worker then closes
+    itself *and its nanny* (``Worker.close(nanny=True)``): the cluster lost that
+    worker for good (CI, 3 workers recycling after every fit on a loaded machine).
+    So the worker stops its heartbeat and forgets its nanny first: whatever closes
+    it now, the nanny stays and starts a new process.
     """
     import time
 
+    nanny_address = worker.nanny
+    heartbeat = getattr(worker, "periodic_callbacks", {}).get("heartbeat")
+    if heartbeat is not None:
+        heartbeat.stop()
+    worker.nanny = None
     identity = await worker.scheduler.identity(n_workers=-1)
     if len(identity.get("workers", {})) > 1:
         await worker.scheduler.retire_workers(
             workers=[worker.address], close_workers=False, remove=True,
             stimulus_id=f"sweep-recycle-{time.time()}")
-    worker.loop.add_callback(_restart_by_nanny, worker.nanny, reason, timeout)
+    worker.loop.add_callback(_restart_by_nanny, nanny_address, reason, timeout)
 
 
 async def _restart_by_nanny(nanny_address: str, reason: str, timeout: float) -> None:

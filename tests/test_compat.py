@@ -495,10 +495,26 @@ def test_a_nanny_reports_its_worker_killed_by_a_signal():
 
 @probe("retire_and_restart")
 def test_a_worker_is_retired_and_restarted_by_its_nanny():
+    """Even when a heartbeat reaches the scheduler after the retirement and before the
+    nanny ends the process (a loaded machine: CI lost a worker so), which the scheduler
+    answers "missing" and the worker answers by closing itself: its nanny must stay
+    and start a new process."""
+    import time
+
     from distributed import Client, LocalCluster
 
     async def recycle(dask_worker: Any) -> bool:
+        import asyncio
+
+        restart = _compat._restart_by_nanny
+
+        async def slow_restart(*args: Any) -> None:  # as on a loaded machine
+            await asyncio.sleep(2)
+            await restart(*args)
+
+        _compat._restart_by_nanny = slow_restart  # (this worker process is ended next)
         await _compat.retire_and_restart(dask_worker, "test")
+        await dask_worker.heartbeat()  # the late heartbeat, sent for sure
         return True
 
     with upstream("retire_and_restart"), \
@@ -507,8 +523,6 @@ def test_a_worker_is_retired_and_restarted_by_its_nanny():
         client.wait_for_workers(2)
         old = sorted(client.scheduler_info()["workers"])
         client.run(recycle, workers=[old[0]], wait=False)
-        import time
-
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             now = set(client.scheduler_info()["workers"])
@@ -516,6 +530,8 @@ def test_a_worker_is_retired_and_restarted_by_its_nanny():
                 break
             time.sleep(0.2)
         assert old[0] not in now and len(now) == 2, now
+        time.sleep(3)  # a nanny told to close would take its new worker with it
+        assert len(cluster.workers) == 2 and len(client.scheduler_info()["workers"]) == 2
 
 
 @probe("import_slurm_cluster")
