@@ -12,6 +12,7 @@ from .exceptions import (
     SweepError,
     WorkerImportError,
 )
+from .hyperband import HyperbandSearchCV
 from .records import FitRecord
 from .session import Session, cluster
 from .version import __version__
@@ -20,6 +21,7 @@ __all__ = [
     "cluster",
     "Session",
     "FitRecord",
+    "HyperbandSearchCV",
     "SweepError",
     "SpecError",
     "DataError",

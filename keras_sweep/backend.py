@@ -150,6 +150,8 @@ class SweepBackend(JoblibDaskBackend):
         self.checkpoints = checkpoints
         #: the search was stopped (Ctrl-C, an error): cancellations are not worker deaths
         self.stopping = False
+        #: search rounds begun in this session (FitRecord.round)
+        self.round = 0
         #: fits sent to the cluster and not yet back, and those held back (see _admit)
         self._in_flight = 0
         self._waiting: collections.deque[tuple[Any, Any, Any, list[str | None]]] = (
@@ -181,6 +183,10 @@ class SweepBackend(JoblibDaskBackend):
 
     def submit(self, func: Any, callback: Any = None) -> concurrent.futures.Future:
         items = list(func.items)
+        for _, _, kwargs in items:
+            task = identify(FitRecord(), kwargs)
+            if task.candidate == 0 and task.split == 0:
+                self.round += 1  # a search's next round: its fits all came back
         keys = [self.keys.key(a, k) for _, a, k in items] if self.journal is not None else []
         cf_future: concurrent.futures.Future = concurrent.futures.Future()
         cf_future.get = cf_future.result  # type: ignore[attr-defined]
@@ -402,6 +408,7 @@ class SweepBackend(JoblibDaskBackend):
                 for lineage, epochs, state in out.states:
                     self.checkpoints.put(lineage, epochs, state)
             for record, result in zip(out.records, out.results, strict=False):
+                record.round = self.round  # a round's fits all return before the next
                 record.fit_error = fit_error(result)
                 record.test_score = fit_score(result)
                 self.recycler.fit_done(record)

@@ -28,6 +28,10 @@ class FitRecord:
     n_splits: int | None = None
     #: the candidate's parameters
     params: dict[str, Any] | None = None
+    #: the search round the fit belongs to, counted by the session from 1: each
+    #: round of a search starts with candidate 0 of fold 0 (a halving's rungs,
+    #: Hyperband's brackets' rungs, one per grid search)
+    round: int | None = None
     #: journal key (None: no journal)
     key: str | None = None
     #: seed the fit ran with (None: unseeded)

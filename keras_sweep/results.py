@@ -50,7 +50,7 @@ def cv_results_frame(cv_results: dict[str, Any]) -> pd.DataFrame:
 
 def rungs_frame(cv_results: dict[str, Any]) -> pd.DataFrame | None:
     """A halving search's rungs: resources, candidates, best and median mean score
-    (None: the search had no rungs)."""
+    (Hyperband: per bracket and rung; None: the search had no rungs)."""
     if "iter" not in cv_results:
         return None
     frame = pd.DataFrame({"rung": cv_results["iter"], "resources": cv_results["n_resources"],
@@ -58,10 +58,15 @@ def rungs_frame(cv_results: dict[str, Any]) -> pd.DataFrame | None:
                           cv_results else float("nan"),
                           "params": [json.dumps(jsonable(p), sort_keys=True)
                                      for p in cv_results["params"]]})
+    by = ["rung"]
+    if "bracket" in cv_results:
+        frame.insert(0, "bracket", cv_results["bracket"])
+        by = ["bracket", "rung"]
     rows = []
-    for rung, group in frame.groupby("rung", sort=True):
+    for keys, group in frame.groupby(by, sort=False):
         best = group.loc[group["mean"].idxmax()] if group["mean"].notna().any() else None
-        rows.append({"rung": int(rung), "resources": int(group["resources"].iloc[0]),
+        rows.append({**{k: int(v) for k, v in zip(by, keys, strict=True)},
+                     "resources": int(group["resources"].iloc[0]),
                      "candidates": len(group),
                      "best_mean_score": None if best is None else float(best["mean"]),
                      "median_mean_score": float(group["mean"].median()),

@@ -22,7 +22,7 @@ from .records import FitRecord
 from .report.live import LiveReport
 from .search import build_search, resource_bounds, select_best
 from .session import Session, cluster
-from .spec import Spec
+from .spec import HALVING_KINDS, Spec
 from .tracking import MlflowTracker
 from .version import __version__
 
@@ -128,7 +128,7 @@ def n_classes(spec: Spec, dataset: Any) -> int:
 def check_rungs(spec: Spec, n_samples: int, classes: int) -> None:
     """A halving search whose smallest rung exceeds its largest stops here, with the fix."""
     options = spec.search
-    if options.kind != "halving" or options.resource != "n_samples":
+    if options.kind not in HALVING_KINDS or options.resource != "n_samples":
         return
     low, high = resource_bounds(options, spec.param_grid, n_samples=n_samples,
                                 n_splits=spec.cv, n_classes=classes)
@@ -158,7 +158,7 @@ def _fit(spec: Spec, session: Session, dataset: Any, search: Any,
         echo(f"sweep: logging to MLflow {spec.tracking.uri}, experiment "
              f"'{spec.tracking.experiment}'")
     rungs = spec.rungs(dataset.X.shape[0], n_classes(spec, dataset))
-    session.monitor.expect_rungs(len(rungs) if spec.search.kind == "halving" else None)
+    session.monitor.expect_rungs(len(rungs) if spec.search.kind in HALVING_KINDS else None)
     try:
         search.fit(dataset.X, dataset.y)
         select_best(search, spec.metric)
@@ -218,7 +218,7 @@ def _live_report(spec: Spec, resolved: dict[str, Any], session: Session, before:
 def search_candidates(spec: Spec) -> list[dict[str, Any]] | None:
     """The candidates a grid or random search will cross-validate, in its order
     (None for halving: later rungs depend on the scores)."""
-    if spec.search.kind == "halving":
+    if spec.search.kind in HALVING_KINDS:
         return None
     space = [{k: sampled(v) for k, v in grid.items()} for grid in spec.param_grid]
     if spec.search.kind == "random":  # as RandomizedSearchCV draws them

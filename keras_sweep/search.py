@@ -18,7 +18,7 @@ from .distributions import Distribution, sampled
 from .models import default_loss, import_builder, make_estimator
 
 #: the search kinds a spec's ``search.kind`` names
-KINDS = ("grid", "random", "halving")
+KINDS = ("grid", "random", "halving", "hyperband")
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,8 @@ class SearchOptions:
     is given) is cross-validated with few resources, the best ``1/factor`` go on
     with ``factor`` times more, until one rung is left; the resource is the
     number of training rows (``n_samples``) or an estimator parameter such as
-    ``epochs``.
+    ``epochs``. ``hyperband`` runs several such halvings (brackets, :mod:`sweep.hyperband`),
+    each drawing its own candidates, from many with few resources to few with all.
     """
 
     kind: str = "grid"
@@ -50,13 +51,15 @@ class SearchOptions:
         """``min_resources`` with scikit-learn's default for this search filled in."""
         if self.min_resources is not None:
             return self.min_resources
-        return "smallest" if self.sampling(grids) else "exhaust"
+        return "smallest" if self.sampling(grids) or self.kind == "hyperband" else "exhaust"
 
     def sampling(self, grids: list[dict[str, Any]]) -> bool:
         """Whether candidates are drawn (not enumerated) from ``grids``."""
         if self.kind == "random":
             return True
         has_distribution = any(isinstance(v, Distribution) for g in grids for v in g.values())
+        if self.kind == "hyperband":
+            return True
         return self.kind == "halving" and (self.n_candidates is not None or has_distribution)
 
 
@@ -66,6 +69,7 @@ class Rung:
 
     candidates: int
     resources: int | None = None  #: rows or the resource parameter's value (halving)
+    bracket: int | None = None  #: Hyperband's bracket (its ``s``)
 
 
 def grid_size(grids: list[dict[str, Any]]) -> int:
@@ -107,6 +111,21 @@ def plan(options: SearchOptions, grids: list[dict[str, Any]], *, n_samples: int,
         return [Rung(int(size))]
     if options.kind == "random":
         return [Rung(int(min(options.n_iter, size)))]
+    if options.kind == "hyperband":
+        from dataclasses import replace
+
+        from .hyperband import brackets
+
+        low, high = resource_bounds(options, grids, n_samples=n_samples, n_splits=n_splits,
+                                    n_classes=n_classes)
+        out: list[Rung] = []
+        for bracket in brackets(int(high), int(low), options.factor):
+            halving = SearchOptions(kind="halving", n_candidates=bracket.candidates,
+                                    factor=options.factor, resource=options.resource,
+                                    min_resources=bracket.min_resources, max_resources=high)
+            out += [replace(r, bracket=bracket.index) for r in plan(
+                halving, grids, n_samples=n_samples, n_splits=n_splits, n_classes=n_classes)]
+        return out
     factor, wanted = options.factor, options.min_resources_for(grids)
     low, high = resource_bounds(options, grids, n_samples=n_samples, n_splits=n_splits,
                                 n_classes=n_classes)
@@ -155,8 +174,9 @@ def build_search(model: dict[str, Any], fit: dict[str, Any],
                  return_train_score: bool = False) -> Any:
     """An unchanged scikit-learn search with ``n_jobs=-1`` (every worker).
 
-    ``GridSearchCV``, ``RandomizedSearchCV``, ``HalvingGridSearchCV`` or
-    ``HalvingRandomSearchCV`` as ``options`` say. The folds are shuffled with
+    ``GridSearchCV``, ``RandomizedSearchCV``, ``HalvingGridSearchCV``,
+    ``HalvingRandomSearchCV`` or sweep's :class:`~sweep.hyperband.HyperbandSearchCV`
+    as ``options`` say. The folds are shuffled with
     ``seed`` (0 if None), stratified for classification; candidates are drawn
     with ``seed`` too, so a rerun (or a resume) draws the same ones. The refit
     is left to the runner, which runs it on a worker.
@@ -189,6 +209,13 @@ def build_search(model: dict[str, Any], fit: dict[str, Any],
                                          n_candidates=options.n_candidates or "exhaust",
                                          **halving, **common)
         return HalvingGridSearchCV(estimator, space, **halving, **common)
+    if options.kind == "hyperband":
+        from .hyperband import HyperbandSearchCV
+
+        return HyperbandSearchCV(estimator, space, max_resources=options.max_resources,
+                                 resource=options.resource,
+                                 min_resources=options.min_resources_for(param_grid),
+                                 factor=options.factor, random_state=seed, **common)
     return GridSearchCV(estimator, space, **common)
 
 

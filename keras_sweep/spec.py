@@ -77,7 +77,10 @@ SEARCH_KEYS: dict[str, set[str]] = {
     "random": {"n_iter"},
     "halving": {"n_candidates", "factor", "resource", "min_resources", "max_resources",
                 "aggressive_elimination"},
+    "hyperband": {"factor", "aggressiveness", "resource", "min_resources", "max_resources"},
 }
+#: search kinds that run rungs of successive halving
+HALVING_KINDS = ("halving", "hyperband")
 ROUTING_PREFIXES = ("model__", "optimizer__", "loss__", "fit__", "predict__", "callbacks__")
 OPTIMIZER_ALIASES = {"learning_rate", "momentum", "rho", "epsilon", "beta_1", "beta_2",
                      "nesterov", "weight_decay"}
@@ -160,13 +163,21 @@ class Spec:
     def describe(self, n_samples: int, n_classes: int = 0) -> str:
         """What the search will run, e.g. "12 candidates x 3 folds = 36 fits"."""
         rungs = self.rungs(n_samples, n_classes)
-        if self.search.kind != "halving":
+        if self.search.kind not in HALVING_KINDS:
             drawn = " drawn" if self.search.kind == "random" else ""
             return (f"{rungs[0].candidates} candidates{drawn} x {self.cv} folds = "
                     f"{rungs[0].candidates * self.cv} fits")
         unit = "rows" if self.search.resource == "n_samples" else self.search.resource
-        steps = ", ".join(f"{r.candidates} x {r.resources} {unit}" for r in rungs)
         total = sum(r.candidates for r in rungs) * self.cv
+        if self.search.kind == "hyperband":
+            brackets = sorted({r.bracket for r in rungs}, key=lambda b: -(b or 0))
+            parts = ["bracket {}: {}".format(b, ", ".join(
+                f"{r.candidates} x {r.resources}" for r in rungs if r.bracket == b))
+                for b in brackets]
+            return (f"Hyperband in {len(brackets)} bracket(s) of successive halving, "
+                    f"candidates x {unit} ({'; '.join(parts)}), {self.cv} folds each = "
+                    f"{total} fits at most")
+        steps = ", ".join(f"{r.candidates} x {r.resources} {unit}" for r in rungs)
         return (f"successive halving in {len(rungs)} rung(s) of candidates x resource "
                 f"({steps}), {self.cv} folds each = {total} fits at most")
 
@@ -193,8 +204,9 @@ class Spec:
             "param_grid"]
         options = self.search
         out["search"] = {"kind": options.kind, **{
-            k: getattr(options, k) for k in sorted(SEARCH_KEYS[options.kind])}}
-        if options.kind == "halving":
+            k: getattr(options, k) for k in sorted(SEARCH_KEYS[options.kind])
+            if k != "aggressiveness"}}  # (given as factor)
+        if options.kind in HALVING_KINDS:
             out["search"]["min_resources"] = options.min_resources_for(self.param_grid)
         if isinstance(out["error_score"], float) and math.isnan(out["error_score"]):
             out["error_score"] = "nan"
@@ -384,10 +396,6 @@ def _check_fit(fit: dict[str, Any]) -> dict[str, Any]:
 def _check_search(raw: dict[str, Any], fit: dict[str, Any]) -> SearchOptions:
     """The ``search:`` section: a known kind and that kind's options, each in range."""
     kind = raw.get("kind", "grid")
-    if kind == "hyperband":
-        raise SpecError("search.kind", kind, "Hyperband is not available yet",
-                        "use kind: halving with resource: epochs (successive halving over "
-                        "epochs, with cross-validation)")
     if kind not in SEARCH_KEYS:
         raise SpecError("search.kind", kind, "unknown search kind",
                         f"use one of: {', '.join(SEARCH_KEYS)}")
@@ -416,25 +424,30 @@ def _check_search(raw: dict[str, Any], fit: dict[str, Any]) -> SearchOptions:
 
     positive_int("n_iter", "20")
     positive_int("n_candidates", "30", ("exhaust",))
-    positive_int("min_resources", "50", ("exhaust", "smallest"))
+    positive_int("min_resources", "50" if kind == "halving" else "1",
+                 ("exhaust", "smallest") if kind == "halving" else ("smallest",))
     positive_int("max_resources", "768", ("auto",))
-    factor = raw.get("factor", 3)
+    if "factor" in raw and "aggressiveness" in raw:
+        raise SpecError("search.aggressiveness", raw["aggressiveness"], "is another name "
+                        "for factor (dask-ml's), and factor is given too", "give only factor")
+    name = "aggressiveness" if "aggressiveness" in raw else "factor"
+    factor = raw.get(name, 3)
     if isinstance(factor, bool) or not isinstance(factor, (int, float)) or factor <= 1:
-        raise SpecError("search.factor", factor, "must be a number above 1",
-                        "search: {factor: 3} keeps the best third of each rung")
+        raise SpecError(f"search.{name}", factor, "must be a number above 1",
+                        f"search: {{{name}: 3}} keeps the best third of each rung")
     options["factor"] = factor
-    aggressive = raw.get("aggressive_elimination", False)
+    aggressive = raw.get("aggressive_elimination", False)  # (halving only)
     if not isinstance(aggressive, bool):
         raise SpecError("search.aggressive_elimination", aggressive, "must be true or false",
                         "search: {aggressive_elimination: true}")
     options["aggressive_elimination"] = aggressive
-    resource = raw.get("resource", "n_samples")
+    resource = raw.get("resource", "epochs" if kind == "hyperband" else "n_samples")
     if not isinstance(resource, str) or not resource:
         raise SpecError("search.resource", resource, "must be n_samples or a parameter name",
                         "search: {resource: epochs}")
     options["resource"] = resource
-    if kind == "halving" and resource in fit and options.get("max_resources",
-                                                              "auto") == "auto":
+    if kind in HALVING_KINDS and resource in fit and options.get("max_resources",
+                                                                  "auto") == "auto":
         options["max_resources"] = fit[resource]  # e.g. epochs: as many as fit.epochs
     if options.get("n_candidates") == "exhaust" and options.get("min_resources") == "exhaust":
         raise SpecError("search.n_candidates", "exhaust", "n_candidates and min_resources "
@@ -446,7 +459,7 @@ def _check_resource(spec: Spec) -> None:
     """A halving resource other than rows must be a parameter the estimator has,
     and not one the grid varies; its bounds must be ordered."""
     options = spec.search
-    if options.kind != "halving" or options.resource == "n_samples":
+    if options.kind not in HALVING_KINDS or options.resource == "n_samples":
         return
     from .search import estimator_params
 
@@ -542,10 +555,10 @@ def _check_scoring(scoring: str | list[str], refit: bool | str, search: SearchOp
                 scoring, str) else "a scorer name needs several scorers",
                             f"use refit: {names[0]} with scoring: {names}, or refit: true"
                             if not isinstance(scoring, str) else "use refit: true")
-    if isinstance(scoring, list) and search.kind == "halving":
+    if isinstance(scoring, list) and search.kind in HALVING_KINDS:
         raise SpecError("scoring", scoring, "successive halving ranks by one scorer only "
                         "(scikit-learn)", f"use scoring: {names[0]} with search: "
-                        "{kind: halving}, or kind: grid / random")
+                        f"{{kind: {search.kind}}}, or kind: grid / random")
 
 
 def _check_cluster(cluster: dict[str, Any]) -> dict[str, Any]:

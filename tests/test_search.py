@@ -23,6 +23,7 @@ from sklearn.model_selection import (
 
 import keras_sweep as sweep
 from keras_sweep.distributions import parse
+from keras_sweep.hyperband import HyperbandSearchCV, brackets
 from keras_sweep.search import Rung, SearchOptions, plan
 
 
@@ -83,12 +84,73 @@ def test_distributions_draw_what_their_text_says():
     assert 0.1 <= flat.min() < 0.12 and 0.28 < flat.max() <= 0.3
 
 
+def test_hyperband_brackets_are_those_of_li_et_al():
+    """Li et al. (JMLR 2018), Table 1's example: R = 81, eta = 3."""
+    found = brackets(81, 1, 3)
+    assert [b.index for b in found] == [4, 3, 2, 1, 0]
+    assert [b.candidates for b in found] == [81, 34, 15, 8, 5]
+    assert [b.min_resources for b in found] == [1, 3, 9, 27, 81]
+
+
+def test_the_hyperband_plan_is_what_it_runs_and_its_best_ends_a_bracket(cancer):
+    """Each bracket is scikit-learn's halving: the plan (``sweep validate``) equals the
+    rounds run; ``cv_results_`` lists the brackets one after the other, ranked over all
+    rows; the best is the top mean among the brackets' last rungs."""
+    import warnings
+
+    X, y = cancer
+    options = SearchOptions("hyperband", resource="max_iter", max_resources=40, factor=2,
+                            min_resources=5)
+    grids = [{"C": parse("C", "loguniform(1e-3, 1e3)")}]
+    search = HyperbandSearchCV(LogisticRegression(), {"C": grids[0]["C"].frozen()},
+                               max_resources=40, resource="max_iter", min_resources=5,
+                               factor=2, cv=3, random_state=0, refit=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # convergence warnings of the small rungs
+        search.fit(X, y)
+    planned = plan(options, grids, n_samples=len(y), n_splits=3, n_classes=2)
+    assert [r.candidates for r in planned] == search.n_candidates_
+    assert [r.resources for r in planned] == search.n_resources_
+    assert [r.bracket for r in planned] == [3] * 4 + [2] * 3 + [1] * 2 + [0]
+    results = search.cv_results_
+    assert list(results["bracket"]) == [r.bracket for r in planned
+                                        for _ in range(r.candidates)]
+    means = np.asarray(results["mean_test_score"])
+    assert results["rank_test_score"][np.argmax(means)] == 1
+    last = [i for i in range(len(means)) if results["iter"][i] == max(
+        results["iter"][j] for j in range(len(means))
+        if results["bracket"][j] == results["bracket"][i])]
+    assert search.best_index_ == max(last, key=lambda i: (means[i], -i))
+    assert search.best_params_["max_iter"] == results["n_resources"][search.best_index_]
+    assert search.best_estimator_.max_iter == search.best_params_["max_iter"]
+    # brackets draw their own candidates
+    drawn = [{p["C"] for p, b in zip(results["params"], results["bracket"], strict=True)
+              if b == k} for k in (3, 2)]
+    assert not drawn[0] & drawn[1]
+
+
+def test_the_report_maps_fits_by_round_when_round_sizes_repeat():
+    """Hyperband's brackets repeat rung sizes (3 candidates in two brackets): fits carry
+    their search round, which puts each on its own cv_results_ row."""
+    from keras_sweep.records import FitRecord
+    from keras_sweep.report.data import from_records
+
+    rounds = ((1, 4), (2, 2), (3, 3), (4, 2), (5, 3))  # (round, candidates)
+    fits = [FitRecord(candidate=c, n_candidates=n, split=s, n_splits=2, round=r,
+                      test_score=0.5, params={"model__neurons": 10 * r + c})
+            for r, n in rounds for c in range(n) for s in range(2)]
+    data = from_records(fits, title="hyperband")
+    assert [c.params["model__neurons"] for c in data.candidates] == [
+        10 * r + c for r, n in rounds for c in range(n)]
+    assert [data.index_of(f) for f in fits if f.split == 0] == list(range(14))
+
+
 def _cv(n: int = 2) -> StratifiedKFold:
     return StratifiedKFold(n, shuffle=True, random_state=0)
 
 
 def _searches(estimator):
-    """The three kinds on a tiny Keras model, each with its own randomness seeded."""
+    """The four kinds on a tiny Keras model, each with its own randomness seeded."""
     return {
         "random": lambda: RandomizedSearchCV(
             estimator, {"model__neurons": [1, 2, 3, 4, 5], "batch_size": [16, 32]}, n_iter=4,
@@ -100,6 +162,9 @@ def _searches(estimator):
             estimator, {"model__neurons": [1, 2, 3, 4, 5, 6]}, resource="epochs",
             max_resources=4, min_resources=1, factor=2, n_candidates=6, cv=_cv(),
             random_state=3, n_jobs=-1),
+        "hyperband epochs": lambda: HyperbandSearchCV(
+            estimator, {"model__neurons": [1, 2, 3, 4, 5, 6]}, max_resources=4,
+            min_resources=1, factor=2, cv=_cv(), random_state=3, refit=False, n_jobs=-1),
     }
 
 
@@ -107,7 +172,8 @@ def _searches(estimator):
 def test_each_kind_on_the_cluster_equals_its_serial_run_and_resumes(cancer, tiny_classifier,
                                                                     tmp_path):
     """Per fold equal to ``n_jobs=1`` (the estimator's ``random_state`` seeds both); a second
-    run on the same journal runs no fit again and gives the same numbers."""
+    run on the same journal runs no fit again and gives the same numbers. Hyperband's
+    survivors continue from their shorter fits (and still equal the serial run)."""
     X, y = cancer
     tiny_classifier.set_params(epochs=2, batch_size=32, random_state=5)
     makers = _searches(tiny_classifier)
@@ -127,6 +193,9 @@ def test_each_kind_on_the_cluster_equals_its_serial_run_and_resumes(cancer, tiny
                 assert fits and all(f.resumed == (run == 1) for f in fits), kind
                 if kind.startswith("halving"):
                     assert len({f.n_candidates for f in fits}) == len(search.n_candidates_)
+                if kind.startswith("hyperband"):
+                    assert len({f.round for f in fits}) == len(search.n_candidates_) == 6
+                    assert run == 1 or any(f.continued_from for f in fits), kind
 
 
 @pytest.mark.slow
@@ -237,6 +306,51 @@ def test_a_halving_spec_runs_end_to_end_with_its_rungs(tmp_path, pima_path):
     assert best["best_params"]["epochs"] == 4  # the best of the last rung
     page = (out / "report.html").read_text()
     assert 'id="rungs"' in page and 'id="rungs-chart"' in page
+
+
+@pytest.mark.slow
+def test_a_hyperband_spec_runs_its_brackets_end_to_end(tmp_path, pima_path):
+    """`sweep validate` prints each bracket's rungs; `sweep run` runs them (survivors
+    continue), writes rungs.csv per bracket and rung, a report with the brackets, and
+    the best is one of a bracket's last rung."""
+    import json
+    import textwrap
+
+    import pandas as pd
+    from test_cli import run_cli
+
+    spec = tmp_path / "hyperband.yaml"
+    spec.write_text(textwrap.dedent(f"""\
+        name: hyperband
+        data: {{csv: {pima_path}, target: -1}}
+        fit: {{epochs: 4, batch_size: 64}}
+        search: {{kind: hyperband, aggressiveness: 2}}
+        param_grid: {{model__neurons: [1, 2, 3, 4]}}
+        cv: 2
+        seed: 3
+        cluster: {{workers: 2}}
+        output: {tmp_path / 'out'}
+        """))
+    valid = run_cli("validate", str(spec))
+    assert valid.returncode == 0, valid.stderr[-2000:]
+    assert ("Hyperband in 3 bracket(s) of successive halving, candidates x epochs (bracket 2: "
+            "4 x 1, 2 x 2, 1 x 4; bracket 1: 3 x 2, 2 x 4; bracket 0: 3 x 4), 2 folds each "
+            "= 30 fits at most") in valid.stdout
+    proc = run_cli("run", str(spec), "--no-progress")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = tmp_path / "out"
+    rungs = pd.read_csv(out / "rungs.csv")
+    assert list(rungs["bracket"]) == [2, 2, 2, 1, 1, 0]
+    assert list(rungs["candidates"]) == [4, 2, 1, 3, 2, 3]
+    assert list(rungs["resources"]) == [1, 2, 4, 2, 4, 4]
+    fits = pd.read_csv(out / "fits.csv")
+    assert len(fits) == 30 and (fits["continued_from"].fillna(0) > 0).sum() >= 4
+    cv = pd.read_csv(out / "cv_results.csv")
+    best = json.loads((out / "best.json").read_text())
+    assert best["best_params"]["epochs"] == 4
+    assert cv["bracket"][best["best_index"]] in (2, 1, 0)
+    page = (out / "report.html").read_text()
+    assert "Brackets and rungs of the Hyperband search" in page and 'id="rungs-chart"' in page
 
 
 def test_the_report_puts_each_rungs_fits_on_its_own_rows():

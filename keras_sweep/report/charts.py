@@ -264,16 +264,20 @@ def fit_times(data: ReportData) -> Figure | None:
 
 def rungs(data: ReportData, resource: str | None = None) -> Figure | None:
     """A halving search: each candidate's mean score in every rung it reached, joined
-    by a line (survivors go on to the right; the search's best starred)."""
-    if len(data.rungs) < 2:
+    by a line (survivors go on to the right; the search's best starred). Hyperband:
+    its brackets' rungs one after the other."""
+    rounds = data.rungs
+    if len(rounds) < 2:
         return None
+    at = {key: x for x, key in enumerate(rounds)}
     lines: dict[str, list[tuple[int, float]]] = {}
     for c in data.candidates:
         if c.rung is None or c.mean is None:
             continue
         params = {k: v for k, v in c.params.items() if k != resource}
-        lines.setdefault(repr(sorted(params.items(), key=str)), []).append((c.rung, c.mean))
-    fig = Figure(figsize=(6.4, 3.8), dpi=100)
+        lines.setdefault(repr((c.bracket, sorted(params.items(), key=str))), []).append(
+            (at[(c.bracket, c.rung)], c.mean))
+    fig = Figure(figsize=(max(6.4, 0.55 * len(rounds)), 3.8), dpi=100)
     ax = fig.add_subplot()
     for points in lines.values():
         points.sort()
@@ -284,10 +288,16 @@ def rungs(data: ReportData, resource: str | None = None) -> Figure | None:
                 linewidth=1.2 if survived else 0.6)
     best = data.best
     if best is not None and best.rung is not None and best.mean is not None:
-        ax.plot([best.rung], [best.mean], marker="*", markersize=14, color="tab:orange")
-    by_rung = {c.rung: c.resources for c in data.candidates if c.rung is not None}
-    ax.set_xticks(data.rungs, [f"rung {r}\n{by_rung.get(r)} {resource or 'rows'}"
-                               for r in data.rungs])
+        ax.plot([at[(best.bracket, best.rung)]], [best.mean], marker="*", markersize=14,
+                color="tab:orange")
+    by_round = {(c.bracket, c.rung): c.resources for c in data.candidates
+                if c.rung is not None}
+    unit = resource or "rows"
+    labels = [(f"b{b} r{r}\n{by_round.get((b, r))}" if b is not None
+               else f"rung {r}\n{by_round.get((b, r))} {unit}") for b, r in rounds]
+    ax.set_xticks(range(len(rounds)), labels, fontsize=8 if len(rounds) <= 6 else 6)
+    if any(b is not None for b, _ in rounds):
+        ax.set_xlabel(f"bracket b, rung r, {unit}", fontsize=8)
     ax.set_ylabel(f"mean {data.scoring}")
     ax.grid(alpha=0.3)
     fig.tight_layout()

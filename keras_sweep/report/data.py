@@ -44,6 +44,8 @@ class Candidate:
     #: a halving search's rung (from 0) and the resources it had there (None: no rungs)
     rung: int | None = None
     resources: int | None = None
+    #: a Hyperband search's bracket (its ``s``; None: not Hyperband)
+    bracket: int | None = None
 
 
 @dataclass
@@ -66,15 +68,24 @@ class ReportData:
     ended: str | None = None
 
     @property
-    def rungs(self) -> list[int]:
-        """A halving search's rungs, in order (empty: one round)."""
-        return sorted({c.rung for c in self.candidates if c.rung is not None})
+    def rungs(self) -> list[tuple[int | None, int]]:
+        """A halving search's rungs as ``(bracket, rung)`` (bracket None but for
+        Hyperband), in the search's order (empty: one round)."""
+        seen: list[tuple[int | None, int]] = []
+        for c in self.candidates:
+            if c.rung is not None and (c.bracket, c.rung) not in seen:
+                seen.append((c.bracket, c.rung))
+        return seen
 
     @property
     def best(self) -> Candidate | None:
-        """The best candidate (of a halving search: the best of its last rung)."""
-        last = self.rungs[-1] if self.rungs else None
-        ranked = [c for c in self.candidates if c.rank is not None and c.rung == last]
+        """The best candidate (of a halving search: the best of its last rung; of
+        Hyperband: the best of its brackets' last rungs)."""
+        last: dict[int | None, int] = {}
+        for bracket, rung in self.rungs:
+            last[bracket] = max(last.get(bracket, rung), rung)
+        ranked = [c for c in self.candidates if c.rank is not None
+                  and (not last or last.get(c.bracket) == c.rung)]
         return min(ranked, key=lambda c: (c.rank, c.index)) if ranked else None
 
     @property
@@ -99,15 +110,24 @@ class ReportData:
 def round_offsets(fits: list[FitRecord]) -> dict[int, int] | None:
     """A halving search numbers candidates afresh in each rung (``candidate`` of
     ``n_candidates``), and ``cv_results_`` lists the rungs one after the other: the row
-    where each rung starts, by its size (rungs shrink, so sizes tell them apart).
-    None: one round."""
-    sizes = sorted({f.n_candidates for f in fits if f.n_candidates}, reverse=True)
-    if len(sizes) < 2:
+    where each round starts, by the fits' ``round`` (or, for records without one, by
+    the round's size: a halving's rungs shrink). None: one round."""
+    if all(f.round is not None for f in fits if f.n_candidates):
+        sizes: dict[int, int] = {}
+        for f in fits:
+            if f.round is not None and f.n_candidates:
+                sizes[f.round] = f.n_candidates
+        rounds = sorted(sizes)
+    else:
+        sizes = {n: n for n in {f.n_candidates for f in fits if f.n_candidates}}
+        rounds = sorted(sizes, reverse=True)
+    if len(rounds) < 2:
         return None
-    starts = [0]
-    for size in sizes[:-1]:
-        starts.append(starts[-1] + size)
-    return dict(zip(sizes, starts, strict=True))
+    starts, at = {}, 0
+    for key in rounds:
+        starts[key] = at
+        at += sizes[key]
+    return starts
 
 
 def candidate_row(fit: FitRecord, offsets: dict[int, int] | None) -> int | None:
@@ -116,7 +136,8 @@ def candidate_row(fit: FitRecord, offsets: dict[int, int] | None) -> int | None:
         return None
     if offsets is None:
         return fit.candidate
-    return offsets.get(fit.n_candidates or 0, 0) + fit.candidate
+    key = fit.round if fit.round is not None else fit.n_candidates
+    return offsets.get(key or 0, 0) + fit.candidate
 
 
 def _score(value: Any) -> float | None:
@@ -147,6 +168,7 @@ def from_cv_results(cv_results: dict[str, Any], fits: list[FitRecord], *, title:
     fit_times = cv_results.get("mean_fit_time", [None] * len(means))
     rungs = cv_results.get("iter", [None] * len(means))
     resources = cv_results.get("n_resources", [None] * len(means))
+    brackets = cv_results.get("bracket", [None] * len(means))
     candidates = [
         Candidate(
             index=i, params=dict(params),
@@ -155,7 +177,8 @@ def from_cv_results(cv_results: dict[str, Any], fits: list[FitRecord], *, title:
             mean=means[i], std=_score(cv_results[f"std_test_{metric}"][i]),
             rank=ranks[i], fit_seconds=_score(fit_times[i]),
             rung=None if rungs[i] is None else int(rungs[i]),
-            resources=None if resources[i] is None else int(resources[i]))
+            resources=None if resources[i] is None else int(resources[i]),
+            bracket=None if brackets[i] is None else int(brackets[i]))
         for i, params in enumerate(cv_results["params"])]
     context.setdefault("scoring", metric)
     return ReportData(title=title, candidates=candidates, fits=fits, n_splits=n_splits,

@@ -143,23 +143,29 @@ def _scores_section(data: ReportData) -> str:
 
 
 def _rungs_section(data: ReportData) -> str:
-    """A halving search's rungs: a table (candidates, resources, best) and a picture."""
+    """A halving search's rungs (Hyperband's, per bracket): a table (candidates,
+    resources, best) and a picture."""
     if len(data.rungs) < 2:
         return ""
     resource = ((data.spec or {}).get("search") or {}).get("resource")
     resource = None if resource in (None, "n_samples") else str(resource)
+    hyperband = any(b is not None for b, _ in data.rungs)
     rows = []
-    for r in data.rungs:
-        members = [c for c in data.candidates if c.rung == r]
+    for bracket, r in data.rungs:
+        members = [c for c in data.candidates if (c.bracket, c.rung) == (bracket, r)]
         scored = [c for c in members if c.mean is not None]
         top = max(scored, key=lambda c: c.mean or 0.0) if scored else None
-        rows.append(f"<tr><td>{r}</td><td>{members[0].resources}</td><td>{len(members)}</td>"
+        rows.append("<tr>" + (f"<td>{bracket}</td>" if hyperband else "")
+                    + f"<td>{r}</td><td>{members[0].resources}</td><td>{len(members)}</td>"
                     f"<td>{_num(top.mean) if top else ''}</td>"
                     f"<td>{_e(charts.show(top.params)) if top else ''}</td></tr>")
-    table = ('<table id="rungs"><thead><tr><th>rung</th><th>'
-             f"{_e(resource or 'rows')}</th><th>candidates</th><th>best mean</th>"
-             f"<th>best parameters</th></tr></thead><tbody>{''.join(rows)}</tbody></table>")
-    return ("<h2>Rungs of the halving search</h2>" + table
+    table = ('<table id="rungs"><thead><tr>' + ("<th>bracket</th>" if hyperband else "")
+             + f"<th>rung</th><th>{_e(resource or 'rows')}</th><th>candidates</th>"
+             "<th>best mean</th><th>best parameters</th></tr></thead>"
+             f"<tbody>{''.join(rows)}</tbody></table>")
+    title = ("Brackets and rungs of the Hyperband search" if hyperband
+             else "Rungs of the halving search")
+    return (f"<h2>{title}</h2>" + table
             + _figure("rungs-chart", lambda: charts.rungs(data, resource),
                       "each candidate's mean score per rung; the best third (by default) "
                       "of each rung goes on with more resources"))
