@@ -260,7 +260,7 @@ class SweepBackend(JoblibDaskBackend):
         tasks = [(f, args, drop_unused_callback_context(kwargs)) for f, args, kwargs in tasks]
         if self.on_submit is not None:
             for task in tasks:
-                self.on_submit(identify(FitRecord(), task[2]))
+                self.on_submit(identify(FitRecord(round=self.round), task[2]))
         batch = IsolatedBatch(joblib_batch, self.seed, keys, self.paths,
                               self._carries(func.items))
         dask_future = self.client.submit(

@@ -28,23 +28,34 @@ class FitMonitor:
         self.records: list[FitRecord] = []
         self.listeners: list[Callable[[FitRecord], None]] = []
         self.submitted = 0
-        #: a halving search's rung count (set by the runner): each rung's bar says
-        #: which rung it is; rungs started so far
-        self.rungs: int | None = None
-        self._rungs_started = 0
+        #: a halving search's rounds, one label each (set by the runner, e.g.
+        #: "rung 2/4" or "bracket 3, rung 2/4"): each round's bar says which it is
+        self.rounds: list[str] | None = None
+        self._rounds_started = 0
+        self._round: int | None = None  # the round of the bar shown
         self._bar: Any = None
         self._lock = threading.Lock()
 
     def on_submit(self, record: FitRecord) -> None:
         with self._lock:
             self.submitted += 1
-            if record.candidate == 0 and record.split == 0:
+            if self._starts_round(record):
                 self._new_bar(record)
 
-    def expect_rungs(self, count: int | None) -> None:
-        """The next search runs ``count`` rungs (halving; None: one round per bar)."""
+    def _starts_round(self, record: FitRecord) -> bool:
+        """The first fit seen of a new round (by its ``round``, else: candidate 0 of
+        fold 0); fits of a round taken from the journal count too."""
+        if record.round is None:
+            return record.candidate == 0 and record.split == 0
+        if record.round == self._round:
+            return False
+        self._round = record.round
+        return True
+
+    def expect_rounds(self, labels: list[str] | None) -> None:
+        """The next search runs these rounds (halving, Hyperband; None: one bar each)."""
         with self._lock:
-            self.rungs, self._rungs_started = count, 0
+            self.rounds, self._rounds_started = labels, 0
 
     def _new_bar(self, record: FitRecord) -> None:
         self.close()
@@ -52,9 +63,9 @@ class FitMonitor:
             return
         total = record.n_candidates * record.n_splits
         rung = ""
-        if self.rungs:
-            self._rungs_started += 1
-            rung = f"rung {min(self._rungs_started, self.rungs)}/{self.rungs}: "
+        if self.rounds:
+            self._rounds_started += 1
+            rung = f"{self.rounds[min(self._rounds_started, len(self.rounds)) - 1]}: "
         self._bar = tqdm(
             total=total,
             desc=f"{rung}fits ({record.n_candidates} candidates x {record.n_splits} folds)",
@@ -66,6 +77,8 @@ class FitMonitor:
     def on_fit(self, record: FitRecord, result: Any) -> None:
         with self._lock:
             self.records.append(record)
+            if record.resumed and record.round is not None and self._starts_round(record):
+                self._new_bar(record)
             if self._bar is not None:
                 self._advance(self._bar, failed=bool(record.fit_error))
             listeners = list(self.listeners)

@@ -20,7 +20,7 @@ from .journal import Journal
 from .output import claim
 from .records import FitRecord
 from .report.live import LiveReport
-from .search import build_search, resource_bounds, select_best
+from .search import Rung, build_search, resource_bounds, select_best
 from .session import Session, cluster
 from .spec import HALVING_KINDS, Spec
 from .tracking import MlflowTracker
@@ -158,7 +158,8 @@ def _fit(spec: Spec, session: Session, dataset: Any, search: Any,
         echo(f"sweep: logging to MLflow {spec.tracking.uri}, experiment "
              f"'{spec.tracking.experiment}'")
     rungs = spec.rungs(dataset.X.shape[0], n_classes(spec, dataset))
-    session.monitor.expect_rungs(len(rungs) if spec.search.kind in HALVING_KINDS else None)
+    session.monitor.expect_rounds(round_labels(rungs) if spec.search.kind in HALVING_KINDS
+                                  else None)
     try:
         search.fit(dataset.X, dataset.y)
         select_best(search, spec.metric)
@@ -200,6 +201,16 @@ def _fit(spec: Spec, session: Session, dataset: Any, search: Any,
     return SweepResult(search, fits, output, files, time.perf_counter() - start,
                        session.dashboard_link, results.failed_fits(fits),
                        "score" if isinstance(spec.scoring, str) else spec.metric)
+
+
+def round_labels(rungs: list[Rung]) -> list[str]:
+    """Each round's name in the progress bar: "rung 2/4", or "bracket 3, rung 2/4"."""
+    labels = []
+    for rung in rungs:
+        mine = [r for r in rungs if r.bracket == rung.bracket]
+        where = f"rung {mine.index(rung) + 1}/{len(mine)}"
+        labels.append(where if rung.bracket is None else f"bracket {rung.bracket}, {where}")
+    return labels
 
 
 def _live_report(spec: Spec, resolved: dict[str, Any], session: Session, before: int,

@@ -419,3 +419,27 @@ def test_a_spec_with_several_scorers_ranks_by_refit_and_saves_train_scores(tmp_p
     assert "mean f1" in (out / "report.html").read_text()
     assert "refit of the best candidate" in proc.stdout
 
+
+
+def test_the_progress_bar_names_each_round_even_one_taken_from_the_journal(capsys):
+    """One bar per round, named by the plan ("bracket 2, rung 1/2"); a round whose fits
+    all come from the journal (Hyperband: a candidate two brackets drew) gets its own."""
+    from keras_sweep.progress import FitMonitor
+    from keras_sweep.records import FitRecord
+    from keras_sweep.runner import round_labels
+
+    monitor = FitMonitor(show=True)
+    monitor.expect_rounds(round_labels([Rung(2, 1, 2), Rung(1, 2, 2), Rung(1, 2, 0)]))
+    for r, n in ((1, 2), (2, 1)):
+        for c in range(n):
+            record = FitRecord(candidate=c, n_candidates=n, split=0, n_splits=1, round=r)
+            monitor.on_submit(record)
+            monitor.on_fit(record, None)
+    monitor.on_fit(FitRecord(candidate=0, n_candidates=1, split=0, n_splits=1, round=3,
+                             resumed=True), None)
+    monitor.close()
+    err = capsys.readouterr().err
+    for label in ("bracket 2, rung 1/2: fits (2 candidates", "bracket 2, rung 2/2: fits (1",
+                  "bracket 0, rung 1/1: fits (1"):
+        assert label in err, err
+    assert len(monitor.records) == 4
