@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Benchmark: successive halving over epochs against the full search, on the same cluster.
+"""Benchmark: successive halving and Hyperband over epochs against the full search.
 
 For each space, in one invocation and one 2-worker session, the full search (every
 candidate at the spec's epochs) and a halving search over epochs (``search: {kind:
@@ -9,6 +9,11 @@ compute (member-epochs: the sum over cross-validation fits of the epochs each tr
 the candidate halving picked, its rank in the full search and whether its full-search
 mean is within one standard deviation of the full search's best.
 
+With ``--hyperband``, a Hyperband search (``search: {kind: hyperband, factor: 3}``, its
+brackets drawing their own candidates) runs too and is reported the same way; where its
+pick is not among the full search's candidates (a random space), the pick is
+cross-validated at the full epochs once more and ranked by that mean.
+
 Spaces: the article's learning rate x momentum grid (30 candidates, 100 epochs), its
 dropout x max-norm grid (50 candidates, 100 epochs) and a random space of 200 candidates
 drawn over the recipe's parameters (50 epochs; the full search is ``RandomizedSearchCV``
@@ -16,6 +21,7 @@ with ``n_iter: 200``, halving draws the same 200 with the same seed).
 
     python scripts/bench_search.py --output docs/bench-search.json
     python scripts/bench_search.py --only exp3 --epochs 10     # a quick look
+    python scripts/bench_search.py --only exp3 exp6 --hyperband --output docs/bench-hyperband.json
 """
 
 from __future__ import annotations
@@ -60,10 +66,13 @@ def _run(spec_file: str, overrides: dict[str, Any], session: Any, out: Path) -> 
     epochs = spec.fit["epochs"]
     # epochs trained: a fit that continued a shorter one of its candidate and fold
     # (`continued_from`) trained only the rest
+    # (`continued_from`) trained only the rest; one taken from the journal (Hyperband:
+    # a candidate two brackets drew, to the same epochs) trained nothing
     member_epochs = sum(int((f.params or {}).get("epochs", epochs)) - (f.continued_from or 0)
-                        for f in result.fits)
+                        for f in result.fits if not f.resumed)
     return {"seconds": seconds, "member_epochs": member_epochs, "fits": len(result.fits),
             "continued": sum(1 for f in result.fits if f.continued_from),
+            "from_journal": sum(1 for f in result.fits if f.resumed),
             "search": result.search, "epochs": epochs}
 
 
@@ -103,12 +112,51 @@ def compare(full: dict[str, Any], halving: dict[str, Any],
     }
 
 
+def rank_pick(full: dict[str, Any], picked: dict[str, Any], mean: float | None
+              ) -> dict[str, Any]:
+    """Where a pick (its full-epoch mean) stands among the full search's candidates."""
+    results = full["search"].cv_results_
+    means = [float(m) for m in results["mean_test_score"]]
+    best = int(full["search"].best_index_)
+    best_mean, best_std = means[best], float(results["std_test_score"][best])
+    return {"params": _key(picked), "full_mean": mean,
+            "rank_in_full": None if mean is None else 1 + sum(m > mean for m in means),
+            "within_one_std": mean is not None and mean >= best_mean - best_std}
+
+
 def _splits(run: dict[str, Any]) -> Any:
     import numpy as np
 
     results = run["search"].cv_results_
     return np.array([results[k] for k in sorted(results)
                      if k.startswith("split") and k.endswith("_test_score")])
+
+
+def _hyperband_row(full: dict[str, Any], hyperband: dict[str, Any], spec_file: str,
+                   overrides: dict[str, Any], session: Any, out: Path) -> dict[str, Any]:
+    """Hyperband's cost and its pick's full-epoch mean, ranked in the full search."""
+    search = hyperband["search"]
+    picked = {k: v for k, v in search.best_params_.items() if k != "epochs"}
+    results = full["search"].cv_results_
+    means = {_key(p): float(m) for p, m in zip(results["params"], results["mean_test_score"],
+                                               strict=True)}
+    mean = means.get(_key(picked))
+    if mean is None:  # drawn by Hyperband only: cross-validate it at the full epochs
+        one = _run(spec_file, {**overrides, "search": {"kind": "grid"},
+                               "param_grid": {k: [v.item() if hasattr(v, "item") else v]
+                                              for k, v in picked.items()}},
+                   session, out)
+        mean = float(one["search"].cv_results_["mean_test_score"][0])
+    return {"seconds": hyperband["seconds"], "member_epochs": hyperband["member_epochs"],
+            "fits": hyperband["fits"], "continued": hyperband["continued"],
+            "from_journal": hyperband["from_journal"],
+            "compute_fraction": hyperband["member_epochs"] / full["member_epochs"],
+            "wall_ratio": hyperband["seconds"] / full["seconds"],
+            "brackets": [[{"candidates": int(c), "epochs": int(r)} for c, r in zip(
+                b.n_candidates_, b.n_resources_, strict=True)] for b in search.searches_],
+            "hyperband_score": float(search.best_score_),
+            "pick_epochs": int(search.best_params_.get("epochs", 0)),
+            "pick": rank_pick(full, picked, mean)}
 
 
 def main() -> int:
@@ -120,6 +168,8 @@ def main() -> int:
     parser.add_argument("--output", type=Path)
     parser.add_argument("--restarting", action="store_true",
                         help="also run each halving with continued training off")
+    parser.add_argument("--hyperband", action="store_true",
+                        help="also run a Hyperband search over epochs on each space")
     args = parser.parse_args()
 
     import keras_sweep as sweep
@@ -130,7 +180,8 @@ def main() -> int:
         "command": "python scripts/bench_search.py " + " ".join(
             f"--only {' '.join(args.only)}".split() + (
                 [f"--epochs {args.epochs}"] if args.epochs else []) + (
-                ["--restarting"] if args.restarting else [])),
+                ["--restarting"] if args.restarting else []) + (
+                ["--hyperband"] if args.hyperband else [])),
         "spaces": {}}
     with tempfile.TemporaryDirectory() as tmp, sweep.cluster(
             "local", workers=args.workers, seed=7) as session:
@@ -153,6 +204,19 @@ def main() -> int:
                                  Path(tmp) / f"{name}-halving-restarting")
                 session.backend.paths = paths
             row = compare(full, halving, restarted)
+            if args.hyperband:
+                hyperband = _run(spec_file, {**overrides, "search": {
+                    "kind": "hyperband", "factor": args.factor}}, session,
+                    Path(tmp) / f"{name}-hyperband")
+                row["hyperband"] = _hyperband_row(full, hyperband, spec_file, overrides,
+                                                  session, Path(tmp) / f"{name}-pick")
+                hb = row["hyperband"]
+                print(f"{name}: hyperband {hb['seconds']:.0f} s, {hb['member_epochs']} "
+                      f"member-epochs ({hb['compute_fraction']:.0%} of the full search's, "
+                      f"{hb['continued']} fits continued, {hb['from_journal']} from the "
+                      f"journal), pick ranks {hb['pick']['rank_in_full']} in the full search, "
+                      f"within one std of its best: {hb['pick']['within_one_std']}",
+                      flush=True)
             report["spaces"][name] = row
             print(f"{name}: full {row['full']['seconds']:.0f} s, "
                   f"{row['full']['member_epochs']} member-epochs; halving "
