@@ -60,6 +60,7 @@ def soak(candidates: int, workers: int, folds: int = 5) -> dict[str, Any]:
             stop.set()
             sampler.join()
             fits = len(session.fits)
+            records = list(session.fits)
             samples.append((fits, seconds, me.memory_info().rss / 2**20))
         journal_bytes = journal.stat().st_size
     assert fits == candidates * folds and not np.isnan(search.cv_results_["mean_test_score"]).any()
@@ -76,8 +77,19 @@ def soak(candidates: int, workers: int, folds: int = 5) -> dict[str, Any]:
         t, _ = at(k)
         per_thousand.append(round(1000 / max(1e-9, t - previous[1]), 1))
         previous = (k, t)
+    # where each thousand's time went: in a worker (the fit, its clean-up) or between
+    # fits (the driver, the scheduler, the wire)
+    inside, cleanup = [], []
+    for k in range(0, fits - 999, 1000):
+        chunk = records[k:k + 1000]
+        inside.append(round(1000 * float(np.mean([(f.ended or 0) - (f.started or 0)
+                                                  for f in chunk])), 2))
+        cleanup.append(round(1000 * float(np.mean([f.cleanup_seconds or 0.0
+                                                   for f in chunk])), 2))
     return {
         "fits": fits, "workers": workers, "seconds": round(seconds, 1),
+        "worker_ms_per_fit_each_thousand": inside,
+        "cleanup_ms_per_fit_each_thousand": cleanup,
         "fits_per_second": round(fits / seconds, 1),
         "fits_per_second_each_thousand": per_thousand,
         "driver_rss_mb": {str(k): round(at(k)[1], 1) for k in marks},

@@ -142,18 +142,23 @@ def test_worker_sigkill_mid_fit_sweep_completes_with_same_results(cancer, tiny_c
         clean_seconds = time.perf_counter() - start
         killed = []
 
+        def running() -> dict[str, set[str]]:
+            return {a: {str(k) for k in keys if "fit_and_score" in str(k)}
+                    for a, keys in session.client.processing().items()}
+
         def kill_a_busy_worker():
             deadline = time.monotonic() + 120
             while time.monotonic() < deadline and not killed:
-                busy = [a for a, keys in session.client.processing().items()
-                        if any("fit_and_score" in str(k) for k in keys)]
+                busy = {a: keys for a, keys in running().items() if keys}
                 if busy and len(session.fits) > 12 + 1:
-                    pid = session.worker_reports()[busy[0]]["pid"]
-                    time.sleep(0.5)  # let the fit get going
-                    os.kill(pid, signal.SIGKILL)
-                    killed.append(pid)
-                    killed.append(busy[0])
-                time.sleep(0.1)
+                    address, keys = next(iter(busy.items()))
+                    pid = session.worker_reports()[address]["pid"]
+                    # still on the same fit (these fits last ~0.5 s: a worker between
+                    # two fits runs none, and its death would cost no fit a run)
+                    if running().get(address) == keys:
+                        os.kill(pid, signal.SIGKILL)
+                        killed.extend([pid, address])
+                time.sleep(0.02)
 
         killer = threading.Thread(target=kill_a_busy_worker)
         killer.start()

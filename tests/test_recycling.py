@@ -73,6 +73,7 @@ def test_recycling_after_every_fit_on_a_loaded_machine_loses_no_worker(cancer,
                 up.append(len(session.client.scheduler_info(n_workers=-1)["workers"]))
 
         watcher = threading.Thread(target=count_workers, daemon=True)
+        first = {r["pid"] for r in session.worker_reports().values()}
         for burner in burners:
             burner.start()
         watcher.start()
@@ -85,6 +86,7 @@ def test_recycling_after_every_fit_on_a_loaded_machine_loses_no_worker(cancer,
             assert session.backend.recycler.settle(180), "restarts still running"
             session.client.wait_for_workers(3, timeout=60)
             workers = len(session.client.scheduler_info()["workers"])
+            last = {r["pid"] for r in session.worker_reports().values()}
         finally:
             done.set()
             for burner in burners:
@@ -94,7 +96,9 @@ def test_recycling_after_every_fit_on_a_loaded_machine_loses_no_worker(cancer,
     assert not [f for f in fits if f.fit_error or f.worker_lost or f.lost_runs]
     assert workers == 3
     assert up and min(up) >= 2, f"fewer than 2 workers were up at times: {sorted(set(up))}"
-    assert restarts >= 1 and len(Counter(f.pid for f in fits)) >= 4, restarts
+    # a restarted process is up in place of a recycled one (under this load it may come
+    # back only after the last fit: CI saw all 24 fits done by the other two meanwhile)
+    assert restarts >= 1 and last - first and len(last) == 3, (restarts, first, last)
     print(f"\n{restarts} recycles in {seconds:.1f} s under load; workers up: {min(up)}-{max(up)}")
 
 
