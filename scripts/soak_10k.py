@@ -29,6 +29,15 @@ import numpy as np
 import psutil
 
 
+def _cpu(process: psutil.Process) -> float:
+    """User + system CPU seconds of ``process`` (0 once it is gone)."""
+    try:
+        times = process.cpu_times()
+    except psutil.Error:
+        return 0.0
+    return float(times.user + times.system)
+
+
 def soak(candidates: int, workers: int, folds: int = 5) -> dict[str, Any]:
     from sklearn.datasets import load_iris
     from sklearn.dummy import DummyClassifier
@@ -41,6 +50,7 @@ def soak(candidates: int, workers: int, folds: int = 5) -> dict[str, Any]:
     grid = {"random_state": list(range(candidates))}
     me = psutil.Process()
     samples: list[tuple[int, float, float]] = []  # (fits, seconds, driver RSS MB)
+    cpu: list[tuple[int, float, float]] = []  # (fits, driver CPU s, workers' CPU s)
     with tempfile.TemporaryDirectory() as folder:
         journal = Path(folder) / "journal.sqlite"
         with sweep.cluster("local", workers=workers, seed=1, journal=journal) as session:
@@ -51,6 +61,8 @@ def soak(candidates: int, workers: int, folds: int = 5) -> dict[str, Any]:
                 while not stop.wait(0.25):
                     samples.append((len(session.fits), time.perf_counter() - start,
                                     me.memory_info().rss / 2**20))
+                    cpu.append((len(session.fits), _cpu(me), sum(
+                        _cpu(child) for child in me.children(recursive=True))))
 
             sampler = threading.Thread(target=sample, daemon=True)
             sampler.start()
@@ -86,8 +98,19 @@ def soak(candidates: int, workers: int, folds: int = 5) -> dict[str, Any]:
                                                   for f in chunk])), 2))
         cleanup.append(round(1000 * float(np.mean([f.cleanup_seconds or 0.0
                                                    for f in chunk])), 2))
+    # CPU milliseconds per fit, per thousand: the driver's (it hosts the scheduler too)
+    # and the worker processes' (nannies included)
+    driver_ms, workers_ms = [], []
+    for k in range(1000, fits + 1, 1000):
+        a = next((c for c in cpu if c[0] >= k - 1000), cpu[0])
+        b = next((c for c in cpu if c[0] >= k), cpu[-1])
+        n = max(1, b[0] - a[0])
+        driver_ms.append(round(1000 * (b[1] - a[1]) / n, 2))
+        workers_ms.append(round(1000 * (b[2] - a[2]) / n, 2))
     return {
         "fits": fits, "workers": workers, "seconds": round(seconds, 1),
+        "driver_cpu_ms_per_fit_each_thousand": driver_ms,
+        "workers_cpu_ms_per_fit_each_thousand": workers_ms,
         "worker_ms_per_fit_each_thousand": inside,
         "cleanup_ms_per_fit_each_thousand": cleanup,
         "fits_per_second": round(fits / seconds, 1),
