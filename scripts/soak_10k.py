@@ -51,6 +51,7 @@ def soak(candidates: int, workers: int, folds: int = 5) -> dict[str, Any]:
     me = psutil.Process()
     samples: list[tuple[int, float, float]] = []  # (fits, seconds, driver RSS MB)
     cpu: list[tuple[int, float, float]] = []  # (fits, driver CPU s, workers' CPU s)
+    seen: dict[int, float] = {}  # CPU seconds of each worker process (and nanny) seen
     with tempfile.TemporaryDirectory() as folder:
         journal = Path(folder) / "journal.sqlite"
         with sweep.cluster("local", workers=workers, seed=1, journal=journal) as session:
@@ -61,8 +62,9 @@ def soak(candidates: int, workers: int, folds: int = 5) -> dict[str, Any]:
                 while not stop.wait(0.25):
                     samples.append((len(session.fits), time.perf_counter() - start,
                                     me.memory_info().rss / 2**20))
-                    cpu.append((len(session.fits), _cpu(me), sum(
-                        _cpu(child) for child in me.children(recursive=True))))
+                    for child in me.children(recursive=True):  # a recycled process's
+                        seen[child.pid] = max(seen.get(child.pid, 0.0), _cpu(child))  # stays
+                    cpu.append((len(session.fits), _cpu(me), sum(seen.values())))
 
             sampler = threading.Thread(target=sample, daemon=True)
             sampler.start()

@@ -130,3 +130,32 @@ def sweep_off():
             BaseWrapper.fit = patched
 
     return block()
+
+
+def test_a_sweep_of_a_scikit_learn_estimator_leaves_tensorflow_out_of_the_driver(tmp_path):
+    """Only the workers import TensorFlow: a driver that never touches Keras stays small
+    (the 10k-fit soak's driver held ~600 MB more while sweep imported scikeras there)."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = tmp_path / "plain.py"
+    script.write_text(textwrap.dedent("""\
+        import sys
+        from sklearn.datasets import load_iris
+        from sklearn.dummy import DummyClassifier
+        from sklearn.model_selection import GridSearchCV
+        import keras_sweep as sweep
+
+        if __name__ == "__main__":
+            X, y = load_iris(return_X_y=True)
+            with sweep.cluster("local", workers=1, progress=False) as session:
+                GridSearchCV(DummyClassifier(), {"strategy": ["prior", "uniform"]}, cv=2,
+                             n_jobs=-1).fit(X, y)
+                assert len(session.fits) == 4, session.fits
+            print("tensorflow" in sys.modules, "keras" in sys.modules)
+        """))
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["False", "False"], proc.stdout

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import sys
 from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
@@ -179,8 +180,13 @@ def driver_fits(paths: TrainingPaths = FASTEST) -> Iterator[None]:
     refit of the best candidate: bitwise the same model as Keras' ``fit`` gives,
     in a fraction of the time. A NaN loss keeps Keras' behaviour there (the
     guard is for fits on workers, recorded in ``fits.csv``). Replaces
-    ``BaseWrapper.fit`` for the block; nested blocks restore in order.
+    ``BaseWrapper.fit`` for the block; nested blocks restore in order. Only where
+    Keras is imported already (a Keras estimator, or a model builder, exists); a
+    refit it does not serve trains with Keras' ``fit``, to the same numbers.
     """
+    if "keras" not in sys.modules and "scikeras" not in sys.modules:
+        yield  # no Keras here: importing scikeras would load TensorFlow into the
+        return  # driver (~600 MB, the 10k-fit soak of a scikit-learn estimator)
     try:
         from scikeras.wrappers import BaseWrapper
     except ImportError:
