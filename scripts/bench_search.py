@@ -210,13 +210,6 @@ def main() -> int:
                     Path(tmp) / f"{name}-hyperband")
                 row["hyperband"] = _hyperband_row(full, hyperband, spec_file, overrides,
                                                   session, Path(tmp) / f"{name}-pick")
-                hb = row["hyperband"]
-                print(f"{name}: hyperband {hb['seconds']:.0f} s, {hb['member_epochs']} "
-                      f"member-epochs ({hb['compute_fraction']:.0%} of the full search's, "
-                      f"{hb['continued']} fits continued, {hb['from_journal']} from the "
-                      f"journal), pick ranks {hb['pick']['rank_in_full']} in the full search, "
-                      f"within one std of its best: {hb['pick']['within_one_std']}",
-                      flush=True)
             report["spaces"][name] = row
             print(f"{name}: full {row['full']['seconds']:.0f} s, "
                   f"{row['full']['member_epochs']} member-epochs; halving "
@@ -230,6 +223,14 @@ def main() -> int:
                   f"{row['wall_ratio']:.0%} of the wall time); pick ranks "
                   f"{row['halving_pick']['rank_in_full']} in the full search, within one std "
                   f"of its best: {row['within_one_std']}", flush=True)
+            if "hyperband" in row:
+                hb = row["hyperband"]
+                print(f"{name}: hyperband {hb['seconds']:.0f} s, {hb['member_epochs']} "
+                      f"member-epochs ({hb['compute_fraction']:.0%} of the full search's, "
+                      f"{hb['continued']} fits continued, {hb['from_journal']} from the "
+                      f"journal), pick ranks {hb['pick']['rank_in_full']} in the full search, "
+                      f"within one std of its best: {hb['pick']['within_one_std']}",
+                      flush=True)
     if args.output:
         args.output.write_text(json.dumps(report, indent=1, default=str))
     return 0
