@@ -35,6 +35,7 @@ from ._compat import (
     failed_fit_result,
     fit_error,
     fit_score,
+    fit_task,
 )
 from .checkpoints import CheckpointStore
 from .deaths import DeathWatch, WorkerDeath, describe
@@ -184,7 +185,7 @@ class SweepBackend(JoblibDaskBackend):
     def submit(self, func: Any, callback: Any = None) -> concurrent.futures.Future:
         items = list(func.items)
         for _, _, kwargs in items:
-            task = identify(FitRecord(), kwargs)
+            task = fit_task(kwargs)
             if task.candidate == 0 and task.split == 0:
                 self.round += 1  # a search's next round: its fits all came back
         keys = [self.keys.key(a, k) for _, a, k in items] if self.journal is not None else []
