@@ -176,8 +176,7 @@ class HyperbandSearchCV(MetaEstimatorMixin, BaseEstimator):
         self.best_score_ = float(self.cv_results_["mean_test_score"][self.best_index_])
         self.best_params_ = dict(self.cv_results_["params"][self.best_index_])
         if self.refit:
-            self.best_estimator_ = clone(self.estimator).set_params(
-                **{k: v for k, v in self.best_params_.items()})
+            self.best_estimator_ = clone(self.estimator).set_params(**self.best_params_)
             self.best_estimator_.fit(X, y, **params)
         return self
 
