@@ -70,7 +70,10 @@ def _run(spec_file: str, overrides: dict[str, Any], session: Any, out: Path) -> 
     # a candidate two brackets drew, to the same epochs) trained nothing
     member_epochs = sum(int((f.params or {}).get("epochs", epochs)) - (f.continued_from or 0)
                         for f in result.fits if not f.resumed)
+    # workers' busy share: fit seconds over wall x workers (idle: rung barriers, tails)
+    busy = sum(f.seconds or 0.0 for f in result.fits if not f.resumed)
     return {"seconds": seconds, "member_epochs": member_epochs, "fits": len(result.fits),
+            "busy": busy / (seconds * len(session.client.scheduler_info()["workers"])),
             "continued": sum(1 for f in result.fits if f.continued_from),
             "from_journal": sum(1 for f in result.fits if f.resumed),
             "search": result.search, "epochs": epochs}
@@ -102,8 +105,9 @@ def compare(full: dict[str, Any], halving: dict[str, Any],
         "within_one_std": means.get(picked, -1.0) >= best_mean - best_std,
         "compute_fraction": halving["member_epochs"] / full["member_epochs"],
         "wall_ratio": halving["seconds"] / full["seconds"],
-        "full": {k: full[k] for k in ("seconds", "member_epochs", "fits", "epochs")},
-        "halving": {k: halving[k] for k in ("seconds", "member_epochs", "fits", "continued")}
+        "full": {k: full[k] for k in ("seconds", "member_epochs", "fits", "epochs", "busy")},
+        "halving": {k: halving[k] for k in ("seconds", "member_epochs", "fits", "continued",
+                                            "busy")}
         | {"rungs": [{"candidates": int(c), "epochs": int(r)} for c, r in zip(
             halving["search"].n_candidates_, halving["search"].n_resources_, strict=True)]},
         "halving_restarting": None if restarted is None else {
@@ -148,6 +152,7 @@ def _hyperband_row(full: dict[str, Any], hyperband: dict[str, Any], spec_file: s
                    session, out)
         mean = float(one["search"].cv_results_["mean_test_score"][0])
     return {"seconds": hyperband["seconds"], "member_epochs": hyperband["member_epochs"],
+            "busy": hyperband["busy"],
             "fits": hyperband["fits"], "continued": hyperband["continued"],
             "from_journal": hyperband["from_journal"],
             "compute_fraction": hyperband["member_epochs"] / full["member_epochs"],

@@ -7,6 +7,7 @@ import os
 import signal
 import threading
 import time
+from typing import Any
 
 import numpy as np
 import pytest
@@ -234,13 +235,19 @@ def test_multi_metric_refit_by_name_train_scores_and_a_list_of_grids(cancer, tin
 
 
 @pytest.mark.slow
-def test_a_halving_search_survives_a_killed_worker(cancer, tiny_classifier):
-    """A worker SIGKILLed mid-fit in a halving search over epochs: the fit it ran is
-    retried, no other fit loses a run, and every rung's scores equal a fault-free run."""
+@pytest.mark.parametrize("kind", ["halving", "hyperband"])
+def test_a_halving_search_survives_a_killed_worker(cancer, tiny_classifier, kind):
+    """A worker SIGKILLed mid-fit in a halving search over epochs (and in Hyperband's
+    brackets of them): the fit it ran is retried, no other fit loses a run, and every
+    rung's scores equal a fault-free run."""
     X, y = cancer
     tiny_classifier.set_params(batch_size=8, random_state=5)
 
-    def make() -> HalvingRandomSearchCV:
+    def make() -> HalvingRandomSearchCV | HyperbandSearchCV:
+        if kind == "hyperband":
+            return HyperbandSearchCV(
+                tiny_classifier, {"model__neurons": [1, 2, 3, 4, 5, 6]}, max_resources=8,
+                min_resources=2, factor=2, cv=_cv(), random_state=3, refit=False, n_jobs=-1)
         return HalvingRandomSearchCV(
             tiny_classifier, {"model__neurons": [1, 2, 3, 4, 5, 6]}, resource="epochs",
             max_resources=8, min_resources=2, factor=2, n_candidates=6, cv=_cv(),
@@ -314,36 +321,45 @@ def test_a_halving_spec_runs_end_to_end_with_its_rungs(tmp_path, pima_path):
 
 
 @pytest.mark.slow
-def test_a_hyperband_spec_runs_its_brackets_end_to_end(tmp_path, pima_path):
+def test_a_hyperband_spec_runs_its_brackets_end_to_end_and_after_a_killed_driver(tmp_path,
+                                                                                 pima_path):
     """`sweep validate` prints each bracket's rungs; `sweep run` runs them (survivors
     continue), writes rungs.csv per bracket and rung, a report with the brackets, and
-    the best is one of a bracket's last rung."""
+    the best is one of a bracket's last rung. A run whose driver is SIGKILLed mid-search
+    and then rerun trains only the fits its journal lacks, and every per-fold score equals
+    the uninterrupted run's, bitwise."""
     import json
+    import subprocess
     import textwrap
 
     import pandas as pd
+    from conftest import sweep_env
     from test_cli import run_cli
+    from test_fault_tolerance import journal_count, sweep_cmd
 
-    spec = tmp_path / "hyperband.yaml"
-    spec.write_text(textwrap.dedent(f"""\
-        name: hyperband
-        data: {{csv: {pima_path}, target: -1}}
-        fit: {{epochs: 4, batch_size: 64}}
-        search: {{kind: hyperband, aggressiveness: 2}}
-        param_grid: {{model__neurons: [1, 2, 3, 4]}}
-        cv: 2
-        seed: 3
-        cluster: {{workers: 2}}
-        output: {tmp_path / 'out'}
-        """))
-    valid = run_cli("validate", str(spec))
+    def spec(name: str) -> Any:
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(textwrap.dedent(f"""\
+            name: hyperband
+            data: {{csv: {pima_path}, target: -1}}
+            fit: {{epochs: 4, batch_size: 64}}
+            search: {{kind: hyperband, aggressiveness: 2}}
+            param_grid: {{model__neurons: [1, 2, 3, 4]}}
+            cv: 2
+            seed: 3
+            cluster: {{workers: 2}}
+            output: {tmp_path / name}
+            """))
+        return path
+
+    valid = run_cli("validate", str(spec("clean")))
     assert valid.returncode == 0, valid.stderr[-2000:]
     assert ("Hyperband in 3 bracket(s) of successive halving, candidates x epochs (bracket 2: "
             "4 x 1, 2 x 2, 1 x 4; bracket 1: 3 x 2, 2 x 4; bracket 0: 3 x 4), 2 folds each "
             "= 30 fits at most") in valid.stdout
-    proc = run_cli("run", str(spec), "--no-progress")
+    proc = run_cli("run", str(spec("clean")), "--no-progress")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    out = tmp_path / "out"
+    out = tmp_path / "clean"
     rungs = pd.read_csv(out / "rungs.csv")
     assert list(rungs["bracket"]) == [2, 2, 2, 1, 1, 0]
     assert list(rungs["candidates"]) == [4, 2, 1, 3, 2, 3]
@@ -356,6 +372,29 @@ def test_a_hyperband_spec_runs_its_brackets_end_to_end(tmp_path, pima_path):
     assert cv["bracket"][best["best_index"]] in (2, 1, 0)
     page = (out / "report.html").read_text()
     assert "Brackets and rungs of the Hyperband search" in page and 'id="rungs-chart"' in page
+
+    killed = subprocess.Popen(sweep_cmd(spec("killed")), env=sweep_env(),
+                              start_new_session=True, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    journal = tmp_path / "killed" / "journal.sqlite"
+    deadline = time.monotonic() + 300
+    while journal_count(journal) < 8 and time.monotonic() < deadline:  # bracket 2's rung 1
+        assert killed.poll() is None, "the sweep ended before it could be killed"
+        time.sleep(0.05)
+    os.killpg(killed.pid, signal.SIGKILL)
+    killed.wait()
+    done = journal_count(journal)
+    trained = int((~fits["resumed"].fillna(False).astype(bool)).sum())  # the rest: journal
+    assert 8 <= done < trained, done
+    rerun = run_cli("run", str(spec("killed")), "--no-progress")
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    again = pd.read_csv(tmp_path / "killed" / "fits.csv")
+    assert len(again) == 30
+    assert int((~again["resumed"].fillna(False).astype(bool)).sum()) == trained - done
+    a, b = pd.read_csv(tmp_path / "killed" / "cv_results.csv"), cv
+    columns = [c for c in b if c.startswith("split") and c.endswith("_test_score")]
+    assert columns
+    np.testing.assert_array_equal(a[columns].to_numpy(), b[columns].to_numpy())
 
 
 def test_the_report_puts_each_rungs_fits_on_its_own_rows():
