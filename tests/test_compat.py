@@ -340,6 +340,33 @@ def test_keeping_kernels_keeps_a_stateful_kernels_stream_and_clearing_restarts_i
         assert tf.random.set_seed.__module__.startswith("tensorflow")  # put back
 
 
+@probe("clear_session")
+def test_clearing_the_session_resets_keras_and_clears_kernels_only_when_asked():
+    import keras
+    from tensorflow.python import pywrap_tfe
+
+    with upstream("clear_session"):
+        real, calls = pywrap_tfe.TFE_ContextClearCaches, []
+
+        def counted(handle: Any) -> None:
+            calls.append(handle)
+            real(handle)
+
+        pywrap_tfe.TFE_ContextClearCaches = counted
+        try:
+            for clear in (True, False):
+                keras.layers.Dense(1)
+                before = len(calls)
+                _compat.clear_session(clear_kernels=clear)
+                assert len(calls) - before == int(clear), clear  # Keras' clear hits it
+                assert keras.layers.Dense(1).name == "dense", clear  # names start again
+        finally:
+            pywrap_tfe.TFE_ContextClearCaches = real
+        from tensorflow.python.eager import context
+
+        assert "clear_kernel_cache" not in vars(context.context())  # the method is back
+
+
 @probe("watch_ops")
 def test_op_watch_sees_eager_and_traced_ops_with_their_attributes():
     import tensorflow as tf

@@ -66,3 +66,53 @@ def test_stateless_keras_work_keeps_the_cache_and_a_stateful_op_ends_that(fresh_
     assert _in_thread(seeding.kernels_clean) is False  # a new thread starts its watch
     assert _in_thread(lambda: (seeding.kernels_clean(), seeding.kernels_clean())) == (
         False, False)  # and stays unclean: the stateful op was seen in this process
+
+
+def _count_cache_clears() -> None:
+    """In a worker: count TensorFlow's kernel-cache clears from now on."""
+    from tensorflow.python import pywrap_tfe
+
+    real = pywrap_tfe.TFE_ContextClearCaches
+
+    def counted(handle):
+        counted.calls += 1
+        real(handle)
+
+    counted.calls = 0
+    pywrap_tfe.TFE_ContextClearCaches = counted
+
+
+def _cache_clears() -> int:
+    from tensorflow.python import pywrap_tfe
+
+    return pywrap_tfe.TFE_ContextClearCaches.calls
+
+
+@pytest.mark.slow
+def test_a_worker_keeps_its_kernels_across_fits_of_one_shared_trace(cancer, tiny_classifier):
+    """Fits on one shared trace keep TensorFlow's kernel cache (their trace's
+    instantiation) from one fit to the next; fits that trace their own functions
+    clear it after each (what they leave would pile up). Same scores either way."""
+    import dask
+    from sklearn.model_selection import GridSearchCV, StratifiedKFold
+
+    import keras_sweep as sweep
+
+    X, y = cancer
+    # no random_state: scikeras' own seeding (tf.random.set_seed) would clear the cache
+    tiny_classifier.set_params(epochs=1, batch_size=32)
+    clears, results = {}, {}
+    for share in (True, False):
+        with dask.config.set({"sweep.fit.share-traces": share}), \
+                sweep.cluster("local", workers=1, seed=3) as session:
+            session.client.run(_count_cache_clears)
+            search = GridSearchCV(tiny_classifier, {"optimizer__learning_rate": [
+                0.001, 0.002, 0.003, 0.004]}, cv=StratifiedKFold(2), refit=False,
+                n_jobs=-1).fit(X, y)
+            (clears[share],) = session.client.run(_cache_clears).values()
+            assert {f.trace for f in session.fits} == (
+                {"new", "reused"} if share else {"own (off)"}), share
+            results[share] = search.cv_results_["mean_test_score"]
+    # shared: only the first fit's seeding (a new thread's watch) and nothing after
+    assert clears[True] <= 1 and clears[False] >= 8, clears
+    np.testing.assert_array_equal(results[True], results[False])

@@ -23,6 +23,7 @@ from distributed import get_worker
 from .._compat import fit_task, retire_and_restart
 from ..checkpoints import Checkpoint
 from ..records import FitRecord
+from . import traces
 from .continuation import Continuation
 from .fastpath import enabled
 from .memory import (
@@ -33,7 +34,7 @@ from .memory import (
 )
 from .paths import KERAS_FIT, FitPath, TrainingPaths
 from .plugin import WorkerState, current_state, state_of
-from .seeding import fit_seed, seeded
+from .seeding import fit_seed, kernels_clean, seeded
 
 logger = logging.getLogger(__name__)
 
@@ -110,13 +111,26 @@ def end_fit(record: FitRecord) -> FitRecord:
         clear_keras_session(freeze=False, full_collection=False)
     else:
         full = bool(state.full_gc_every) and (state.fits + 1) % state.full_gc_every == 0
-        clear_keras_session(freeze=state.freeze_gc, full_collection=full)
+        clear_keras_session(freeze=state.freeze_gc, full_collection=full,
+                            keep_kernels=kernels_kept(record))
     record.cleanup_seconds = time.perf_counter() - start
     record.rss = resident_bytes()
     if state is not None:
         _count_fit(state, record)
     record.ended = time.time()
     return record
+
+
+def kernels_kept(record: FitRecord) -> bool:
+    """Whether TensorFlow's kernel cache may outlive this fit: it holds the
+    instantiations of the shared traces the next fits reuse (~0.1-0.3 s each to
+    redo). Only when that is exact (no stateful random kernel seen, as the next
+    fit's seeding checks) and bounded: the fit trained on a template
+    (:mod:`sweep.worker.traces`, at most a few per worker) and none was dropped.
+    A fit that traced its own functions leaves ~0.2 MB of instantiations, a dropped
+    template ~0.5 MB: those fits clear the cache."""
+    dropped = traces.dropped_any()
+    return record.trace in ("new", "reused") and not dropped and kernels_clean(start=False)
 
 
 def _count_fit(state: WorkerState, record: FitRecord) -> None:

@@ -12,24 +12,26 @@ import gc
 import sys
 from typing import Any
 
-from .._compat import registered_gradients
+from .._compat import clear_session, registered_gradients
 
 #: Python's automatic collections since sweep's last one (see _count_collections)
 _automatic_collections = 0
 
 
-def clear_keras_session(freeze: bool, full_collection: bool) -> None:
+def clear_keras_session(freeze: bool, full_collection: bool, keep_kernels: bool = False
+                        ) -> None:
     """Drop Keras' global state and collect the fit's garbage.
 
     With ``freeze`` (a worker that runs one fit at a time), collect only what
     the fit left, then freeze the survivors; ``full_collection`` lifts the freeze
     first, so cyclic garbage among frozen objects (e.g. Dask's own task
     records) is freed too. Without ``freeze``: one full collection, as Keras does.
+    With ``keep_kernels``, TensorFlow's kernel cache (traced functions'
+    instantiations) outlives the fit: callers check
+    :func:`sweep.worker.seeding.kernels_clean` first.
     """
     if "keras" in sys.modules:
-        import keras
-
-        keras.backend.clear_session(free_memory=False)
+        clear_session(clear_kernels=not keep_kernels)
     if not freeze:
         gc.collect()
         return

@@ -96,14 +96,16 @@ def _on_op(op_type: str, attributes: tuple[str, ...], graph: str | None) -> None
         _random_kernels_seen = op_type
 
 
-def kernels_clean() -> bool:
+def kernels_clean(start: bool = True) -> bool:
     """Whether TensorFlow's kernel cache can hold no random state: no op with a
     ``seed2`` attribute (the stateful random ops) was run eagerly or traced, outside
     ``tf.data``, since this thread started watching. The first call in a thread starts
-    the watch and says False (what ran before is unknown)."""
+    the watch (``start`` False: does not) and says False (what ran before is unknown)."""
     if "tensorflow" not in sys.modules:
         return False
     if not _WATCH.installed:
+        if not start:
+            return False
         watch_ops(_on_op)
         _WATCH.installed = True
         return False

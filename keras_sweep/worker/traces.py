@@ -120,6 +120,8 @@ def _copy(source: list[Any], target: list[Any]) -> None:
 class _Cache(threading.local):
     def __init__(self) -> None:
         self.templates: OrderedDict[str, Template] = OrderedDict()
+        #: a template was dropped since :func:`dropped_any` last asked
+        self.dropped = False
 
 
 _CACHE = _Cache()
@@ -278,12 +280,21 @@ def template_for(model: Any, inputs: ArrayInputs, xla: bool) -> tuple[Template |
     _LIVE.add(template.model)
     while len(cache) > MAX_TEMPLATES:
         cache.popitem(last=False)
+        _CACHE.dropped = True
     return template, True, None
 
 
 def forget() -> None:
     """Drop this thread's templates (e.g. before measuring memory)."""
+    _CACHE.dropped = _CACHE.dropped or bool(_CACHE.templates)
     _CACHE.templates.clear()
+
+
+def dropped_any() -> bool:
+    """Whether this thread dropped a template since the last call (its functions'
+    instantiations then linger in TensorFlow's kernel cache until it is cleared)."""
+    dropped, _CACHE.dropped = _CACHE.dropped, False
+    return dropped
 
 
 @contextlib.contextmanager
