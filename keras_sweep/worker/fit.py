@@ -121,6 +121,11 @@ def end_fit(record: FitRecord) -> FitRecord:
     return record
 
 
+#: whether fits may keep TensorFlow's kernel cache at all (:func:`kernels_kept`);
+#: ``scripts/bench_kernel_cache.py`` turns it off in its workers to measure the gain
+KEEP_KERNELS = True
+
+
 def kernels_kept(record: FitRecord) -> bool:
     """Whether TensorFlow's kernel cache may outlive this fit: it holds the
     instantiations of the shared traces the next fits reuse (~0.1-0.3 s each to
@@ -130,7 +135,8 @@ def kernels_kept(record: FitRecord) -> bool:
     A fit that traced its own functions leaves ~0.2 MB of instantiations, a dropped
     template ~0.5 MB: those fits clear the cache."""
     dropped = traces.dropped_any()
-    return record.trace in ("new", "reused") and not dropped and kernels_clean(start=False)
+    return (KEEP_KERNELS and record.trace in ("new", "reused") and not dropped
+            and kernels_clean(start=False))
 
 
 def _count_fit(state: WorkerState, record: FitRecord) -> None:

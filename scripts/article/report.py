@@ -85,13 +85,17 @@ def comparison_section(rows: list[tuple[str, str, str, str]], how: str) -> str:
 
 
 def previous_wall_times(page: Path) -> dict[str, str]:
-    """Wall times of an earlier results page: per experiment, and ``"total"`` (empty: none)."""
+    """Wall times of an earlier results page: per experiment, ``"total"`` and the
+    ``"cpu"`` it ran on (empty: none)."""
     if not page.exists():
         return {}
     text, times = page.read_text(), {}
     total = re.search(r"total wall time (\d+ s)", text)
     if total:
         times["total"] = total.group(1)
+    cpu = re.search(r"worker\(s\) on \S+ \(([^)]*)\)", text)
+    if cpu:
+        times["cpu"] = cpu.group(1)
     for title, seconds in re.findall(r"^## (\S+)\n(?:.*\n)*?- wall time: (\d+ s)", text,
                                      re.MULTILINE):
         times[title] = seconds

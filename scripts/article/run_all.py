@@ -52,6 +52,17 @@ ARTICLE_PICK = {
 }
 
 
+def cpu_model() -> str:
+    """The CPU's model name (Linux), else what Python's platform says."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "cpu"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="2 epochs per fit, same grids")
@@ -94,12 +105,17 @@ def main() -> int:
             compared.append((name, ARTICLE_BEST[name],
                              f"{result.search.best_score_:.3f} {result.search.best_params_}",
                              pick_rank(result.search.cv_results_, ARTICLE_PICK[name])))
-    previous = f" (previous page: {before['total']})" if "total" in before else ""
+    cpu = cpu_model()
+    previous = ""
+    if "total" in before:  # seconds on another CPU are not comparable: say so
+        other = before.get("cpu", "")
+        previous = f" (previous page: {before['total']}" + (
+            f", on another CPU: {other}" if other != cpu else "") + ")"
     header = [
         "# The article's seven grid searches, run with sweep", "",
         f"Mode: {'quick (2 epochs)' if args.quick else 'full size (the recipe epochs)'}"
         f"{f', sample {args.sample}' if args.sample else ''}; cluster: local, {workers} "
-        f"worker(s) on {platform.node() or 'this machine'} ({platform.processor() or 'cpu'}); "
+        f"worker(s) on {platform.node() or 'this machine'} ({cpu}); "
         f"total wall time {time.perf_counter() - total:.0f} s{previous}; seed 7; 3-fold CV, "
         "accuracy; sweep's default training path.", "",
     ]
