@@ -20,10 +20,14 @@ import json
 import os
 import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, str(Path(__file__).resolve().parent / "article"))
+from report import cpu_model  # noqa: E402  (the article page's helper)
+
 PIMA = Path(__file__).resolve().parents[2] / "shared" / "data" / "pima-indians-diabetes.csv"
 
 
@@ -83,20 +87,10 @@ def main() -> int:
     if args.output:
         args.output.write_text(json.dumps({
             "date": time.strftime("%Y-%m-%d %H:%M"), "machine": platform.platform(),
-            "cpu": platform.processor() or _cpu(), "cpus": os.cpu_count(),
+            "cpu": cpu_model(), "cpus": os.cpu_count(),
             "command": f"python scripts/bench_kernel_cache.py --reps {args.reps}",
             "rows": rows}, indent=1))
     return 0
-
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import platform
 import re
 from pathlib import Path
 from typing import Any
@@ -82,6 +83,17 @@ def comparison_section(rows: list[tuple[str, str, str, str]], how: str) -> str:
     table += [f"| {' | '.join(row)} |" for row in rows]
     return "\n".join(["## How this compares with the article", "", how, "",
                       *table, "", WHY_THEY_DIFFER])
+
+
+def cpu_model() -> str:
+    """The CPU's model name (Linux), else what Python's platform says."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "cpu"
 
 
 def previous_wall_times(page: Path) -> dict[str, str]:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from report import (
     comparison_section,
+    cpu_model,
     experiment_section,
     pick_rank,
     picture,
@@ -50,17 +51,6 @@ ARTICLE_PICK = {
     "exp6_dropout_maxnorm": {"model__dropout": 0.2, "model__max_norm": 4},
     "exp7_neurons": {"model__neurons": 5},
 }
-
-
-def cpu_model() -> str:
-    """The CPU's model name (Linux), else what Python's platform says."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "cpu"
 
 
 def main() -> int:
