@@ -133,7 +133,7 @@ def kernels_kept(record: FitRecord) -> bool:
     fit's seeding checks) and bounded: the fit trained on a template
     (:mod:`sweep.worker.traces`, at most a few per worker) and none was dropped.
     A fit that traced its own functions leaves ~0.2 MB of instantiations, a dropped
-    template ~0.5 MB: those fits clear the cache."""
+    template ~1 MB (docs/performance.md): those fits clear the cache."""
     dropped = traces.dropped_any()
     return (KEEP_KERNELS and record.trace in ("new", "reused") and not dropped
             and kernels_clean(start=False))

@@ -27,8 +27,8 @@ def clear_keras_session(freeze: bool, full_collection: bool, keep_kernels: bool 
     first, so cyclic garbage among frozen objects (e.g. Dask's own task
     records) is freed too. Without ``freeze``: one full collection, as Keras does.
     With ``keep_kernels``, TensorFlow's kernel cache (traced functions'
-    instantiations) outlives the fit: callers check
-    :func:`sweep.worker.seeding.kernels_clean` first.
+    instantiations) outlives the fit: callers decide with
+    :func:`sweep.worker.fit.kernels_kept`.
     """
     if "keras" in sys.modules:
         clear_session(clear_kernels=not keep_kernels)
