@@ -88,7 +88,10 @@ def test_recycling_after_every_fit_on_a_loaded_machine_loses_no_worker(cancer,
             workers = len(session.client.scheduler_info()["workers"])
             last = {r["pid"] for r in session.worker_reports().values()}
         finally:
+            # stopped before the cluster closes: CI once saw a count of 0 workers, a
+            # call that returned after the teardown had removed them all
             done.set()
+            watcher.join(30)
             for burner in burners:
                 burner.terminate()
     assert len(fits) == 24 and {(f.candidate, f.split) for f in fits} == {
