@@ -25,6 +25,7 @@ import joblib
 from distributed import Client
 
 from . import clusters
+from ._compat import judge_lost_workers_by_their_last_removal
 from .backend import SweepBackend
 from .checkpoints import CheckpointStore
 from .config import Settings, resolve
@@ -319,6 +320,8 @@ def _session(started: clusters.Started, settings: Settings, client: Client,
              store: Journal | None, seed: int | None, progress: bool,
              tracking: TrackingConfig | None = None) -> Iterator[Session]:
     """Set the workers up, make joblib use sweep's backend, yield the session."""
+    # a worker recycled twice within Dask's lost-worker timeout is not lost
+    judge_lost_workers_by_their_last_removal(started.cluster)
     client.register_plugin(_worker_setup(settings, seed))
     client.register_plugin(ExitReporter())  # nannies report how their worker exited
     monitor = FitMonitor(show=progress)

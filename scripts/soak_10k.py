@@ -6,7 +6,9 @@ The estimator is ``DummyClassifier(strategy="stratified")``, one candidate per
 
 What must not grow with the number of fits: the driver's resident memory (sampled
 as fits finish: MB at 1k and at 10k fits), the journal per fit (bytes), and the
-rate (fits per second, per thousand fits).
+rate (fits per second, per thousand fits). And no worker may be lost on the way:
+the share of time all workers were registered, the most registered over the last
+quarter of the run, and how long the session took to close (it waits for restarts).
 
     python scripts/soak_10k.py                    # 10,000 fits (2,000 candidates x 5 folds)
     python scripts/soak_10k.py --candidates 200   # 1,000 fits, a quick look
@@ -52,6 +54,7 @@ def soak(candidates: int, workers: int, folds: int = 5) -> dict[str, Any]:
     samples: list[tuple[int, float, float]] = []  # (fits, seconds, driver RSS MB)
     cpu: list[tuple[int, float, float]] = []  # (fits, driver CPU s, workers' CPU s)
     seen: dict[int, float] = {}  # CPU seconds of each worker process (and nanny) seen
+    up: list[int] = []  # workers registered, per sample (a recycle takes one away a while)
     with tempfile.TemporaryDirectory() as folder:
         journal = Path(folder) / "journal.sqlite"
         with sweep.cluster("local", workers=workers, seed=1, journal=journal) as session:
@@ -65,6 +68,7 @@ def soak(candidates: int, workers: int, folds: int = 5) -> dict[str, Any]:
                     for child in me.children(recursive=True):  # a recycled process's
                         seen[child.pid] = max(seen.get(child.pid, 0.0), _cpu(child))  # stays
                     cpu.append((len(session.fits), _cpu(me), sum(seen.values())))
+                    up.append(len(session.cluster.scheduler_info["workers"]))
 
             sampler = threading.Thread(target=sample, daemon=True)
             sampler.start()
@@ -76,6 +80,10 @@ def soak(candidates: int, workers: int, folds: int = 5) -> dict[str, Any]:
             fits = len(session.fits)
             records = list(session.fits)
             samples.append((fits, seconds, me.memory_info().rss / 2**20))
+            # the last quarter's samples: a worker lost for good shows as fewer up here
+            late = up[-max(1, len(up) // 4):]
+            closing = time.perf_counter()
+        close_seconds = time.perf_counter() - closing  # waits for restarts under way
         journal_bytes = journal.stat().st_size
     assert fits == candidates * folds and not np.isnan(search.cv_results_["mean_test_score"]).any()
 
@@ -119,6 +127,9 @@ def soak(candidates: int, workers: int, folds: int = 5) -> dict[str, Any]:
         "fits_per_second_each_thousand": per_thousand,
         "driver_rss_mb": {str(k): round(at(k)[1], 1) for k in marks},
         "journal_bytes_per_fit": round(journal_bytes / fits),
+        "workers_all_up_share": round(sum(n >= workers for n in up) / max(1, len(up)), 3),
+        "workers_most_in_last_quarter": max(late),
+        "close_seconds": round(close_seconds, 1),
     }
 
 

@@ -561,6 +561,46 @@ def test_a_worker_is_retired_and_restarted_by_its_nanny():
         assert len(cluster.workers) == 2 and len(client.scheduler_info()["workers"]) == 2
 
 
+@probe("judge_lost_workers_by_their_last_removal")
+def test_a_worker_restarted_twice_within_the_lost_worker_timeout_keeps_its_nanny(tmp_path):
+    """Dask's timer closes a nanny when no worker of its name is registered a timeout
+    after *a* removal; a worker restarted twice within the timeout is away again when
+    the first timer fires (the 10k soak lost a worker so). Here the second restart is
+    made slow on purpose (a preload sleeps) and spans the first removal's timer: the
+    nanny must stay and its worker come back. Without the touch the nanny is closed."""
+    import time
+
+    import dask
+    from distributed import Client, LocalCluster
+
+    delay = tmp_path / "delay"
+    delay.write_text("0")
+    preload = ("import pathlib, time\n"
+               "def dask_setup(worker):\n"
+               f"    time.sleep(float(pathlib.Path({str(delay)!r}).read_text()))\n")
+    timeout = 10.0
+    with upstream("judge_lost_workers_by_their_last_removal"), \
+            dask.config.set({"distributed.deploy.lost-worker-timeout": f"{timeout}s"}), \
+            LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address=None,
+                         preload=[preload]) as cluster, \
+            Client(cluster) as client:
+        assert _compat.judge_lost_workers_by_their_last_removal(cluster)
+        assert not _compat.judge_lost_workers_by_their_last_removal(cluster)  # once
+        client.wait_for_workers(1)
+        first = time.monotonic()
+        client.restart_workers(list(client.scheduler_info()["workers"]))  # removal 1
+        time.sleep(max(0.0, first + timeout - 2 - time.monotonic()))
+        delay.write_text("5")  # restart 2: away from timeout - 2 s to timeout + 3 s or more
+        try:
+            client.restart_workers(list(client.scheduler_info()["workers"]), timeout=60)
+        except Exception as exc:  # noqa: BLE001 - the nanny closed under it: asserted below
+            print(f"restart 2: {exc!r}")
+        assert time.monotonic() > first + timeout, "the first removal's timer did not fire yet"
+        time.sleep(1)
+        assert list(cluster.workers) == [0], "the cluster closed the worker's nanny"
+        assert len(client.scheduler_info()["workers"]) == 1
+
+
 @probe("import_slurm_cluster")
 def test_importing_slurm_cluster_keeps_our_sigint_handler():
     import signal
