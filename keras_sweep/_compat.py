@@ -627,7 +627,7 @@ def judge_lost_workers_by_their_last_removal(cluster: Any) -> bool:
     that name is registered *at that moment*. A worker recycled (or killed and
     restarted) twice within the timeout is away again when the first removal's timer
     fires: Dask closed its nanny, and the cluster had one worker fewer for good
-    (``scripts/soak_10k.py``: 2 of 5 runs of 10,000 fits on 2 workers ended on one,
+    (``scripts/soak_10k.py``: 2 of 6 runs of 10,000 fits on 2 workers ended on one,
     ~20 recycles each, the local timeout at 120 s). Here each removal's timer also
     asks whether a worker of that name has registered since; if one has, the worker
     was not lost.
