@@ -669,7 +669,7 @@ def judge_lost_workers_by_their_last_removal(cluster: Any) -> bool:
         asyncio.get_running_loop().call_later(delay, judge)
 
     update.sweep_last_removal = True  # type: ignore[attr-defined]
-    cluster._update_worker_status = update
+    cluster._update_worker_status = update  # type: ignore[method-assign]
     return True
 
 
