@@ -211,13 +211,18 @@ def fit(model: Any, x: Any = None, y: Any = None, batch_size: int | None = None,
             template, why = None, "template does not match the model"
     if template is None:
         path.trace = f"own ({why})"
-        trainee, run = model, epoch_function(model, inputs, xla)
+        trainee, own = model, epoch_function(model, inputs, xla)
     else:
         data = tree.map_structure(tf.convert_to_tensor, tree.lists_to_tuples(inputs.inputs))
         trainee = template.model
 
-        def run(order: Any) -> None:
-            template.epoch(order, data)
+    def run(order: Any) -> dict[str, Any]:
+        """One epoch; the metrics' results. A template's call also resets them first
+        (its fits' callbacks read no metrics at epoch begin: ``traces.passive``)."""
+        if template is not None:
+            return dict(template.epoch(order, data))
+        own(order)
+        return dict(trainee.get_metrics_result())
 
     first = initial_epoch
     carry = path.continuation
@@ -238,12 +243,12 @@ def fit(model: Any, x: Any = None, y: Any = None, batch_size: int | None = None,
     logs: dict[str, Any] | None = None
     took: list[float] = []
     for number in range(first, epochs):
-        trainee.reset_metrics()
+        if template is None:
+            trainee.reset_metrics()
         callbacks.on_epoch_begin(number)
         start = time.perf_counter()
-        run(next(orders))
+        logs = run(next(orders))
         took.append(time.perf_counter() - start)
-        logs = dict(trainee.get_metrics_result())
         callbacks.on_epoch_end(number, logs)
         if model.stop_training:
             break
