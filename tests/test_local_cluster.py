@@ -41,7 +41,7 @@ def test_workers_pin_tensorflow_and_blas_threads(session):
     reports = session.worker_reports()
     assert len(reports) == 2
     for report in reports.values():
-        assert report["tensorflow_threads"] == {"intra_op": 1, "inter_op": 1}
+        assert report["tensorflow_threads"] == {"intra_op": 1, "inter_op": 2}
         assert report["environment"]["OMP_NUM_THREADS"] == "1"
         assert report["environment"]["TF_NUM_INTRAOP_THREADS"] == "1"
 

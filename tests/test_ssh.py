@@ -105,7 +105,7 @@ def test_workers_run_on_every_host_with_pinned_threads(ssh_session, hosts):
     assert {get_address_host(a) for a in reports} == set(hosts["hosts"])
     for report in reports.values():
         assert report["environment"]["OMP_NUM_THREADS"] == "1"
-        assert report["tensorflow_threads"] == {"intra_op": 1, "inter_op": 1}
+        assert report["tensorflow_threads"] == {"intra_op": 1, "inter_op": 2}
 
 
 def test_data_crosses_the_network_once_per_worker_not_per_fit(ssh_session, hosts):

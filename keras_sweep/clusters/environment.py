@@ -37,6 +37,10 @@ def worker_environment(threads: int, keras_backend: str = "tensorflow") -> dict[
         Value of ``KERAS_BACKEND`` for the worker.
     """
     env = {name: str(threads) for name in THREAD_VARIABLES}
+    # TensorFlow's inter-op pool gets two threads at least: a traced epoch on its
+    # single-threaded executor holds one while another runs the step
+    # (sweep.worker.executor); they take turns, so the worker still computes on one
+    env["TF_NUM_INTEROP_THREADS"] = str(max(2, threads))
     env.update(
         KERAS_BACKEND=keras_backend,
         TF_CPP_MIN_LOG_LEVEL="2",

@@ -54,7 +54,8 @@ class WorkerState:
 
 
 def pin_tensorflow_threads(threads: int) -> dict[str, int]:
-    """Import TensorFlow and set its intra- and inter-op pools to ``threads``.
+    """Import TensorFlow and set its intra-op pool to ``threads``, its inter-op pool to
+    ``threads`` but at least 2.
 
     Returns the counts TensorFlow reports afterwards. Setting them fails once
     TensorFlow has run an op; then the counts it already has are reported.
@@ -64,7 +65,9 @@ def pin_tensorflow_threads(threads: int) -> dict[str, int]:
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
     with contextlib.suppress(RuntimeError):
         tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(threads)
+        # two at least: a traced epoch on the single-threaded executor holds one
+        # pool thread while another runs its step (sweep.worker.executor)
+        tf.config.threading.set_inter_op_parallelism_threads(max(2, threads))
     return {
         "intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
         "inter_op": tf.config.threading.get_inter_op_parallelism_threads(),

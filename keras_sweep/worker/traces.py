@@ -47,7 +47,11 @@ from .._compat import (
     compile_arguments,
     dropout_with_tensors,
 )
+from . import executor
 
+#: whether templates' epochs may run on TensorFlow's single-threaded executor
+#: (:mod:`sweep.worker.executor`; ``scripts/bench_loop.py`` compares both)
+SINGLE_THREADED_EPOCHS = True
 #: templates kept per worker thread (least recently used dropped first)
 MAX_TEMPLATES = 8
 #: configuration keys that only set initial values or names (not the traced graph)
@@ -413,7 +417,9 @@ def epoch_function(model: Any, data: Any, size: int,
                                     data))
         return metric_results(model)
 
-    return epoch
+    if xla or getattr(model, "jit_compile", False) or not SINGLE_THREADED_EPOCHS:
+        return epoch
+    return executor.single_threaded(epoch, step) or epoch
 
 
 def metric_results(model: Any) -> dict[str, Any]:

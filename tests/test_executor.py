@@ -1,0 +1,143 @@
+"""Templates' epochs on TensorFlow's single-threaded executor: bitwise the default, never hung."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from keras import tree
+
+from keras_sweep._compat import array_data_adapter, array_inputs
+from keras_sweep.worker import executor, traces
+from keras_sweep.worker.plugin import enable_determinism
+
+
+@pytest.fixture(scope="module")
+def pima(pima_path):
+    data = np.loadtxt(pima_path, delimiter=",", dtype="float32")
+    return data[:203, :8], data[:203, 8:9]
+
+
+@pytest.fixture(autouse=True)
+def fresh_templates():
+    traces.forget()
+    yield
+    traces.forget()
+    traces.SINGLE_THREADED_EPOCHS = True
+
+
+def _net(dropout: float = 0.3, optimizer: str = "adam") -> keras.Model:
+    keras.utils.set_random_seed(11)
+    model = keras.Sequential([
+        keras.Input(shape=(8,)),
+        keras.layers.Dense(12, activation="relu",
+                           kernel_constraint=keras.constraints.MaxNorm(2.0)),
+        keras.layers.Dropout(dropout),
+        keras.layers.Dense(1, activation="sigmoid"),
+    ])
+    model.compile(loss="binary_crossentropy", optimizer=optimizer, metrics=["accuracy"])
+    return model
+
+
+def _epochs(pima, single: bool, epochs: int = 3, **net) -> tuple[list[np.ndarray], list, str]:
+    """Train a fresh template of ``_net(**net)`` for a few epochs; its state and logs."""
+    traces.forget()
+    traces.SINGLE_THREADED_EPOCHS = single
+    X, y = pima
+    model = _net(**net)
+    inputs = array_inputs(array_data_adapter()(X, y, batch_size=10, shuffle=True))
+    template, made, why = traces.template_for(model, inputs, False)
+    assert template is not None and made, why
+    template.load(model)
+    data = tree.map_structure(tf.convert_to_tensor, tree.lists_to_tuples(inputs.inputs))
+    order = tf.constant(np.random.RandomState(3).permutation(len(X)).astype("int64"))
+    logs = [{k: float(v) for k, v in template.epoch(order, data).items()}
+            for _ in range(epochs)]
+    state = [v.numpy() for v in template.model.variables + template.model.optimizer.variables]
+    return state, logs, type(template.epoch).__name__
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd", "rmsprop"])
+def test_single_threaded_epochs_equal_the_default_executor_bitwise(pima, optimizer):
+    enable_determinism()
+    single, single_logs, kind = _epochs(pima, True, optimizer=optimizer)
+    default, default_logs, other = _epochs(pima, False, optimizer=optimizer)
+    assert (kind, other) == ("SingleThreaded", "Function")
+    assert single_logs == default_logs
+    for a, b in zip(single, default, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_step_that_waits_on_a_function_of_its_own_is_not_run_single_threaded():
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.float32)])
+    def branching(x):
+        return tf.cond(tf.reduce_sum(x) > 0, lambda: x * 2.0, lambda: x - 1.0)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.float32)])
+    def plain(x):
+        return x * 2.0
+
+    assert executor.waits_within(branching.get_concrete_function()) in ("If", "StatelessIf")
+    assert executor.waits_within(plain.get_concrete_function()) is None
+    assert executor.single_threaded(plain, branching) is None
+
+
+CONCURRENT = """
+import sys, threading
+import numpy as np, tensorflow as tf
+from keras import tree
+sys.path.insert(0, {tests!r})
+from test_executor import _net
+from keras_sweep._compat import array_data_adapter, array_inputs
+from keras_sweep.worker import executor, traces
+
+data = np.loadtxt({pima!r}, delimiter=",", dtype="float32")[:203]
+inputs = array_inputs(array_data_adapter()(data[:, :8], data[:, 8:], batch_size=10, shuffle=True))
+tensors = tree.map_structure(tf.convert_to_tensor, tree.lists_to_tuples(inputs.inputs))
+order = tf.constant(np.arange(203, dtype="int64"))
+threads = executor.pool_size() + 1
+epochs = []
+for i in range(threads):  # one template per thread: they share no variables
+    template, _, why = traces.template_for(_net(dropout=0.1 * (i + 1)), inputs, False)
+    assert isinstance(template.epoch, executor.SingleThreaded), why
+    epochs.append(template.epoch)
+    traces.forget()
+start, done = threading.Barrier(threads), []
+
+def train(epoch):
+    start.wait()
+    for _ in range(15):
+        epoch(order, tensors)
+    done.append(1)
+
+workers = [threading.Thread(target=train, args=(e,)) for e in epochs]
+for worker in workers:
+    worker.start()
+for worker in workers:
+    worker.join()
+print(f"{{len(done)}} of {{threads}} threads done", flush=True)
+"""
+
+
+def test_more_concurrent_epochs_than_the_pool_allows_do_not_hang(pima_path, tmp_path):
+    """With an inter-op pool of n threads, n concurrent single-threaded epochs would
+    wait on each other for ever (each holds a pool thread while its step needs
+    another); the calls beyond ``n - 1`` run on the default executor instead.
+    Run in a child process: a hang there fails this test instead of hanging it."""
+    script = tmp_path / "epochs_at_once.py"
+    script.write_text(CONCURRENT.format(tests=str(Path(__file__).parent), pima=str(pima_path)))
+    try:
+        run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                             timeout=180)
+    except subprocess.TimeoutExpired:
+        pytest.fail("concurrent single-threaded epochs hung (no result in 180 s)")
+    assert run.returncode == 0, run.stderr[-2000:]
+    done = [line for line in run.stdout.splitlines() if line.endswith("threads done")]
+    assert done, run.stdout[-2000:]
+    finished, _, threads = done[0].split()[:3]
+    assert finished == threads and int(threads) >= 3
