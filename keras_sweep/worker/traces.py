@@ -50,7 +50,7 @@ from .._compat import (
 from . import executor
 
 #: whether templates' epochs may run on TensorFlow's single-threaded executor
-#: (:mod:`sweep.worker.executor`; ``scripts/bench_loop.py`` compares both)
+#: (:mod:`sweep.worker.executor`; ``scripts/bench_executor.py`` compares both)
 SINGLE_THREADED_EPOCHS = True
 #: templates kept per worker thread (least recently used dropped first)
 MAX_TEMPLATES = 8

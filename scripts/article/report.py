@@ -105,7 +105,7 @@ def previous_wall_times(page: Path) -> dict[str, str]:
     total = re.search(r"total wall time (\d+ s)", text)
     if total:
         times["total"] = total.group(1)
-    cpu = re.search(r"worker\(s\) on \S+ \(([^)]*)\)", text)
+    cpu = re.search(r"worker\(s\) on \S+ \((.*?)\); total wall time", text)
     if cpu:
         times["cpu"] = cpu.group(1)
     for title, seconds in re.findall(r"^## (\S+)\n(?:.*\n)*?- wall time: (\d+ s)", text,
