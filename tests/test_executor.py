@@ -25,6 +25,8 @@ def pima(pima_path):
 
 @pytest.fixture(autouse=True)
 def fresh_templates():
+    if executor.accelerators():
+        pytest.skip("the single-threaded executor serves CPU-only processes")
     traces.forget()
     yield
     traces.forget()

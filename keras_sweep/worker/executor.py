@@ -19,7 +19,9 @@ thread while the step runs on another. So :class:`SingleThreaded` is used only
   :mod:`sweep.worker.plugin`);
 - by at most ``pool - 1`` calls at once in a process: a call that finds no room
   runs on the default executor (same graph, same results, ~10 % slower) rather
-  than wait.
+  than wait;
+- on CPUs only: with an accelerator TensorFlow splits a graph by device and joins
+  the parts with send/receive kernels, which that executor does not run.
 """
 
 from __future__ import annotations
@@ -110,8 +112,16 @@ class SingleThreaded:
 
 def single_threaded(function: Any, step: Any) -> Callable[..., Any] | None:
     """``function`` run by the single-threaded executor (:class:`SingleThreaded`), or
-    None when that could hang: ``step`` (the traced function its loop calls) waits on
-    something of its own, or the inter-op pool has fewer than two threads."""
-    if pool_size() < 2 or waits_within(step.get_concrete_function()) is not None:
+    None when that could hang or fail: ``step`` (the traced function its loop calls)
+    waits on something of its own, the inter-op pool has fewer than two threads, or
+    TensorFlow sees an accelerator."""
+    if pool_size() < 2 or accelerators() or waits_within(step.get_concrete_function()):
         return None
     return SingleThreaded(function)
+
+
+def accelerators() -> list[str]:
+    """The GPUs and TPUs TensorFlow sees (their logical device names)."""
+    import tensorflow as tf
+
+    return [d.name for kind in ("GPU", "TPU") for d in tf.config.list_logical_devices(kind)]
