@@ -3,9 +3,9 @@
 TensorFlow runs a graph with its default executor, whose bookkeeping per
 kernel (ready queues, pending counts, loop frames) is a large part of a small
 network's train step. Its single-threaded executor runs the kernels in order on
-the calling thread instead: a traced epoch of the article's network costs
-1.3-1.4x less, with the same kernels in the same order, so bitwise the same
-results (``tests/test_traces.py``; measured in ``docs/performance.md``).
+the calling thread instead: an epoch of the article's networks runs 1.09-1.22x
+faster (``scripts/bench_executor.py``, paired), with the same kernels in the same
+order, so bitwise the same results (``tests/test_executor.py``).
 
 One catch makes it opt-in per traced function. When that executor meets an
 asynchronous kernel (a loop, a function call), it *waits* for it, holding its
