@@ -1,4 +1,4 @@
-"""Chaos soak at CI size: a busy worker SIGKILLed every two seconds, recycling every 5 fits;
+"""Chaos soak at CI size: a busy worker SIGKILLed every three seconds, recycling every 3 fits;
 no fit lost or failed, scores bitwise those of a fault-free run (scripts/chaos.py)."""
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ def _chaos():
 
 
 def test_chaos_soak_loses_nothing():
-    figures = _chaos().soak(candidates=16, epochs=4, workers=3, every=2.0, recycle=5)
+    figures = _chaos().soak(candidates=12, epochs=4, workers=3, every=3.0, recycle=3)
     print(f"\nchaos: {figures}")
-    assert figures["kills"] >= 3, figures
+    assert figures["kills"] >= 3 and figures["recycles"] >= 1, figures
     assert figures["failed"] == 0 and figures["lost"] == 0, figures
     assert figures["records"] == figures["fits"], figures
     assert figures["equal"], figures

@@ -171,6 +171,9 @@ def test_no_scheduler_in_time_terminates_every_instance_it_requested(aws, tmp_pa
     inherited = user_data.split('DASK_INTERNAL_INHERIT_CONFIG="')[1].split('"')[0]
     config = base64.b64decode(inherited).decode()
     assert "require-encryption" in config and "BEGIN CERTIFICATE" in config
+    # and the scheduler's own settings: retries, one fit per free thread, every replica
+    assert "allowed-failures" in config and "worker-saturation" in config
+    assert "active-memory-manager" in config
     # safety nets of a killed driver: an idle scheduler closes, its instance terminates
     assert "--idle-timeout 30m" in user_data and run["InstanceInitiatedShutdownBehavior"] \
         == "terminate"

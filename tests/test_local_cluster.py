@@ -72,6 +72,33 @@ def test_data_is_sent_once_per_search_not_once_per_fit(session, cancer, tiny_cla
     assert sum(sent[0]) == sum(sent[1]) >= X.nbytes
 
 
+def test_each_worker_fetches_the_shared_data_once_per_search(session, cancer):
+    # joblib hands fits out a few at a time; between two of them a worker may have no
+    # fit waiting for the data, and Dask's active memory manager (ReduceReplicas)
+    # dropped its copy, to fetch it again for the next fit: a second copy of X on
+    # the network (seen in CI over SSH). sweep's scheduler keeps every copy.
+    from tiny_models import SlowMajority
+
+    X, y = cancer
+    before = session.client.run(_data_fetches)
+    GridSearchCV(SlowMajority(delay=0.25), {"C": list(range(8))}, cv=3, n_jobs=-1).fit(X, y)
+    after = session.client.run(_data_fetches)
+    fetched = {worker: {key: count - before.get(worker, {}).get(key, 0)
+                        for key, count in counts.items()}
+               for worker, counts in after.items()}
+    assert any(fetched.values()), "no worker fetched the data from a peer: nothing tested"
+    again = {worker: {k: n for k, n in keys.items() if n > 1}
+             for worker, keys in fetched.items()}
+    assert not any(again.values()), f"shared data fetched more than once: {again}"
+
+
+def _data_fetches(dask_worker=None) -> dict[str, int]:
+    import collections
+
+    return dict(collections.Counter(str(key) for entry in dask_worker.transfer_incoming_log
+                                    for key in entry["keys"] if "sweep-data-" in str(key)))
+
+
 def test_a_search_that_raises_leaves_the_session_usable(session, cancer):
     from sklearn.tree import DecisionTreeClassifier
 

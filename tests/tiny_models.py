@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
 
 
 def tiny(meta: dict[str, Any], neurons: int = 2) -> Any:
@@ -107,3 +111,21 @@ def clipped(meta: dict[str, Any], neurons: int = 2) -> Any:
         ClipGradient(),
         keras.layers.Dense(1, activation="sigmoid"),
     ])
+
+
+class SlowMajority(ClassifierMixin, BaseEstimator):
+    """A scikit-learn classifier whose ``fit`` sleeps ``delay`` seconds, then learns the
+    majority class: fits long enough for the scheduler to act between them."""
+
+    def __init__(self, C: float = 1.0, delay: float = 0.25) -> None:
+        self.C = C
+        self.delay = delay
+
+    def fit(self, X: Any, y: Any) -> SlowMajority:
+        time.sleep(self.delay)
+        values, counts = np.unique(y, return_counts=True)
+        self.classes_, self.majority_ = values, values[counts.argmax()]
+        return self
+
+    def predict(self, X: Any) -> Any:
+        return np.full(len(X), self.majority_)

@@ -43,7 +43,7 @@ import dask.config
 from ..config import Settings, setting
 from ..exceptions import ClusterError, SpecError
 from . import Started, aws
-from .environment import settings_environment
+from .environment import scheduler_config, settings_environment
 
 logger = logging.getLogger(__name__)
 
@@ -283,9 +283,12 @@ def start(settings: Settings) -> Started:
         arguments = ec2_arguments(settings, run, group)
 
         async def make() -> Any:
-            # held before it starts: a start abandoned half-way is still closed
-            owned.cluster = EC2Cluster(asynchronous=True, **arguments)
-            return await owned.cluster
+            # the scheduler's settings travel with the instances' user data
+            # (dask-cloudprovider passes the driver's dask.config on)
+            with dask.config.set(scheduler_config(settings)):
+                # held before it starts: a start abandoned half-way is still closed
+                owned.cluster = EC2Cluster(asynchronous=True, **arguments)
+                return await owned.cluster
 
         try:
             owned.loop.run(make(), timeout=settings.startup_timeout)

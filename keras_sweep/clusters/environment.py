@@ -26,6 +26,16 @@ THREAD_VARIABLES = (
 )
 
 
+def interop_threads(threads: int) -> int:
+    """Threads of TensorFlow's inter-op pool in a worker of ``threads`` threads.
+
+    Two at least: a traced epoch on TensorFlow's single-threaded executor holds one
+    pool thread while another runs its step (:mod:`sweep.worker.executor`); they
+    take turns, so a one-thread worker still computes on one core.
+    """
+    return max(2, threads)
+
+
 def worker_environment(threads: int, keras_backend: str = "tensorflow") -> dict[str, str]:
     """Environment a worker process must start with.
 
@@ -37,10 +47,7 @@ def worker_environment(threads: int, keras_backend: str = "tensorflow") -> dict[
         Value of ``KERAS_BACKEND`` for the worker.
     """
     env = {name: str(threads) for name in THREAD_VARIABLES}
-    # TensorFlow's inter-op pool gets two threads at least: a traced epoch on its
-    # single-threaded executor holds one while another runs the step
-    # (sweep.worker.executor); they take turns, so the worker still computes on one
-    env["TF_NUM_INTEROP_THREADS"] = str(max(2, threads))
+    env["TF_NUM_INTEROP_THREADS"] = str(interop_threads(threads))
     env.update(
         KERAS_BACKEND=keras_backend,
         TF_CPP_MIN_LOG_LEVEL="2",
@@ -70,6 +77,11 @@ def scheduler_config(settings: Settings) -> dict[str, Any]:
         # a worker holds only the fits it runs, so a worker that dies takes no
         # queued (innocent) fit's retries with it
         "distributed.scheduler.worker-saturation": 1.0,
+        # joblib hands fits out a few at a time: between two, a worker may hold the
+        # search's data with no fit waiting for it, and the active memory manager's
+        # ReduceReplicas would drop that copy, to be fetched again for the next fit
+        # (retiring a worker for a recycle still uses a manager of its own)
+        "distributed.scheduler.active-memory-manager.start": False,
         # workers started by a nanny inherit this config (see worker_environment)
         "distributed.worker.profile.enabled": False,
     }

@@ -56,9 +56,9 @@ class _Room:
         self.lock = threading.Lock()
         self.running = 0
 
-    def enter(self) -> bool:
+    def enter(self, limit: int) -> bool:
         with self.lock:
-            if self.running >= pool_size() - 1:
+            if self.running >= limit:
                 return False
             self.running += 1
             return True
@@ -97,11 +97,12 @@ class SingleThreaded:
 
         with tf.experimental.function_executor_type(SINGLE_THREADED):
             self.concrete = function.get_concrete_function()
+        self.room = pool_size() - 1  # fixed once TensorFlow has run an op, as here
 
     def __call__(self, *args: Any) -> Any:
         import tensorflow as tf
 
-        if not _ROOM.enter():
+        if not _ROOM.enter(self.room):
             return self.concrete(*args)
         try:
             with tf.experimental.function_executor_type(SINGLE_THREADED):

@@ -22,7 +22,7 @@ from distributed import WorkerPlugin, get_worker
 from distributed.diagnostics.plugin import NannyPlugin
 
 from .._compat import on_worker_exit, worker_extension
-from ..clusters.environment import THREAD_VARIABLES
+from ..clusters.environment import THREAD_VARIABLES, interop_threads
 from . import logs
 from .memory import freeze_heap
 
@@ -65,9 +65,7 @@ def pin_tensorflow_threads(threads: int) -> dict[str, int]:
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
     with contextlib.suppress(RuntimeError):
         tf.config.threading.set_intra_op_parallelism_threads(threads)
-        # two at least: a traced epoch on the single-threaded executor holds one
-        # pool thread while another runs its step (sweep.worker.executor)
-        tf.config.threading.set_inter_op_parallelism_threads(max(2, threads))
+        tf.config.threading.set_inter_op_parallelism_threads(interop_threads(threads))
     return {
         "intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
         "inter_op": tf.config.threading.get_inter_op_parallelism_threads(),
