@@ -1,17 +1,19 @@
 #!/usr/bin/env python
-"""Per epoch: a template's traced epoch on TensorFlow's default and single-threaded executors.
+"""Per epoch: a template's traced epoch on TensorFlow's default and single-threaded
+executors, its step called or inlined.
 
     python scripts/bench_executor.py --epochs 150 --output docs/bench-executor.json
 
 One process set up as a worker is (one intra-op thread, an inter-op pool of
 two, op determinism on, oneDNN off), the article's networks of exp3 (SGD with
 momentum 0.2), exp5 (relu) and exp6 (dropout 0.2, max-norm 3) on Pima's first
-512 rows, batch 10 (52 steps per epoch). Each network gets two templates
-(:mod:`sweep.worker.traces`), one per executor; their epochs are called
-alternately, the order flipped every call, and each pair's ratio kept: this
-VM's speed drifts by up to 2x within seconds, so only ratios within a pair are
-compared (their median). The templates' weights after the run are checked
-bitwise equal.
+512 rows, batch 10 (52 steps per epoch). Each network gets three templates
+(:mod:`sweep.worker.traces`): the default executor calling the step, the
+single-threaded executor calling it, the single-threaded executor with the step
+inlined. Their epochs are called in turn, the order rotated every round, and
+each round's ratios kept: this VM's speed drifts by up to 2x within seconds, so
+only ratios within a round are compared (their median). The templates' weights
+after the run are checked bitwise equal.
 """
 
 from __future__ import annotations
@@ -59,36 +61,44 @@ def measure(make: Any, X: np.ndarray, y: np.ndarray, epochs: int) -> dict[str, A
     inputs = array_inputs(array_data_adapter()(X, y, batch_size=10, shuffle=True))
     data = tree.map_structure(tf.convert_to_tensor, tree.lists_to_tuples(inputs.inputs))
     order = tf.constant(np.random.RandomState(1).permutation(len(X)).astype("int64"))
+    variants = {"default": (False, False), "single-threaded": (True, False),
+                "inlined": (True, True)}
     templates = {}
-    for single in (True, False):
+    for name, (single, inlined) in variants.items():
         traces.forget()
-        traces.SINGLE_THREADED_EPOCHS = single
+        traces.SINGLE_THREADED_EPOCHS, traces.INLINED_STEPS = single, inlined
         keras.utils.set_random_seed(5)
         model = make()
         template, _, why = traces.template_for(model, inputs, False)
         assert template is not None, why
         template.load(model)
         template.epoch(order, data)
-        templates["single-threaded" if single else "default"] = template
-    traces.SINGLE_THREADED_EPOCHS = True
+        templates[name] = template
+    traces.SINGLE_THREADED_EPOCHS, traces.INLINED_STEPS = True, True
     assert isinstance(templates["single-threaded"].epoch, executor.SingleThreaded)
+    assert executor.loop_waits(templates["inlined"].epoch.concrete) is None  # inlined
     seconds: dict[str, list[float]] = {name: [] for name in templates}
-    ratios = []
+    pairs = {"default_over_single_threaded": ("default", "single-threaded"),
+             "single_threaded_over_inlined": ("single-threaded", "inlined"),
+             "default_over_inlined": ("default", "inlined")}
+    ratios: dict[str, list[float]] = {key: [] for key in pairs}
+    names = list(templates)
     for i in range(epochs):
-        names = list(templates) if i % 2 == 0 else list(reversed(templates))
         took = {}
-        for name in names:
+        for name in names[i % 3:] + names[:i % 3]:
             start = time.perf_counter()
             templates[name].epoch(order, data)
             took[name] = time.perf_counter() - start
             seconds[name].append(took[name])
-        ratios.append(took["default"] / took["single-threaded"])
-    equal = all(np.array_equal(a.numpy(), b.numpy()) for a, b in zip(
-        templates["default"].model.variables, templates["single-threaded"].model.variables,
-        strict=True))
+        for key, (slow, fast) in pairs.items():
+            ratios[key].append(took[slow] / took[fast])
+    weights = {name: [v.numpy() for v in t.model.variables] for name, t in templates.items()}
+    equal = all(np.array_equal(a, b) for other in ("single-threaded", "inlined")
+                for a, b in zip(weights["default"], weights[other], strict=True))
     return {"ms_per_epoch": {k: 1000 * statistics.median(v) for k, v in seconds.items()},
-            "default_over_single_threaded": statistics.median(ratios),
-            "ratio_quartiles": [float(np.percentile(ratios, q)) for q in (25, 75)],
+            **{key: statistics.median(values) for key, values in ratios.items()},
+            "ratio_quartiles": {key: [float(np.percentile(values, q)) for q in (25, 75)]
+                                for key, values in ratios.items()},
             "weights_bitwise_equal": equal}
 
 
@@ -107,11 +117,14 @@ def main() -> None:
     data = np.loadtxt(PIMA, delimiter=",")
     X, y = data[:512, :8].astype("float32"), data[:512, 8:9].astype("float32")
     rows = {name: measure(make, X, y, args.epochs) for name, make in _nets().items()}
-    print(f"{'network':<32} {'default ms':>10} {'single ms':>10} {'paired ratio':>13} bitwise")
+    print(f"{'network':<32} {'default':>8} {'single':>8} {'inlined':>8} ms  "
+          f"{'default/single':>14} {'single/inlined':>14} {'default/inlined':>15} bitwise")
     for name, row in rows.items():
         ms = row["ms_per_epoch"]
-        print(f"{name:<32} {ms['default']:10.2f} {ms['single-threaded']:10.2f} "
-              f"{row['default_over_single_threaded']:12.3f}x {row['weights_bitwise_equal']}")
+        print(f"{name:<32} {ms['default']:8.2f} {ms['single-threaded']:8.2f} "
+              f"{ms['inlined']:8.2f}     {row['default_over_single_threaded']:13.3f}x "
+              f"{row['single_threaded_over_inlined']:13.3f}x "
+              f"{row['default_over_inlined']:14.3f}x {row['weights_bitwise_equal']}")
     if args.output:
         args.output.write_text(json.dumps({
             "date": time.strftime("%Y-%m-%d %H:%M"), "machine": platform.platform(),

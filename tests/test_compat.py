@@ -440,6 +440,52 @@ def test_custom_gradients_land_in_tensorflows_registry():
         assert any(str(k).startswith("CustomGradient-") for k in set(registry) - before)
 
 
+@probe("grappler_arithmetic_rewrites")
+def test_grappler_sums_in_name_order_and_divides_by_reciprocal_roots_as_mimicked():
+    import tensorflow as tf
+
+    spec = [tf.TensorSpec([], tf.float32)] * 3
+
+    def three(z: Any, a: Any, m: Any) -> Any:  # 1 in name order (a, m, z), 0 as given
+        return tf.math.add_n([tf.identity(z, name="z"), tf.identity(a, name="a"),
+                              tf.identity(m, name="m")])
+
+    def root(x: Any, y: Any, _: Any) -> Any:
+        return x / tf.sqrt(y)
+
+    values = [tf.constant(v, tf.float32) for v in (1.0, 1e8, -1e8)]
+    rng = np.random.default_rng(0)
+    x, y = (tf.constant(rng.normal(size=1024).astype("float32")),
+            tf.constant(rng.uniform(0.1, 10, size=1024).astype("float32")))
+    vectors = [tf.TensorSpec([None], tf.float32)] * 3
+    with upstream("grappler_arithmetic_rewrites"):
+        # Grappler (a called function) sums in name order; eager ops as given
+        assert float(tf.function(three, input_signature=spec)(*values)) == 1.0
+        assert float(three(*values)) == 0.0
+        # and multiplies by reciprocal roots (which differ from dividing, here ~half)
+        rooted = (x * tf.math.rsqrt(y)).numpy()
+        assert (rooted != (x / tf.sqrt(y)).numpy()).any()
+        np.testing.assert_array_equal(
+            tf.function(root, input_signature=vectors)(x, y, x).numpy(), rooted)
+        # the mimicry builds the same, and notices a root it must not rewrite
+        with _compat.grappler_arithmetic_rewrites() as done:
+            graph = tf.function(three, input_signature=spec).get_concrete_function().graph
+        [add] = [op for op in graph.get_operations() if op.type == "AddN"]
+        assert [t.op.name[0] for t in add.inputs] == ["a", "m", "z"] and done.sums == 1
+
+        def shared(x: Any, y: Any, _: Any) -> Any:
+            r = tf.sqrt(y)
+            return x / r + r
+
+        for fn, faithful in ((root, True), (shared, False)):
+            with _compat.grappler_arithmetic_rewrites() as done:
+                graph = tf.function(fn, input_signature=spec).get_concrete_function().graph
+            types = {op.type for op in graph.get_operations()}
+            assert "Rsqrt" in types and "RealDiv" not in types and len(done.square_roots) == 1
+            assert (done.unfaithful() is None) == faithful
+        assert float(tf.math.add_n([values[0], values[1], values[2]])) == 0.0  # restored
+
+
 @probe("worker_extension")
 def test_state_kept_on_a_real_worker():
     from distributed import Client, LocalCluster

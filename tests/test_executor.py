@@ -31,6 +31,7 @@ def fresh_templates():
     yield
     traces.forget()
     traces.SINGLE_THREADED_EPOCHS = True
+    traces.INLINED_STEPS = True
 
 
 def _net(dropout: float = 0.3, optimizer: str = "adam") -> keras.Model:
@@ -46,16 +47,42 @@ def _net(dropout: float = 0.3, optimizer: str = "adam") -> keras.Model:
     return model
 
 
-def _epochs(pima, single: bool, epochs: int = 3, **net) -> tuple[list[np.ndarray], list, str]:
+def _head(head: str, optimizer: str = "adam") -> keras.Model:
+    keras.utils.set_random_seed(11)
+    model = keras.Sequential([
+        keras.Input(shape=(8,)),
+        keras.layers.Dense(12, activation="tanh"),
+        keras.layers.Dense(1) if head == "regression" else
+        keras.layers.Dense(3, activation="softmax"),
+    ])
+    if head == "regression":
+        model.compile(loss="mse", optimizer=optimizer, metrics=["mae"])
+    else:
+        model.compile(loss="sparse_categorical_crossentropy", optimizer=optimizer,
+                      metrics=["accuracy"])
+    return model
+
+
+def _epochs(pima, single: bool, epochs: int = 3, inlined: bool = False, room: int | None = None,
+            **net) -> tuple[list[np.ndarray], list, str]:
     """Train a fresh template of ``_net(**net)`` for a few epochs; its state and logs."""
     traces.forget()
     traces.SINGLE_THREADED_EPOCHS = single
+    traces.INLINED_STEPS = inlined
     X, y = pima
-    model = _net(**net)
+    head = net.pop("head", None)
+    if head == "regression":
+        y = X[:, 1:2] / 100.0
+    elif head == "multi-class":
+        y = np.digitize(X[:, 1], [100.0, 130.0]).astype("int64")[:, None]
+    model = _head(head, **net) if head else _net(**net)
     inputs = array_inputs(array_data_adapter()(X, y, batch_size=10, shuffle=True))
     template, made, why = traces.template_for(model, inputs, False)
     assert template is not None and made, why
     template.load(model)
+    _INLINED.append(_calls_no_function(template.epoch))
+    if room is not None:
+        template.epoch.room = room
     data = tree.map_structure(tf.convert_to_tensor, tree.lists_to_tuples(inputs.inputs))
     order = tf.constant(np.random.RandomState(3).permutation(len(X)).astype("int64"))
     logs = [{k: float(v) for k, v in template.epoch(order, data).items()}
@@ -73,6 +100,69 @@ def test_single_threaded_epochs_equal_the_default_executor_bitwise(pima, optimiz
     assert single_logs == default_logs
     for a, b in zip(single, default, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+_INLINED: list[bool] = []
+
+
+def _calls_no_function(epoch) -> bool:
+    return isinstance(epoch, executor.SingleThreaded) and \
+        executor.loop_waits(epoch.concrete) is None
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd-momentum", "rmsprop", "adagrad",
+                                       "adadelta", "nadam"])
+def test_a_step_inlined_in_the_loop_equals_the_called_step_bitwise(pima, optimizer):
+    # inlined, the step is not optimized by Grappler: without sweep's mimicry of its
+    # arithmetic rewrites (sorted sums, x * rsqrt(y) for x / sqrt(y)) all 6 differ
+    # in the last bits within 3 epochs (checked)
+    enable_determinism()
+    chosen = (keras.optimizers.SGD(learning_rate=0.05, momentum=0.9)
+              if optimizer == "sgd-momentum" else optimizer)
+    called, called_logs, _ = _epochs(pima, True, optimizer=chosen)
+    chosen = (keras.optimizers.SGD(learning_rate=0.05, momentum=0.9)
+              if optimizer == "sgd-momentum" else optimizer)
+    inlined, inlined_logs, kind = _epochs(pima, True, inlined=True, optimizer=chosen)
+    assert kind == "SingleThreaded" and _INLINED[-1], "the step was called, not inlined"
+    assert inlined_logs == called_logs
+    for a, b in zip(inlined, called, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("head", ["regression", "multi-class"])
+def test_inlined_steps_of_regression_and_multi_class_heads_equal_called_steps(pima, head):
+    enable_determinism()
+    called, called_logs, _ = _epochs(pima, True, head=head, optimizer="rmsprop")
+    inlined, inlined_logs, _ = _epochs(pima, True, inlined=True, head=head,
+                                       optimizer="rmsprop")
+    assert _INLINED[-1], "the step was called, not inlined"
+    assert inlined_logs == called_logs
+    for a, b in zip(inlined, called, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_an_inlined_epoch_without_room_runs_on_the_default_executor_bitwise(pima):
+    enable_determinism()
+    inlined, logs, _ = _epochs(pima, True, inlined=True, optimizer="rmsprop")
+    fallback, fallback_logs, _ = _epochs(pima, True, inlined=True, room=0, optimizer="rmsprop")
+    assert fallback_logs == logs
+    for a, b in zip(fallback, inlined, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_inlined_steps_call_no_function_and_a_loop_that_does_is_refused(pima):
+    traces.INLINED_STEPS = True
+    X, y = pima
+    inputs = array_inputs(array_data_adapter()(X, y, batch_size=10, shuffle=True))
+    template, _, why = traces.template_for(_net(), inputs, False)
+    assert template is not None and _calls_no_function(template.epoch), why
+    traces.INLINED_STEPS = False
+    traces.forget()
+    template, _, why = traces.template_for(_net(), inputs, False)
+    assert template is not None, why
+    # the body calls the step: a call op in it, or the step in the library
+    assert executor.loop_waits(template.epoch.concrete) in ("a nested function",
+                                                            "StatefulPartitionedCall")
 
 
 def test_a_step_that_waits_on_a_function_of_its_own_is_not_run_single_threaded():

@@ -14,7 +14,9 @@ epoch is a loop whose body calls the train step: the body waits on one pool
 thread while the step runs on another. So :class:`SingleThreaded` is used only
 
 - for steps with no loop, conditional or call of their own (one level of waiting),
-  which :func:`waits_within` checks on the traced step;
+  which :func:`waits_within` checks on the traced step; or for a loop whose body
+  holds the whole step and calls nothing (:func:`single_threaded_loop`, the
+  default for templates: no call per step, ``sweep.worker.traces``);
 - with an inter-op pool of at least two threads (workers set two,
   :mod:`sweep.worker.plugin`);
 - by at most ``pool - 1`` calls at once in a process: a call that finds no room
@@ -120,6 +122,40 @@ def single_threaded(function: Any, step: Any) -> Callable[..., Any] | None:
         return None
     return SingleThreaded(function)
 
+
+def single_threaded_loop(function: Any, why_not: Callable[[Any], str | None] | None = None
+                         ) -> SingleThreaded | None:
+    """``function``, whose loop body holds the whole step (no call of its own), run by
+    the single-threaded executor; None when that could hang or fail (see
+    :func:`loop_waits`, :func:`single_threaded`) or when ``why_not(concrete)``, asked
+    of the traced function, gives a reason."""
+    if pool_size() < 2 or accelerators():
+        return None
+    candidate = SingleThreaded(function)
+    if loop_waits(candidate.concrete) or (why_not is not None and why_not(candidate.concrete)):
+        return None
+    return candidate
+
+
+def loop_waits(concrete: Any) -> str | None:
+    """What in the traced ``concrete`` would make the single-threaded executor wait on
+    more than one thread (None: nothing): the function must hold exactly one loop,
+    whose condition and body wait on nothing and call no function."""
+    graph = concrete.graph
+    loops = [op for op in graph.get_operations() if op.type in ("While", "StatelessWhile")]
+    if len(loops) != 1:
+        return f"{len(loops)} loops"
+    for op in graph.get_operations():
+        if op is not loops[0] and any(part in op.type for part in WAITING_OPS):
+            return op.type
+    own = {loops[0].get_attr("body").name, loops[0].get_attr("cond").name}
+    for function in graph.as_graph_def().library.function:
+        if function.signature.name not in own:
+            return "a nested function"
+        for node in function.node_def:
+            if any(part in node.op for part in WAITING_OPS):
+                return node.op
+    return None
 
 def accelerators() -> list[str]:
     """The GPUs and TPUs TensorFlow sees (their logical device names)."""

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import random
 import threading
 import types
@@ -40,18 +41,26 @@ import numpy as np
 
 from .._compat import (
     ArrayInputs,
+    GrapplerRewrites,
     all_layers,
     array_data_adapter,
     array_inputs,
     build_for_training,
     compile_arguments,
     dropout_with_tensors,
+    grappler_arithmetic_rewrites,
 )
 from . import executor
+
+logger = logging.getLogger(__name__)
 
 #: whether templates' epochs may run on TensorFlow's single-threaded executor
 #: (:mod:`sweep.worker.executor`; ``scripts/bench_executor.py`` compares both)
 SINGLE_THREADED_EPOCHS = True
+#: whether a template's epoch on the single-threaded executor inlines Keras' train
+#: step in its loop rather than calling it (:func:`_inlined_epoch`; the benchmark
+#: above compares both)
+INLINED_STEPS = True
 #: templates kept per worker thread (least recently used dropped first)
 MAX_TEMPLATES = 8
 #: configuration keys that only set initial values or names (not the traced graph)
@@ -419,7 +428,93 @@ def epoch_function(model: Any, data: Any, size: int,
 
     if xla or getattr(model, "jit_compile", False) or not SINGLE_THREADED_EPOCHS:
         return epoch
+    if INLINED_STEPS:
+        try:
+            inlined = _inlined_epoch(model, spec, size)
+        except Exception:  # a step that cannot be traced inline is called instead
+            logger.debug("sweep: train step not inlined", exc_info=True)
+            inlined = None
+        if inlined is not None:
+            return inlined
     return executor.single_threaded(epoch, step) or epoch
+
+
+def _inlined_epoch(model: Any, spec: Any, size: int) -> Callable[[Any, Any], Any] | None:
+    """:func:`epoch_function`'s epoch with Keras' ``train_step`` inlined in the loop
+    body instead of called, on the single-threaded executor; None where that could
+    differ from Keras' step or wait twice.
+
+    Inlined, a step skips the ~70 µs of calling a traced function, but the body is
+    not optimized by Grappler as a called function is: its ops are built as
+    Grappler would leave them (:func:`sweep._compat.grappler_arithmetic_rewrites`),
+    in a name scope of their own, so their names (which order Grappler's sums)
+    are those of the step traced alone.
+    """
+    import tensorflow as tf
+    from keras import tree
+
+    rewrites: list[GrapplerRewrites] = []
+
+    @tf.autograph.experimental.do_not_convert
+    def step(batch: Any) -> None:
+        with tf.name_scope("step"), grappler_arithmetic_rewrites() as done:
+            model.train_step(batch)
+        rewrites.append(done)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.int64), spec])
+    def epoch(order: Any, data: Any) -> dict[str, Any]:
+        model.reset_metrics()
+        rows = tf.shape(order, out_type=tf.int64)[0]
+        for k in tf.range((rows + size - 1) // size):
+            rows_k = order[k * size:(k + 1) * size]
+            step(tree.map_structure(lambda t, rows_k=rows_k: tf.gather(t, rows_k, axis=0),
+                                    data))
+        return metric_results(model)
+
+    def unfaithful(concrete: Any) -> str | None:
+        return next((why for done in rewrites if (why := done.unfaithful())), None) \
+            or unverified_op(concrete)
+
+    return executor.single_threaded_loop(epoch, unfaithful)
+
+
+#: op types of inlined steps checked bitwise against the called step, with op
+#: determinism on as in workers: the article's seven grids (222 templates: every
+#: optimizer, initializer, activation, dropout and max-norm there) and the tests'
+#: nets (regression and multi-class heads). A step with another op type (which
+#: another of Grappler's rewrites may touch) is called
+INLINABLE_OPS = frozenset({
+    "Abs", "AddN", "AddV2", "ArgMax", "AssignAddVariableOp", "AssignSubVariableOp",
+    "AssignVariableOp", "BiasAdd", "BiasAddGrad", "Bitcast", "BitwiseAnd",
+    "BroadcastGradientArgs", "BroadcastTo", "Cast", "ConcatV2", "Const", "DivNoNan",
+    "DynamicStitch", "Equal", "Exp", "ExpandDims", "Fill", "FloorMod", "GatherV2",
+    "Greater", "GreaterEqual", "Identity", "IdentityN", "Less", "Log1p", "LogSoftmax",
+    "LogicalAnd", "LogicalOr", "MatMul", "Maximum", "Mean", "Minimum", "Mul", "Neg", "NoOp",
+    "Pack", "Pow", "Prod", "Range", "ReadVariableOp", "RealDiv", "Reciprocal", "Relu",
+    "Relu6", "Relu6Grad", "ReluGrad", "Reshape", "Rsqrt", "Select", "SelectV2", "Shape",
+    "Sigmoid", "SigmoidGrad", "Size", "Softmax", "Softplus", "Softsign", "SoftsignGrad",
+    "Sqrt", "Square", "Squeeze", "StatelessRandomGetKeyCounter", "StatelessRandomUniformV2",
+    "StridedSlice", "Sub", "Sum", "Tanh", "TanhGrad", "Tile", "Transpose",
+    "UnsortedSegmentSum", "ZerosLike",
+})
+
+
+def unverified_op(concrete: Any) -> str | None:
+    """An op of ``concrete``'s loop body not known to inline bitwise (None: none is).
+
+    A power with a constant exponent is one: Grappler turns some into squares or
+    roots (Keras' optimizers raise constants to the step count, a variable).
+    """
+    for function in concrete.graph.as_graph_def().library.function:
+        nodes = {node.name: node for node in function.node_def}
+        for node in function.node_def:
+            if node.op not in INLINABLE_OPS:
+                return f"op {node.op}"
+            if node.op == "Pow":
+                exponent = nodes.get(node.input[1].split(":")[0])  # None: an argument
+                if exponent is not None and exponent.op == "Const":
+                    return "a power with a constant exponent"
+    return None
 
 
 def metric_results(model: Any) -> dict[str, Any]:
