@@ -141,6 +141,17 @@ def test_inlined_steps_of_regression_and_multi_class_heads_equal_called_steps(pi
         np.testing.assert_array_equal(a, b)
 
 
+def test_a_step_refused_inline_is_called_and_trains_as_if_never_tried(pima, monkeypatch):
+    enable_determinism()
+    called, logs, _ = _epochs(pima, True, optimizer="rmsprop")
+    monkeypatch.setattr(traces, "INLINABLE_OPS", frozenset())  # every op unverified
+    refused, refused_logs, kind = _epochs(pima, True, inlined=True, optimizer="rmsprop")
+    assert kind == "SingleThreaded" and not _INLINED[-1]
+    assert refused_logs == logs
+    for a, b in zip(refused, called, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_an_inlined_epoch_without_room_runs_on_the_default_executor_bitwise(pima):
     enable_determinism()
     inlined, logs, _ = _epochs(pima, True, inlined=True, optimizer="rmsprop")

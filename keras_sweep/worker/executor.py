@@ -157,6 +157,7 @@ def loop_waits(concrete: Any) -> str | None:
                 return node.op
     return None
 
+
 def accelerators() -> list[str]:
     """The GPUs and TPUs TensorFlow sees (their logical device names)."""
     import tensorflow as tf
