@@ -416,16 +416,7 @@ def epoch_function(model: Any, data: Any, size: int,
                        input_signature=[spec],
                        jit_compile=bool(getattr(model, "jit_compile", False)))
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.int64), spec], jit_compile=xla)
-    def epoch(order: Any, data: Any) -> dict[str, Any]:
-        model.reset_metrics()
-        rows = tf.shape(order, out_type=tf.int64)[0]
-        for k in tf.range((rows + size - 1) // size):
-            rows_k = order[k * size:(k + 1) * size]
-            step(tree.map_structure(lambda t, rows_k=rows_k: tf.gather(t, rows_k, axis=0),
-                                    data))
-        return metric_results(model)
-
+    epoch = _epoch_loop(model, spec, size, step, xla)
     if xla or getattr(model, "jit_compile", False) or not SINGLE_THREADED_EPOCHS:
         return epoch
     if INLINED_STEPS:
@@ -437,6 +428,26 @@ def epoch_function(model: Any, data: Any, size: int,
         if inlined is not None:
             return inlined
     return executor.single_threaded(epoch, step) or epoch
+
+
+def _epoch_loop(model: Any, spec: Any, size: int, step: Callable[[Any], Any],
+                xla: bool) -> Any:
+    """The traced epoch: metrics reset, ``step`` on each batch of the rows in ``order``,
+    the metrics' results."""
+    import tensorflow as tf
+    from keras import tree
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.int64), spec], jit_compile=xla)
+    def epoch(order: Any, data: Any) -> dict[str, Any]:
+        model.reset_metrics()
+        rows = tf.shape(order, out_type=tf.int64)[0]
+        for k in tf.range((rows + size - 1) // size):
+            rows_k = order[k * size:(k + 1) * size]
+            step(tree.map_structure(lambda t, rows_k=rows_k: tf.gather(t, rows_k, axis=0),
+                                    data))
+        return metric_results(model)
+
+    return epoch
 
 
 def _inlined_epoch(model: Any, spec: Any, size: int) -> Callable[[Any, Any], Any] | None:
@@ -451,7 +462,6 @@ def _inlined_epoch(model: Any, spec: Any, size: int) -> Callable[[Any, Any], Any
     are those of the step traced alone.
     """
     import tensorflow as tf
-    from keras import tree
 
     rewrites: list[GrapplerRewrites] = []
 
@@ -461,15 +471,7 @@ def _inlined_epoch(model: Any, spec: Any, size: int) -> Callable[[Any, Any], Any
             model.train_step(batch)
         rewrites.append(done)
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.int64), spec])
-    def epoch(order: Any, data: Any) -> dict[str, Any]:
-        model.reset_metrics()
-        rows = tf.shape(order, out_type=tf.int64)[0]
-        for k in tf.range((rows + size - 1) // size):
-            rows_k = order[k * size:(k + 1) * size]
-            step(tree.map_structure(lambda t, rows_k=rows_k: tf.gather(t, rows_k, axis=0),
-                                    data))
-        return metric_results(model)
+    epoch = _epoch_loop(model, spec, size, step, xla=False)
 
     def unfaithful(concrete: Any) -> str | None:
         return next((why for done in rewrites if (why := done.unfaithful())), None) \
