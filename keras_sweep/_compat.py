@@ -529,7 +529,6 @@ def registered_gradients() -> dict[str, Any] | None:
     return registry if isinstance(registry, dict) else None
 
 
-
 @dataclass
 class GrapplerRewrites:
     """What :func:`grappler_arithmetic_rewrites` did to the ops built under it."""
@@ -604,6 +603,7 @@ def _symbolic(tensor: Any) -> bool:
 def _grappler_name(tensor: Any) -> str:
     """A tensor as a node's input names it (Grappler sorts these strings)."""
     return tensor.op.name if tensor.value_index == 0 else f"{tensor.op.name}:{tensor.value_index}"
+
 
 # -- distributed ----------------------------------------------------------------------
 
