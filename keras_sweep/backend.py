@@ -18,11 +18,11 @@ returns the data, so Dask can recompute it after a worker loss or a recycle.
 from __future__ import annotations
 
 import asyncio
-import collections
 import concurrent.futures
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 from uuid import uuid4
 
@@ -40,6 +40,7 @@ from ._compat import (
 from .checkpoints import CheckpointStore
 from .deaths import DeathWatch, WorkerDeath, describe
 from .journal import FitKeys, Journal
+from .placement import Placement, candidate_key
 from .records import FitRecord
 from .recycling import Recycler
 from .version import __version__
@@ -86,6 +87,18 @@ WORKER_LOST_PREFIX = "worker lost"
 CANCELLED = (asyncio.CancelledError, concurrent.futures.CancelledError)
 
 
+@dataclass
+class _Held:
+    """A fit joblib dispatched that waits in the driver for a free worker thread."""
+
+    func: Any
+    callback: Any
+    cf_future: Any
+    keys: list[str | None]
+    #: its candidate (:func:`~sweep.placement.candidate_key`)
+    candidate: str
+
+
 class _Raise:
     """An error for joblib to raise in the driver, delivered like a result."""
 
@@ -124,6 +137,9 @@ class SweepBackend(JoblibDaskBackend):
         End states of fits whose candidates set their epochs, so that a longer
         fit of the same candidate and fold continues from one
         (:mod:`sweep.checkpoints`); None: every fit trains from scratch.
+    place_by_kind : bool
+        Send a fit to a free worker that holds its kind of model's trace, when
+        one of the fits held back has one (:mod:`sweep.placement`).
     """
 
     def __init__(
@@ -137,6 +153,7 @@ class SweepBackend(JoblibDaskBackend):
         journal: Journal | None = None,
         paths: TrainingPaths = KERAS_FIT,
         checkpoints: CheckpointStore | None = None,
+        place_by_kind: bool = True,
         **submit_kwargs: Any,
     ) -> None:
         super().__init__(client=client, **submit_kwargs)
@@ -155,8 +172,12 @@ class SweepBackend(JoblibDaskBackend):
         self.round = 0
         #: fits sent to the cluster and not yet back, and those held back (see _admit)
         self._in_flight = 0
-        self._waiting: collections.deque[tuple[Any, Any, Any, list[str | None]]] = (
-            collections.deque())
+        self._waiting: list[_Held] = []
+        #: where fits go (None: wherever Dask sends them, e.g. restricted by the caller)
+        self.placement = (Placement() if place_by_kind and "workers" not in submit_kwargs
+                          else None)
+        #: per fit sent: its candidate key and the worker it was sent to
+        self._placed: dict[Any, tuple[str, str | None]] = {}
         self._ticking = False
         self.keys = FitKeys(seed, __version__)
         #: why workers died, per fit (events of the scheduler and the nannies)
@@ -230,45 +251,41 @@ class SweepBackend(JoblibDaskBackend):
         if self.on_start is not None:
             self.on_start()
 
-    async def slots(self) -> int:
-        """Fits the cluster can run at once now: its running workers' threads (at least 1).
-
-        Asked of the scheduler each time (a millisecond): the client's cached
-        ``scheduler_info`` may predate the workers.
-        """
-        nthreads = await self.unwrapped_client.nthreads(asynchronous=True)
-        return max(1, sum(int(n) for n in nthreads.values()))
-
     async def _submit_async(self, func: Any, callback: Any, cf_future: Any,
-                            keys: list[str | None], admitted: bool = False) -> None:
-        """Send one fit to the cluster, or hold it back while every worker thread is busy.
+                            keys: list[str | None]) -> None:
+        """Hold one fit back, then send held-back fits while worker threads are free.
 
         joblib dispatches up to twice as many fits as there are threads. Sent all at
         once, a worker would hold a queued fit beside the one it runs, and Dask
         counts a worker's death against every fit the worker holds: an innocent
         queued fit could use up its retries. Held in the driver until a thread is
         free, each fit a worker holds is the one it runs, so ``max_retries``
-        (Dask's ``allowed-failures``) counts the deaths of a fit's own runs only.
+        (Dask's ``allowed-failures``) counts the deaths of a fit's own runs only;
+        and which held fit goes to which free worker can follow the workers'
+        traces (:mod:`sweep.placement`).
         """
-        if not admitted:
-            self._in_flight += 1  # counted before the await: concurrent calls see it
-            if self._in_flight > await self.slots():
-                self._in_flight -= 1
-                self._waiting.append((func, callback, cf_future, keys))
-                self._tick()  # workers that join meanwhile get fits too
-                return
-        joblib_batch, tasks = await self.split_batch(func)
+        items = list(func.items)
+        estimator = items[0][1][0] if items and items[0][1] else None
+        candidate = candidate_key(estimator, fit_task(items[0][2]).params if items else None)
+        self._waiting.append(_Held(func, callback, cf_future, keys, candidate))
+        await self._admit()
+
+    async def _send(self, held: _Held, worker: str | None) -> None:
+        """Send one held-back fit to the cluster (to ``worker`` by preference)."""
+        joblib_batch, tasks = await self.split_batch(held.func)
         tasks = [(f, args, drop_unused_callback_context(kwargs)) for f, args, kwargs in tasks]
         if self.on_submit is not None:
             for task in tasks:
                 self.on_submit(identify(FitRecord(round=self.round), task[2]))
-        batch = IsolatedBatch(joblib_batch, self.seed, keys, self.paths,
-                              self._carries(func.items))
+        batch = IsolatedBatch(joblib_batch, self.seed, held.keys, self.paths,
+                              self._carries(held.func.items))
+        where = {"workers": [worker], "allow_other_workers": True} if worker else {}
         dask_future = self.client.submit(
             self.capture_traceback(batch), tasks=tasks,
-            key=f"{batch!r}-{uuid4().hex}", **self.submit_kwargs)
-        self.track(dask_future, callback, cf_future)
-        self._tasks[dask_future] = ([kwargs for _, _, kwargs in func.items], keys)
+            key=f"{batch!r}-{uuid4().hex}", **self.submit_kwargs, **where)
+        self.track(dask_future, held.callback, held.cf_future)
+        self._tasks[dask_future] = ([kwargs for _, _, kwargs in held.func.items], held.keys)
+        self._placed[dask_future] = (held.candidate, worker)
         self._watch(dask_future)
 
     def _carries(self, items: list[Any]) -> list[Carry | None]:
@@ -294,6 +311,9 @@ class SweepBackend(JoblibDaskBackend):
         self.stopping = True
         self._waiting.clear()
         self._in_flight = 0
+        self._placed.clear()
+        if self.placement is not None:
+            self.placement.forget_running()
         futures = self.tracked()
         for future in futures:
             self.untrack(future)
@@ -311,19 +331,31 @@ class SweepBackend(JoblibDaskBackend):
         async def tick() -> None:
             self._ticking = False
             await self._admit()
-            if self._waiting and not self.stopping:
-                self._tick()
 
         self.client.loop.call_later(0.5, lambda: self.client.loop.add_callback(tick))
 
     async def _admit(self) -> None:
-        """Send held-back fits while worker threads are free."""
-        if not self._waiting:
+        """Send held-back fits while worker threads are free, each where
+        :class:`~sweep.placement.Placement` chooses (oldest first without one)."""
+        if not self._waiting or self.stopping:
             return  # nothing held back: no need to ask the scheduler
-        slots = await self.slots()
-        while self._waiting and self._in_flight < slots and not self.stopping:
-            self._in_flight += 1
-            self.client.loop.add_callback(self._submit_async, *self._waiting.popleft(), True)
+        nthreads = await self.unwrapped_client.nthreads(asynchronous=True)
+        free = max(1, sum(int(n) for n in nthreads.values())) - self._in_flight
+        if free > 0 and self._waiting and not self.stopping:
+            picks = (self.placement.choose([h.candidate for h in self._waiting],
+                                           self.placement.idle(nthreads)[:free])
+                     if self.placement is not None else [])
+            chosen = dict(picks)
+            rest = [i for i in range(len(self._waiting)) if i not in chosen]
+            order = [(i, w) for i, w in picks] + [(i, None) for i in rest[:free - len(picks)]]
+            sends = [(self._waiting[i], w) for i, w in order]
+            for i in sorted((i for i, _ in order), reverse=True):
+                del self._waiting[i]
+            for held, worker in sends:
+                self._in_flight += 1
+                self.client.loop.add_callback(self._send, held, worker)
+        if self._waiting and not self.stopping:
+            self._tick()  # workers that join meanwhile get fits too
 
     def _watch(self, future: Any) -> None:
         """Deliver ``future``'s result once it is done (called again if it is lost)."""
@@ -352,10 +384,14 @@ class SweepBackend(JoblibDaskBackend):
         if tracked is None:  # aborted meanwhile
             return
         self._in_flight = max(0, self._in_flight - 1)
-        self.client.loop.add_callback(self._admit)
         cf_future, callback = tracked
         kwargs_list, keys = self._tasks.pop(future, ([], []))
         failed = isinstance(result, tuple) and len(result) == 3 and result[0] == "error"
+        placed = self._placed.pop(future, None)
+        if placed is not None and self.placement is not None:
+            self.placement.back(*placed, result.records if isinstance(result, FitOutcome)
+                                else ())
+        self.client.loop.add_callback(self._admit)
         if failed and self.stopping and isinstance(result[1], CANCELLED):
             return  # cancelled because the search stopped: nobody died, nobody waits
         lost = [d.as_dict() for d in self.deaths.deaths(str(future.key))]

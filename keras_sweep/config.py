@@ -79,6 +79,8 @@ class Settings:
     share_traces: bool = True
     #: a fit continues from a shorter fit of its candidate and fold where exact
     continue_training: bool = True
+    #: fits go to a free worker that holds their kind of model's trace when one can
+    place_by_kind: bool = True
     #: the sweep's name (a spec's ``name``): tags cloud resources, names jobs
     name: str = "sweep"
     #: the backend's own options: explicit values over ``sweep.<backend>.*``
@@ -121,6 +123,7 @@ KEYS: dict[str, str] = {
     "fail_on_nan": "fit.fail-on-nan",
     "share_traces": "fit.share-traces",
     "continue_training": "fit.continue-training",
+    "place_by_kind": "fit.place-by-kind",
     "tls": "tls.enabled",
     "tls_valid_days": "tls.valid-days",
     "report_interval": "report.live-interval",
@@ -174,6 +177,7 @@ def resolve(**explicit: Any) -> Settings:
         fail_on_nan=bool(pick("fail_on_nan")),
         share_traces=bool(pick("share_traces")),
         continue_training=bool(pick("continue_training")),
+        place_by_kind=bool(pick("place_by_kind")),
         tls=bool(pick("tls")),
         tls_valid_days=float(pick("tls_valid_days")),
         report_interval=float(pick("report_interval") or 0),

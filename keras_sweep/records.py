@@ -56,11 +56,15 @@ class FitRecord:
     fit_path: str | None = None
     #: why it did not take the fastest path asked for (e.g. why not the compiled loop)
     fallback: str | None = None
-    #: seconds the compiled loop's first epoch took beyond a later one (tracing, XLA)
+    #: seconds the compiled loop spent tracing: a new template's making, then the
+    #: first epoch's time beyond a later one's (instantiation, XLA's compile)
     trace_seconds: float | None = None
     #: the compiled loop's trace: "new", "reused" (from an earlier fit of the same
     #: kind of model in that worker) or "own (why)" (:mod:`sweep.worker.traces`)
     trace: str | None = None
+    #: short name of the fit's kind of model (the same in every worker): fits of
+    #: one kind share a trace; the driver sends them where it is (:mod:`sweep.placement`)
+    trace_kind: str | None = None
     #: epochs taken over from a shorter fit of the same candidate and fold (the
     #: fit trained only the rest; :mod:`sweep.worker.continuation`); None: none
     continued_from: int | None = None

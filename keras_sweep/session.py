@@ -334,7 +334,8 @@ def _session(started: clusters.Started, settings: Settings, client: Client,
     backend = SweepBackend(client, seed=seed, on_submit=monitor.on_submit,
                            on_fit=monitor.on_fit, workers=started.max_workers,
                            journal=store, paths=settings.paths, checkpoints=checkpoints,
-                           on_start=searches.start if searches is not None else None)
+                           on_start=searches.start if searches is not None else None,
+                           place_by_kind=settings.place_by_kind)
     backend.deaths.explain_job = started.explain_job  # why a batch job ended, if asked
     # fits left in the driver (GridSearchCV's refit) take sweep's fast path too
     with joblib.parallel_config(backend=backend), driver_fits(settings.paths):

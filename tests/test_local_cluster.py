@@ -35,6 +35,17 @@ def test_keras_grid_runs_every_candidate_on_two_worker_processes(session, cancer
     import os
 
     assert os.getpid() not in {f.pid for f in fits}
+    # each candidate is one kind of model, named alike by every worker process: what
+    # the driver sends fits by (sweep.placement), whose books balance afterwards
+    kinds: dict[int | None, set[str | None]] = {}
+    for f in fits:
+        kinds.setdefault(f.candidate, set()).add(f.trace_kind)
+    assert all(len(names) == 1 and None not in names for names in kinds.values()), kinds
+    named = set().union(*kinds.values())
+    assert len(named) == 4
+    placement = session.backend.placement
+    assert placement is not None and not +placement.busy
+    assert named <= set(placement.kinds.values())
 
 
 def test_workers_pin_tensorflow_and_blas_threads(session):

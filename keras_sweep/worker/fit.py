@@ -47,6 +47,7 @@ def describe_path(record: FitRecord, path: FitPath) -> FitRecord:
     """Fill ``record``'s fast path, fit path and fallback reason."""
     record.fast_path, record.fit_path, record.fallback = path.fast, path.name, path.fallback
     record.trace_seconds, record.trace = path.trace_seconds, path.trace
+    record.trace_kind = path.kind
     if path.continuation is not None:
         record.continued_from = path.continuation.continued_from
     return record

@@ -199,18 +199,22 @@ def fit(model: Any, x: Any = None, y: Any = None, batch_size: int | None = None,
             callbacks, add_history=True, add_progbar=verbose != 0,
             verbose=verbose, epochs=epochs, steps=steps, model=model)
     template, why = None, "off"  # type: traces.Template | None, str | None
+    made_in = 0.0  # seconds a new template took to make
     if share:
         why = traces.passive(callbacks)
         if why is None:
             template, made, why = traces.template_for(model, inputs, xla)
             path.trace = ("new" if made else "reused") if template is not None else None
+            if template is not None:
+                path.kind = template.kind
+                made_in = template.make_seconds if made else 0.0
     if template is not None:
         try:
             template.load(model)
         except ValueError:  # variables that do not line up: never seen, but never wrong
             template, why = None, "template does not match the model"
     if template is None:
-        path.trace = f"own ({why})"
+        path.trace, path.kind, made_in = f"own ({why})", None, 0.0
         trainee, own = model, epoch_function(model, inputs, xla)
     else:
         data = tree.map_structure(tf.convert_to_tensor, tree.lists_to_tuples(inputs.inputs))
@@ -261,5 +265,6 @@ def fit(model: Any, x: Any = None, y: Any = None, batch_size: int | None = None,
         traces.serve_predictions(model, template)
     callbacks.on_train_end(logs=logs)
     if took:
-        path.trace_seconds = max(0.0, took[0] - (min(took[1:]) if len(took) > 1 else 0.0))
+        path.trace_seconds = made_in + max(0.0, took[0] - (min(took[1:]) if len(took) > 1
+                                                           else 0.0))
     return model.history

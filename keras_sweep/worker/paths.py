@@ -42,13 +42,16 @@ class FitPath:
     name: str = "keras"
     #: why the fit did not take the fastest path asked for (None: it did)
     fallback: str | None = None
-    #: seconds the loop's first epoch took beyond a later one: tracing, and with
-    #: XLA compiling (None: not the compiled loop)
+    #: seconds of tracing: making a new template (rebuilding the model, tracing
+    #: its epoch), then the first epoch's time beyond a later one's (instantiating
+    #: the trace, and with XLA compiling); None: not the compiled loop
     trace_seconds: float | None = None
     #: the compiled loop's trace: "new" (made for this fit's kind of model, then
     #: kept), "reused" (made by an earlier fit of the same kind) or "own (why)"
     #: (traced for this fit alone); None: not the compiled loop
     trace: str | None = None
+    #: short name of the kind of model whose template trained the fit (None: none)
+    kind: str | None = None
     #: what the fit continues from and keeps for a longer fit of its lineage
     #: (:mod:`sweep.worker.continuation`); None: neither
     continuation: Continuation | None = None

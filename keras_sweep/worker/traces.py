@@ -26,10 +26,12 @@ such a model traces its own loop, as :func:`kind` says why.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import random
 import threading
+import time
 import types
 import weakref
 from collections import OrderedDict
@@ -87,6 +89,10 @@ class Template:
     #: settings the trace reads from variables (dropout rates, max-norm limits):
     #: each sets its variable from the fit's model
     knobs: list[Callable[[Any], None]] = field(default_factory=list)
+    #: short name of the template's kind (:func:`kind_name`), reported with each fit
+    kind: str = ""
+    #: seconds it took to make (rebuild the model, trace its epoch)
+    make_seconds: float = 0.0
 
     def load(self, model: Any) -> None:
         """Copy ``model``'s state (weights, seed states, optimizer slots) and settings
@@ -180,6 +186,12 @@ def kind(model: Any, inputs: ArrayInputs, xla: bool) -> tuple[str | None, str | 
                  "jit_compile": bool(getattr(model, "jit_compile", False)),
                  "keras": keras.__version__}
     return json.dumps(described, sort_keys=True, default=repr), None
+
+
+def kind_name(key: str) -> str:
+    """A short, stable name of a kind (:func:`kind`'s key): the same in every worker,
+    so the driver can send fits of a kind to a worker that holds its template."""
+    return hashlib.blake2b(key.encode(), digest_size=6).hexdigest()
 
 
 def _keras_made(value: Any) -> bool:
@@ -283,6 +295,7 @@ def template_for(model: Any, inputs: ArrayInputs, xla: bool) -> tuple[Template |
     if key in cache:
         cache.move_to_end(key)
         return cache[key], False, None
+    start = time.perf_counter()
     try:
         with _random_states_kept():
             template = _make(model, inputs, xla)
@@ -290,6 +303,7 @@ def template_for(model: Any, inputs: ArrayInputs, xla: bool) -> tuple[Template |
         return None, False, f"model not rebuildable ({type(exc).__name__}: {exc})"
     if template is None:
         return None, False, "template differs from the model"
+    template.kind, template.make_seconds = kind_name(key), time.perf_counter() - start
     cache[key] = template
     _LIVE.add(template.model)
     while len(cache) > MAX_TEMPLATES:
