@@ -115,6 +115,20 @@ class JoblibDaskBackend(_joblib_dask_backend()):  # type: ignore[misc]
         return _TracebackCapturingWrapper(batch)
 
 
+@touch("joblib", ">=1.4, tested 1.6.0",
+       "Parallel keeps its pre_dispatch argument as the attribute pre_dispatch and reads "
+       "it after calling backend.configure(parallel=self); its default is '2 * n_jobs', "
+       "scikit-learn's searches pass '2*n_jobs'")
+def widen_dispatch(parallel: Any, wider: str) -> bool:
+    """Make ``parallel`` dispatch ``wider`` (e.g. ``"4*n_jobs"``) tasks ahead if it was
+    left at joblib's or scikit-learn's default; whether it did."""
+    current = getattr(parallel, "pre_dispatch", None)
+    if not isinstance(current, str) or current.replace(" ", "") != "2*n_jobs":
+        return False
+    parallel.pre_dispatch = wider
+    return True
+
+
 # -- scikit-learn ---------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -189,6 +203,30 @@ def drop_unused_callback_context(kwargs: dict[str, Any]) -> dict[str, Any]:
     if context is None or getattr(context, "_callbacks", None):
         return kwargs
     return {**kwargs, "callback_ctx": None, "caller": None}
+
+
+@touch("scikit-learn", ">=1.4, tested 1.9.1",
+       "BaseSearchCV.fit (module sklearn.model_selection._search) refits by calling "
+       "self.best_estimator_.fit(X, y, ...) itself, the search being its local self")
+def search_refitting(estimator: Any, depth: int = 4) -> Any | None:
+    """The search whose refit ``estimator.fit`` is, if the caller is scikit-learn's
+    ``BaseSearchCV.fit`` refitting it (``refit=True``), else None.
+
+    Looks at most ``depth`` frames above this one for that function's frame whose
+    ``self.best_estimator_`` is ``estimator``: a fit the user calls, or any other,
+    is never taken for a refit.
+    """
+    frame = sys._getframe(1)
+    for _ in range(depth):
+        frame = frame.f_back  # type: ignore[assignment]
+        if frame is None:
+            return None
+        if frame.f_code.co_name == "fit" and \
+                frame.f_globals.get("__name__") == "sklearn.model_selection._search":
+            search = frame.f_locals.get("self")
+            found = getattr(search, "__dict__", {}).get("best_estimator_")
+            return search if found is estimator else None
+    return None
 
 
 @touch("scikit-learn", ">=1.4, tested 1.9.1", "the fit_error key of _fit_and_score's result")

@@ -112,6 +112,13 @@ class Placement:
             self.sent(waiting[best[1]], worker)
         return picks
 
+    def worker_for(self, candidate: str) -> str | None:
+        """A worker that holds ``candidate``'s kind of model's trace (None: none known)."""
+        kind = self.kinds.get(candidate)
+        return next((worker for worker, held in self.held.items()
+                     if kind is not None and kind in held and worker not in self.retiring),
+                    None)
+
     def sent(self, candidate: str, worker: str) -> None:
         """Count a fit of ``candidate`` as running on ``worker``."""
         self.busy[worker] += 1

@@ -2,25 +2,44 @@
 
 scikit-learn's ``GridSearchCV(refit=True)`` refits in the calling process: in
 the driver, outside the pinned, seeded workers, and serially after the search.
-:func:`refit_on_worker` runs it as one more isolated fit on the cluster (seeded,
-threads pinned, fast path) and hands back a search that predicts like a refitted
-one: ``best_estimator_``, ``refit_time_`` and ``predict``/``score`` work.
+Inside a session, :func:`search_refits_on_workers` sends that refit of a
+scikeras estimator to a worker instead (the one holding its kind's trace, when
+one does): seeded from the sweep's refit stream, threads pinned, the compiled
+loop; the fitted estimator comes back into the object scikit-learn holds, so
+``best_estimator_``, ``refit_time_``, ``predict`` and ``score`` work unchanged.
+:func:`refit_on_worker` does the same for a search run with ``refit=False``
+(what ``sweep run`` does).
 """
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import contextlib
+import logging
+import sys
 import time
+from collections.abc import Iterator
 from typing import Any
 
+from distributed import KilledWorker
 from sklearn.base import clone
 
+from ._compat import search_refitting
 from .backend import data_future
 from .exceptions import SweepError
+from .placement import candidate_key
 from .records import FitRecord
 from .worker.fastpath import enabled
 from .worker.fit import describe_path, isolated_fit
 from .worker.paths import TrainingPaths
 from .worker.seeding import refit_seed
+
+logger = logging.getLogger(__name__)
+
+#: errors that mean the refit's worker went away, not that the refit failed
+LOST = (KilledWorker, asyncio.CancelledError, concurrent.futures.CancelledError, OSError,
+        asyncio.TimeoutError)
 
 
 def _refit_task(estimator: Any, X: Any, y: Any, seed: int | None, paths: TrainingPaths,
@@ -29,6 +48,32 @@ def _refit_task(estimator: Any, X: Any, y: Any, seed: int | None, paths: Trainin
         estimator.fit(X, y, **fit_params)
     describe_path(record, path)
     return estimator, record
+
+
+def fit_on_worker(session: Any, estimator: Any, X: Any, y: Any, fit_params: dict[str, Any],
+                  params: dict[str, Any] | None = None) -> tuple[Any, FitRecord]:
+    """Fit ``estimator`` on all of ``X, y`` on a worker of ``session``; the fitted copy.
+
+    Seeded from the sweep's refit stream (or the estimator's own ``random_state``).
+    ``params``, the candidate's parameters, lets the fit go to a worker that holds
+    its kind of model's trace. The fit's record (``refit=True``) is added to the
+    session's fits.
+    """
+    backend, client = session.backend, session.client
+    start = time.perf_counter()
+    data = [data_future(client, value, "refit-data") for value in (X, y)]
+    seed = refit_seed(backend.seed, estimator)  # scikeras seeds a refit with its own too
+    worker = (backend.placement.worker_for(candidate_key(estimator, params))
+              if backend.placement is not None and params is not None else None)
+    where = {"workers": [worker], "allow_other_workers": True} if worker else {}
+    future = client.submit(_refit_task, estimator, data[0], data[1], seed,
+                           backend.paths, fit_params, pure=False,
+                           key=f"sweep-refit-{id(estimator)}-{time.time_ns()}", **where)
+    fitted, record = future.result()
+    record.wall_seconds = time.perf_counter() - start
+    record.refit = True
+    session.monitor.records.append(record)
+    return fitted, record
 
 
 def refit_on_worker(session: Any, search: Any, X: Any, y: Any,
@@ -57,17 +102,53 @@ def refit_on_worker(session: Any, search: Any, X: Any, y: Any,
                          "search.fit first; multi-metric searches need refit=NAME).")
     estimator = clone(clone(search.estimator).set_params(**clone(search.best_params_,
                                                                   safe=False)))
-    backend, client = session.backend, session.client
-    start = time.perf_counter()
-    data = [data_future(client, value, "refit-data") for value in (X, y)]
-    seed = refit_seed(backend.seed, estimator)  # scikeras seeds a refit with its own too
-    future = client.submit(_refit_task, estimator, data[0], data[1], seed,
-                           backend.paths, fit_params, pure=False,
-                           key=f"sweep-refit-{id(search)}-{time.time_ns()}")
-    fitted, record = future.result()
+    fitted, record = fit_on_worker(session, estimator, X, y, fit_params,
+                                   params=search.best_params_)
     search.best_estimator_ = fitted
-    search.refit_time_ = float(record.seconds or time.perf_counter() - start)
+    search.refit_time_ = float(record.seconds or record.wall_seconds or 0.0)
     search.refit = True
-    record.wall_seconds = time.perf_counter() - start
-    record.refit = True
     return record
+
+
+@contextlib.contextmanager
+def search_refits_on_workers(session: Any) -> Iterator[None]:
+    """Within the block, a search's refit of a scikeras estimator runs on a worker.
+
+    Only the call scikit-learn's ``BaseSearchCV.fit`` makes to refit its
+    ``best_estimator_`` (:func:`sweep._compat.search_refitting`); every other fit
+    in the driver runs there as before. Should the worker be lost, the refit
+    runs in the driver after all, with a warning. Replaces ``BaseWrapper.fit``
+    for the block (only where scikeras is imported already: a driver without
+    Keras stays without TensorFlow).
+    """
+    if "scikeras" not in sys.modules and "keras" not in sys.modules:
+        yield
+        return
+    try:
+        from scikeras.wrappers import BaseWrapper
+    except ImportError:
+        yield
+        return
+    inner = BaseWrapper.fit
+
+    def fit(self: Any, X: Any, y: Any = None, **kwargs: Any) -> Any:
+        search = search_refitting(self)
+        if search is None or session.backend.stopping:
+            return inner(self, X, y, **kwargs)
+        try:
+            fitted, _ = fit_on_worker(session, self, X, y, kwargs,
+                                      params=getattr(search, "best_params_", None))
+        except LOST as exc:
+            logger.warning("sweep: the refit's worker was lost (%r); refitting in this "
+                           "process instead", exc)
+            return inner(self, X, y, **kwargs)
+        vars(self).update(vars(fitted))
+        return self
+
+    fit.__doc__ = inner.__doc__
+    fit.__wrapped_original__ = getattr(inner, "__wrapped_original__", inner)  # type: ignore[attr-defined]
+    BaseWrapper.fit = fit
+    try:
+        yield
+    finally:
+        BaseWrapper.fit = inner

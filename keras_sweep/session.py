@@ -33,6 +33,7 @@ from .exceptions import ClusterError, ClusterExpired
 from .journal import Journal
 from .progress import FitMonitor
 from .records import FitRecord
+from .refit import refit_on_worker, search_refits_on_workers
 from .tracking import SearchTracking, TrackingConfig, check_installed
 from .worker.fastpath import driver_fits
 from .worker.plugin import ExitReporter, WorkerSetup, worker_report
@@ -77,11 +78,7 @@ class Session:
         ``best_estimator_`` and predicts as if refitted by scikit-learn. See
         :func:`sweep.refit.refit_on_worker`.
         """
-        from .refit import refit_on_worker
-
-        record = refit_on_worker(self, search, X, y, **fit_params)
-        self.monitor.records.append(record)
-        return record
+        return refit_on_worker(self, search, X, y, **fit_params)
 
     def worker_reports(self) -> dict[str, dict[str, Any]]:
         """Per worker: pid, thread variables, thread counts TensorFlow reports."""
@@ -337,10 +334,13 @@ def _session(started: clusters.Started, settings: Settings, client: Client,
                            on_start=searches.start if searches is not None else None,
                            place_by_kind=settings.place_by_kind)
     backend.deaths.explain_job = started.explain_job  # why a batch job ended, if asked
-    # fits left in the driver (GridSearchCV's refit) take sweep's fast path too
-    with joblib.parallel_config(backend=backend), driver_fits(settings.paths):
+    session = Session(client, started.cluster, backend, monitor, settings, store)
+    # a search's refit (GridSearchCV(refit=True)) runs on a worker; fits the user
+    # leaves in the driver take sweep's fast path there
+    with joblib.parallel_config(backend=backend), driver_fits(settings.paths), \
+            search_refits_on_workers(session):
         try:
-            yield Session(client, started.cluster, backend, monitor, settings, store)
+            yield session
         except BaseException:
             backend.stopping = True  # what is cancelled from now on was not lost
             raise

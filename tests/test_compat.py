@@ -63,6 +63,42 @@ def _fit_kwargs(**extra: Any) -> dict[str, Any]:
     return max(seen, key=lambda kw: (kw["candidate_progress"][0], kw["split_progress"][0]))
 
 
+@probe("widen_dispatch")
+def test_a_dispatch_window_widened_in_configure_is_the_one_parallel_uses():
+    from joblib import Parallel, delayed, parallel_config
+    from joblib._parallel_backends import ThreadingBackend
+
+    def dispatched_ahead(widen: bool, pre_dispatch: str) -> int:
+        sent, release = [0], threading.Event()
+
+        class Spy(ThreadingBackend):
+            def configure(self, n_jobs: int = 1, parallel: Any = None, **kw: Any) -> Any:
+                n = super().configure(n_jobs=n_jobs, parallel=parallel, **kw)
+                if widen:
+                    _compat.widen_dispatch(parallel, "5*n_jobs")
+                return n
+
+            def submit(self, func: Any, callback: Any = None) -> Any:
+                sent[0] += 1
+                return super().submit(func, callback)
+
+            def compute_batch_size(self) -> int:
+                return 1
+
+        seen: list[int] = []
+        threading.Timer(0.5, lambda: (seen.append(sent[0]), release.set())).start()
+        with parallel_config(backend=Spy()):
+            Parallel(n_jobs=2, pre_dispatch=pre_dispatch)(
+                delayed(release.wait)(5) for _ in range(30))
+        return seen[0]  # sent before any task could finish
+
+    with upstream("widen_dispatch"):
+        assert dispatched_ahead(False, "2 * n_jobs") == 4
+        assert dispatched_ahead(True, "2 * n_jobs") == 10  # joblib's default, widened
+        assert dispatched_ahead(True, "2*n_jobs") == 10  # scikit-learn's
+        assert dispatched_ahead(True, "3*n_jobs") == 6  # the user's own choice is kept
+
+
 @probe("fit_task")
 def test_fit_task_reads_sklearns_fit_and_score_arguments():
     with upstream("fit_task"):
@@ -70,6 +106,36 @@ def test_fit_task_reads_sklearns_fit_and_score_arguments():
         assert (task.candidate, task.n_candidates, task.split, task.n_splits) == (1, 2, 2, 3)
         assert task.params == {"C": 2.0}
         assert len(task.train) + len(task.test) == 30 and task.scorer is not None
+
+
+@probe("search_refitting")
+def test_a_searchs_refit_is_told_from_its_cross_validation_fits():
+    from sklearn.base import BaseEstimator, ClassifierMixin
+    from sklearn.model_selection import GridSearchCV
+
+    seen: list[tuple[int, bool]] = []
+
+    class Spy(ClassifierMixin, BaseEstimator):
+        def __init__(self, C: float = 1.0) -> None:
+            self.C = C
+
+        def fit(self, X: Any, y: Any) -> Spy:
+            search = _compat.search_refitting(self)
+            seen.append((len(X), search is not None and search.best_estimator_ is self))
+            self.classes_ = np.unique(y)
+            return self
+
+        def predict(self, X: Any) -> Any:
+            return np.zeros(len(X), dtype=int)
+
+    with upstream("search_refitting"):
+        X, y = np.zeros((30, 2)), np.arange(30) % 2
+        GridSearchCV(Spy(), {"C": [1.0, 2.0]}, cv=3, n_jobs=1).fit(X, y)
+        # six cross-validation fits on 20 rows, then the refit on all 30, and only it
+        assert seen == [(20, False)] * 6 + [(30, True)]
+        seen.clear()
+        Spy().fit(X, y)  # a fit of the user's own: not a refit
+        assert seen == [(30, False)]
 
 
 @probe("failed_fit_result")

@@ -125,26 +125,41 @@ def test_a_search_that_raises_leaves_the_session_usable(session, cancer):
     assert session.backend.stopping is False and not session.backend._waiting
 
 
-def test_the_refit_left_in_the_driver_takes_the_compiled_loop_bitwise(session, cancer,
-                                                                       tiny_classifier):
-    """GridSearchCV(refit=True) refits in the driver: under a session it trains with
-    sweep's compiled loop (a shared trace in this thread), bitwise Keras' own fit."""
+def test_a_searchs_refit_runs_on_a_worker_and_a_drivers_own_fit_in_the_driver(
+        session, cancer, tiny_classifier):
+    """GridSearchCV(refit=True)'s refit runs on the worker holding its kind's trace,
+    seeded from the sweep's refit stream: bitwise a plain Keras fit with that seed. A
+    fit the user makes in the driver stays there, on the compiled loop (a shared trace
+    in this thread), bitwise Keras' own fit."""
+    import os
+
     from sklearn.base import clone
 
     from keras_sweep.worker import traces
     from keras_sweep.worker.plugin import enable_determinism
+    from keras_sweep.worker.seeding import seeded
 
     X, y = cancer
     enable_determinism()
     keras.utils.set_random_seed(1)  # determinism asks for a seed
     traces.forget()
+    before = len(session.fits)
     grid = GridSearchCV(tiny_classifier, {"model__neurons": [2, 3]}, cv=2, n_jobs=-1)
     grid.fit(X, y)
-    assert len(traces._CACHE.templates) == 1  # the refit, in this (the driver's) thread
+    refits = [f for f in session.fits[before:] if f.refit]
+    assert len(refits) == 1 and refits[0].pid != os.getpid(), refits
+    refit = refits[0]
+    assert refit.fit_path == "compiled loop" and refit.trace == "reused", refit
+    assert refit.seed is not None and grid.refit_time_ > 0
+    assert not traces._CACHE.templates  # nothing trained in the driver
     best = clone(tiny_classifier).set_params(**grid.best_params_)
+    with sweep_off(), seeded(refit.seed, in_worker=False):
+        plain = clone(best).fit(X, y).predict_proba(X)
+    np.testing.assert_array_equal(grid.best_estimator_.predict_proba(X), plain)
+
     keras.utils.set_random_seed(5)
     fast = clone(best).fit(X, y).predict_proba(X)
-    assert len(traces._CACHE.templates) == 1  # the same kind: its trace reused
+    assert len(traces._CACHE.templates) == 1  # the user's own fit, in this thread
     with sweep_off():
         keras.utils.set_random_seed(5)
         plain = clone(best).fit(X, y).predict_proba(X)
