@@ -13,16 +13,16 @@ loop; the fitted estimator comes back into the object scikit-learn holds, so
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import contextlib
+import copy
 import logging
+import pickle
 import sys
 import time
 from collections.abc import Iterator
 from typing import Any
 
-from distributed import KilledWorker
+import cloudpickle
 from sklearn.base import clone
 
 from ._compat import search_refitting
@@ -31,23 +31,27 @@ from .exceptions import SweepError
 from .placement import candidate_key
 from .records import FitRecord
 from .worker.fastpath import enabled
-from .worker.fit import describe_path, isolated_fit
+from .worker.fit import describe_path, end_fit, isolated_fit
 from .worker.paths import TrainingPaths
 from .worker.seeding import refit_seed
 
 logger = logging.getLogger(__name__)
 
-#: errors that mean the refit's worker went away, not that the refit failed
-LOST = (KilledWorker, asyncio.CancelledError, concurrent.futures.CancelledError, OSError,
-        asyncio.TimeoutError)
-
-
 def _refit_task(estimator: Any, X: Any, y: Any, seed: int | None, paths: TrainingPaths,
-                fit_params: dict[str, Any]) -> tuple[Any, FitRecord]:
-    with enabled(estimator, paths) as path, isolated_fit(seed) as record:
-        estimator.fit(X, y, **fit_params)
+                fit_params: dict[str, Any]) -> tuple[bytes, FitRecord]:
+    """Refit a copy of ``estimator`` (Dask keeps the task's arguments until it is
+    released) and send it back pickled: the fitted model is gone from the worker before
+    the fit's clean-up, which would otherwise freeze it alive (a leak once released)."""
+    fitted = copy.copy(estimator)
+    with isolated_fit(seed, clean=False) as record:
+        with enabled(fitted, paths) as path:
+            fitted.fit(X, y, **fit_params)
     describe_path(record, path)
-    return estimator, record
+    try:
+        return cloudpickle.dumps(fitted), record
+    finally:
+        del fitted
+        end_fit(record)
 
 
 def fit_on_worker(session: Any, estimator: Any, X: Any, y: Any, fit_params: dict[str, Any],
@@ -69,7 +73,8 @@ def fit_on_worker(session: Any, estimator: Any, X: Any, y: Any, fit_params: dict
     future = client.submit(_refit_task, estimator, data[0], data[1], seed,
                            backend.paths, fit_params, pure=False,
                            key=f"sweep-refit-{id(estimator)}-{time.time_ns()}", **where)
-    fitted, record = future.result()
+    pickled, record = future.result()
+    fitted = pickle.loads(pickled)
     record.wall_seconds = time.perf_counter() - start
     record.refit = True
     session.monitor.records.append(record)
@@ -110,16 +115,26 @@ def refit_on_worker(session: Any, search: Any, X: Any, y: Any,
     return record
 
 
+def shares_a_trace(session: Any, estimator: Any, params: dict[str, Any] | None) -> bool:
+    """Whether the search's fits of this candidate shared a trace (so its model is made
+    of Keras' own classes alone: it travels back to the driver whatever the user's
+    code), and the session is not stopping."""
+    placement = session.backend.placement
+    return (not session.backend.stopping and placement is not None and params is not None
+            and candidate_key(estimator, params) in placement.kinds)
+
+
 @contextlib.contextmanager
 def search_refits_on_workers(session: Any) -> Iterator[None]:
     """Within the block, a search's refit of a scikeras estimator runs on a worker.
 
     Only the call scikit-learn's ``BaseSearchCV.fit`` makes to refit its
-    ``best_estimator_`` (:func:`sweep._compat.search_refitting`); every other fit
-    in the driver runs there as before. Should the worker be lost, the refit
-    runs in the driver after all, with a warning. Replaces ``BaseWrapper.fit``
-    for the block (only where scikeras is imported already: a driver without
-    Keras stays without TensorFlow).
+    ``best_estimator_`` (:func:`sweep._compat.search_refitting`), and only for a
+    candidate whose fits shared a trace (:func:`shares_a_trace`); every other fit
+    in the driver runs there as before. Should the refit on a worker fail (a lost
+    worker, a model the driver cannot unpickle), it runs in the driver after all,
+    with a warning. Replaces ``BaseWrapper.fit`` for the block (only where scikeras
+    is imported already: a driver without Keras stays without TensorFlow).
     """
     if "scikeras" not in sys.modules and "keras" not in sys.modules:
         yield
@@ -133,14 +148,14 @@ def search_refits_on_workers(session: Any) -> Iterator[None]:
 
     def fit(self: Any, X: Any, y: Any = None, **kwargs: Any) -> Any:
         search = search_refitting(self)
-        if search is None or session.backend.stopping:
+        params = getattr(search, "best_params_", None)
+        if search is None or not shares_a_trace(session, self, params):
             return inner(self, X, y, **kwargs)
         try:
-            fitted, _ = fit_on_worker(session, self, X, y, kwargs,
-                                      params=getattr(search, "best_params_", None))
-        except LOST as exc:
-            logger.warning("sweep: the refit's worker was lost (%r); refitting in this "
-                           "process instead", exc)
+            fitted, _ = fit_on_worker(session, self, X, y, kwargs, params=params)
+        except Exception as exc:  # noqa: BLE001 - scikit-learn's own refit decides
+            logger.warning("sweep: the refit on a worker failed (%s: %s); refitting in this "
+                           "process, as scikit-learn does", type(exc).__name__, exc)
             return inner(self, X, y, **kwargs)
         vars(self).update(vars(fitted))
         return self

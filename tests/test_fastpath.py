@@ -130,12 +130,13 @@ def test_sweep_scores_equal_with_and_without_fast_path(cancer, tiny_classifier):
     with sweep.cluster("local", workers=2, seed=5, fast_path=True) as session:
         got["fast"] = scores(GridSearchCV(tiny_classifier, {"model__neurons": [1, 2]}, cv=cv,
                                           n_jobs=-1).fit(X, y))
-        assert [f.fast_path for f in session.fits] == [True] * 6
-        assert [f.fit_path for f in session.fits] == ["compiled loop"] * 6
+        # six fits and the refit, on workers too
+        assert [f.fast_path for f in session.fits] == [True] * 7
+        assert [f.fit_path for f in session.fits] == ["compiled loop"] * 7
         blocked = tiny_classifier.set_params(callbacks=[per_batch_callback()])
         GridSearchCV(blocked, {"model__neurons": [1]}, cv=cv, n_jobs=-1, refit=False).fit(X, y)
-        assert [f.fast_path for f in session.fits[6:]] == [False] * 3
-        assert [f.fit_path for f in session.fits[6:]] == ["keras"] * 3
+        assert [f.fast_path for f in session.fits[7:]] == [False] * 3
+        assert [f.fit_path for f in session.fits[7:]] == ["keras"] * 3
     tiny_classifier.set_params(callbacks=None)
     with sweep.cluster("local", workers=2, seed=5, fast_path=False) as session:
         got["plain"] = scores(GridSearchCV(tiny_classifier, {"model__neurons": [1, 2]}, cv=cv,

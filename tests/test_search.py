@@ -188,7 +188,7 @@ def test_each_kind_on_the_cluster_equals_its_serial_run_and_resumes(cancer, tiny
             for kind, make in makers.items():
                 before = len(session.fits)
                 search = make().fit(X, y)
-                fits = session.fits[before:]
+                fits = [f for f in session.fits[before:] if not f.refit]  # not journaled
                 np.testing.assert_array_equal(scores(search), serial[kind][0], err_msg=kind)
                 assert search.best_params_ == serial[kind][1], kind
                 assert fits and all(f.resumed for f in fits) == (run == 1), kind
