@@ -289,7 +289,12 @@ class SweepBackend(JoblibDaskBackend):
         await self._admit()
 
     async def _send(self, held: _Held, worker: str | None) -> None:
-        """Send one held-back fit to the cluster (to ``worker`` by preference)."""
+        """Send one held-back fit to the cluster, chosen for ``worker`` (the free one).
+
+        Not restricted to it: Dask gives a fit to a free worker thread anyway, and a
+        restricted fit would bypass Dask's queue, so that after a worker's death its
+        fit, rescheduled, could wait on a busy worker beside the fit that runs there
+        (and an innocent fit lose a run with it: ``test_fault_tolerance``)."""
         if self.stopping:
             return  # the search stopped since: dropped like the fits still held back
         joblib_batch, tasks = await self.split_batch(held.func)
@@ -299,10 +304,9 @@ class SweepBackend(JoblibDaskBackend):
                 self.on_submit(identify(FitRecord(round=self.round), task[2]))
         batch = IsolatedBatch(joblib_batch, self.seed, held.keys, self.paths,
                               self._carries(held.func.items))
-        where = {"workers": [worker], "allow_other_workers": True} if worker else {}
         dask_future = self.client.submit(
             self.capture_traceback(batch), tasks=tasks,
-            key=f"{batch!r}-{uuid4().hex}", **self.submit_kwargs, **where)
+            key=f"{batch!r}-{uuid4().hex}", **self.submit_kwargs)
         self.track(dask_future, held.callback, held.cf_future)
         self._tasks[dask_future] = ([kwargs for _, _, kwargs in held.func.items], held.keys)
         self._placed[dask_future] = (held.candidate, worker)

@@ -37,21 +37,25 @@ from .worker.seeding import refit_seed
 
 logger = logging.getLogger(__name__)
 
+
 def _refit_task(estimator: Any, X: Any, y: Any, seed: int | None, paths: TrainingPaths,
                 fit_params: dict[str, Any]) -> tuple[bytes, FitRecord]:
     """Refit a copy of ``estimator`` (Dask keeps the task's arguments until it is
     released) and send it back pickled: the fitted model is gone from the worker before
-    the fit's clean-up, which would otherwise freeze it alive (a leak once released)."""
+    the fit's clean-up, which would otherwise freeze it alive (a leak once released).
+    The clean-up runs whether the fit succeeds or raises."""
     fitted = copy.copy(estimator)
-    with isolated_fit(seed, clean=False) as record:
-        with enabled(fitted, paths) as path:
-            fitted.fit(X, y, **fit_params)
-    describe_path(record, path)
+    record: FitRecord | None = None
     try:
+        with isolated_fit(seed, clean=False) as record:
+            with enabled(fitted, paths) as path:
+                fitted.fit(X, y, **fit_params)
+        describe_path(record, path)
         return cloudpickle.dumps(fitted), record
     finally:
         del fitted
-        end_fit(record)
+        if record is not None:
+            end_fit(record)
 
 
 def fit_on_worker(session: Any, estimator: Any, X: Any, y: Any, fit_params: dict[str, Any],
@@ -76,7 +80,7 @@ def fit_on_worker(session: Any, estimator: Any, X: Any, y: Any, fit_params: dict
     pickled, record = future.result()
     fitted = pickle.loads(pickled)
     record.wall_seconds = time.perf_counter() - start
-    record.refit = True
+    record.refit, record.params = True, params
     session.monitor.records.append(record)
     return fitted, record
 
