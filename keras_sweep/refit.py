@@ -17,9 +17,8 @@ import contextlib
 import copy
 import logging
 import pickle
-import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import cloudpickle
@@ -30,7 +29,7 @@ from .backend import data_future
 from .exceptions import SweepError
 from .placement import candidate_key
 from .records import FitRecord
-from .worker.fastpath import enabled
+from .worker.fastpath import enabled, wrapper_fit_replaced
 from .worker.fit import describe_path, end_fit, isolated_fit
 from .worker.paths import TrainingPaths
 from .worker.seeding import refit_seed
@@ -137,37 +136,27 @@ def search_refits_on_workers(session: Any) -> Iterator[None]:
     candidate whose fits shared a trace (:func:`shares_a_trace`); every other fit
     in the driver runs there as before. Should the refit on a worker fail (a lost
     worker, a model the driver cannot unpickle), it runs in the driver after all,
-    with a warning. Replaces ``BaseWrapper.fit`` for the block (only where scikeras
-    is imported already: a driver without Keras stays without TensorFlow).
+    with a warning. Replaces ``BaseWrapper.fit`` for the block
+    (:func:`~sweep.worker.fastpath.wrapper_fit_replaced`: only where scikeras is
+    imported already, a driver without Keras stays without TensorFlow).
     """
-    if "scikeras" not in sys.modules and "keras" not in sys.modules:
-        yield
-        return
-    try:
-        from scikeras.wrappers import BaseWrapper
-    except ImportError:
-        yield
-        return
-    inner = BaseWrapper.fit
 
-    def fit(self: Any, X: Any, y: Any = None, **kwargs: Any) -> Any:
-        search = search_refitting(self)
-        params = getattr(search, "best_params_", None)
-        if search is None or not shares_a_trace(session, self, params):
-            return inner(self, X, y, **kwargs)
-        try:
-            fitted, _ = fit_on_worker(session, self, X, y, kwargs, params=params)
-        except Exception as exc:  # noqa: BLE001 - scikit-learn's own refit decides
-            logger.warning("sweep: the refit on a worker failed (%s: %s); refitting in this "
-                           "process, as scikit-learn does", type(exc).__name__, exc)
-            return inner(self, X, y, **kwargs)
-        vars(self).update(vars(fitted))
-        return self
+    def make(inner: Callable[..., Any]) -> Callable[..., Any]:
+        def fit(self: Any, X: Any, y: Any = None, **kwargs: Any) -> Any:
+            search = search_refitting(self)
+            params = getattr(search, "best_params_", None)
+            if search is None or not shares_a_trace(session, self, params):
+                return inner(self, X, y, **kwargs)
+            try:
+                fitted, _ = fit_on_worker(session, self, X, y, kwargs, params=params)
+            except Exception as exc:  # noqa: BLE001 - scikit-learn's own refit decides
+                logger.warning("sweep: the refit on a worker failed (%s: %s); refitting in "
+                               "this process, as scikit-learn does", type(exc).__name__, exc)
+                return inner(self, X, y, **kwargs)
+            vars(self).update(vars(fitted))
+            return self
 
-    fit.__doc__ = inner.__doc__
-    fit.__wrapped_original__ = getattr(inner, "__wrapped_original__", inner)  # type: ignore[attr-defined]
-    BaseWrapper.fit = fit
-    try:
+        return fit
+
+    with wrapper_fit_replaced(make):
         yield
-    finally:
-        BaseWrapper.fit = inner

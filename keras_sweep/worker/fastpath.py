@@ -25,7 +25,7 @@ from __future__ import annotations
 import contextlib
 import math
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import Any
 
@@ -173,41 +173,57 @@ def enabled(estimator: Any, paths: TrainingPaths = FASTEST,
 
 
 @contextlib.contextmanager
-def driver_fits(paths: TrainingPaths = FASTEST) -> Iterator[None]:
-    """Within the block, scikeras fits in this process take the fastest path ``paths`` allow.
+def wrapper_fit_replaced(make: Callable[[Callable[..., Any]], Callable[..., Any]]
+                         ) -> Iterator[None]:
+    """Within the block, scikeras' ``BaseWrapper.fit`` is ``make(fit it replaces)``.
 
-    For fits a session leaves in the driver, above all ``GridSearchCV(refit=True)``'s
-    refit of the best candidate: bitwise the same model as Keras' ``fit`` gives,
-    in a fraction of the time. A NaN loss keeps Keras' behaviour there (the
-    guard is for fits on workers, recorded in ``fits.csv``). Replaces
-    ``BaseWrapper.fit`` for the block; nested blocks restore in order. Only where
-    Keras is imported already (a Keras estimator, or a model builder, exists); a
-    refit it does not serve trains with Keras' ``fit``, to the same numbers.
+    Nested blocks restore in order; ``fit.__wrapped_original__`` is scikeras' own.
+    Only where Keras or scikeras is imported already: importing scikeras would
+    load TensorFlow into the driver (~600 MB, the 10k-fit soak of a scikit-learn
+    estimator).
     """
     if "keras" not in sys.modules and "scikeras" not in sys.modules:
-        yield  # no Keras here: importing scikeras would load TensorFlow into the
-        return  # driver (~600 MB, the 10k-fit soak of a scikit-learn estimator)
+        yield
+        return
     try:
         from scikeras.wrappers import BaseWrapper
     except ImportError:
         yield
         return
-    original = BaseWrapper.fit
-    quiet = replace(paths, fail_on_nan=False)
-
-    def fit(self: Any, X: Any, y: Any = None, **kwargs: Any) -> Any:
-        if not quiet.fast or keras_fit_wrapped(self):  # off, or fast already
-            return original(self, X, y, **kwargs)
-        with enabled(self, quiet):
-            return original(self, X, y, **kwargs)
-
-    fit.__doc__ = original.__doc__
-    fit.__wrapped_original__ = original  # type: ignore[attr-defined]
+    inner = BaseWrapper.fit
+    fit = make(inner)
+    fit.__doc__ = inner.__doc__
+    fit.__wrapped_original__ = getattr(inner, "__wrapped_original__", inner)  # type: ignore[attr-defined]
     BaseWrapper.fit = fit
     try:
         yield
     finally:
-        BaseWrapper.fit = original
+        BaseWrapper.fit = inner
+
+
+@contextlib.contextmanager
+def driver_fits(paths: TrainingPaths = FASTEST) -> Iterator[None]:
+    """Within the block, scikeras fits in this process take the fastest path ``paths`` allow.
+
+    For fits a session leaves in the driver: bitwise the same model as Keras'
+    ``fit`` gives, in a fraction of the time. A NaN loss keeps Keras' behaviour
+    there (the guard is for fits on workers, recorded in ``fits.csv``). Replaces
+    ``BaseWrapper.fit`` for the block (:func:`wrapper_fit_replaced`); a fit it
+    does not serve trains with Keras' ``fit``, to the same numbers.
+    """
+    quiet = replace(paths, fail_on_nan=False)
+
+    def make(original: Callable[..., Any]) -> Callable[..., Any]:
+        def fit(self: Any, X: Any, y: Any = None, **kwargs: Any) -> Any:
+            if not quiet.fast or keras_fit_wrapped(self):  # off, or fast already
+                return original(self, X, y, **kwargs)
+            with enabled(self, quiet):
+                return original(self, X, y, **kwargs)
+
+        return fit
+
+    with wrapper_fit_replaced(make):
+        yield
 
 
 #: above this many bytes of training arrays, Keras' per-batch pipeline is kept
