@@ -1,12 +1,15 @@
 """The joblib backend that sends each scikit-learn fit to an isolated Dask worker.
 
-It is joblib's own Dask backend with two small changes, so scikit-learn's
+It is joblib's own Dask backend with three changes, so scikit-learn's
 ``BaseSearchCV.fit`` stays untouched and owns the loop:
 
 * on the worker, every task of a batch runs inside :func:`~sweep.worker.fit.isolated_fit`
   (seeded per CV fold, Keras session cleared afterwards, worker recycled when due);
-* on the driver, each finished fit is reported to a listener (progress bar, fit
-  records) as soon as its result arrives.
+* on the driver, fits wait until a worker thread is free and are then sent to that
+  worker only (:mod:`sweep.placement` picks which), so a worker's death counts
+  against the fit it ran and no other; sweep retries such a fit itself;
+* each finished fit is reported to a listener (progress bar, fit records) as soon
+  as its result arrives.
 
 ``X`` and ``y`` travel once per search: the base class replaces every argument
 larger than 1 kB by a future, once per ``Parallel`` call, and each worker fetches
@@ -18,14 +21,16 @@ returns the data, so Dask can recompute it after a worker loss or a recycle.
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from uuid import uuid4
 
+import dask.config
 from dask.sizeof import sizeof
 from distributed import KilledWorker
 
@@ -101,6 +106,8 @@ class _Held:
     keys: list[str | None]
     #: its candidate (:func:`~sweep.placement.candidate_key`)
     candidate: str
+    #: deaths of the workers that ran it in its earlier tries (placed fits only)
+    lost: list[WorkerDeath] = field(default_factory=list)
 
 
 class _Raise:
@@ -143,7 +150,10 @@ class SweepBackend(JoblibDaskBackend):
         (:mod:`sweep.checkpoints`); None: every fit trains from scratch.
     place_by_kind : bool
         Send a fit to a free worker that holds its kind of model's trace, when
-        one of the fits held back has one (:mod:`sweep.placement`).
+        one of the fits held back has one (:mod:`sweep.placement`); else the oldest.
+    max_retries : int, optional
+        Runs of a fit that may die with their worker before it is recorded failed,
+        less one (default: Dask's ``distributed.scheduler.allowed-failures``).
     """
 
     def __init__(
@@ -158,6 +168,7 @@ class SweepBackend(JoblibDaskBackend):
         paths: TrainingPaths = KERAS_FIT,
         checkpoints: CheckpointStore | None = None,
         place_by_kind: bool = True,
+        max_retries: int | None = None,
         **submit_kwargs: Any,
     ) -> None:
         super().__init__(client=client, **submit_kwargs)
@@ -170,6 +181,8 @@ class SweepBackend(JoblibDaskBackend):
         self.journal = journal
         self.paths = paths
         self.checkpoints = checkpoints
+        self.max_retries = int(dask.config.get("distributed.scheduler.allowed-failures")
+                               if max_retries is None else max_retries)
         #: the search was stopped (Ctrl-C, an error): cancellations are not worker deaths
         self.stopping = False
         #: search rounds begun in this session (FitRecord.round)
@@ -177,11 +190,14 @@ class SweepBackend(JoblibDaskBackend):
         #: fits sent to the cluster and not yet back, and those held back (see _admit)
         self._in_flight = 0
         self._waiting: list[_Held] = []
-        #: where fits go (None: wherever Dask sends them, e.g. restricted by the caller)
-        self.placement = (Placement() if place_by_kind and "workers" not in submit_kwargs
+        #: which free worker runs which fit (None: wherever Dask sends them, as where
+        #: the caller restricts the fits to workers of its own)
+        self.placement = (Placement(by_kind=place_by_kind) if "workers" not in submit_kwargs
                           else None)
-        #: per fit sent: its candidate key and the worker it was sent to
-        self._placed: dict[Any, tuple[str, str | None]] = {}
+        #: per fit sent: what was held back, and the worker it was sent to (if placed)
+        self._placed: dict[Any, tuple[_Held, str | None]] = {}
+        #: per worker: fits chosen for it whose futures are not made yet
+        self._heading: collections.Counter[str] = collections.Counter()
         self._ticking = False
         self.keys = FitKeys(seed, __version__)
         #: why workers died, per fit (events of the scheduler and the nannies)
@@ -213,7 +229,7 @@ class SweepBackend(JoblibDaskBackend):
         free worker finds a fit of a kind it holds more often (:mod:`sweep.placement`).
         """
         n = super().configure(n_jobs=n_jobs, parallel=parallel, **backend_args)
-        if self.placement is not None and parallel is not None:
+        if self.placement is not None and self.placement.by_kind and parallel is not None:
             widen_dispatch(parallel, f"{PLACEMENT_DISPATCH}*n_jobs")
         return n
 
@@ -277,8 +293,9 @@ class SweepBackend(JoblibDaskBackend):
         once, a worker would hold a queued fit beside the one it runs, and Dask
         counts a worker's death against every fit the worker holds: an innocent
         queued fit could use up its retries. Held in the driver until a thread is
-        free, each fit a worker holds is the one it runs, so ``max_retries``
-        (Dask's ``allowed-failures``) counts the deaths of a fit's own runs only;
+        free, and then restricted to that free worker (so that Dask cannot move it
+        to a busy one after a death: :meth:`_rescue`), each fit a worker holds is the
+        one it runs, so ``max_retries`` counts the deaths of a fit's own runs only;
         and which held fit goes to which free worker can follow the workers'
         traces (:mod:`sweep.placement`).
         """
@@ -289,13 +306,15 @@ class SweepBackend(JoblibDaskBackend):
         await self._admit()
 
     async def _send(self, held: _Held, worker: str | None) -> None:
-        """Send one held-back fit to the cluster, chosen for ``worker`` (the free one).
+        """Send one held-back fit to the cluster, to ``worker`` (a free one) if chosen.
 
-        Not restricted to it: Dask gives a fit to a free worker thread anyway, and a
-        restricted fit would bypass Dask's queue, so that after a worker's death its
-        fit, rescheduled, could wait on a busy worker beside the fit that runs there
-        (and an innocent fit lose a run with it: ``test_fault_tolerance``)."""
+        The restriction is loose: if ``worker`` dies, Dask runs the fit elsewhere. A
+        restricted fit skips Dask's queue and goes to its worker at once, so it is only
+        sent to a worker the scheduler sees free (:meth:`_admit`); otherwise an innocent
+        fit could wait behind one that kills its worker, and lose a run with it.
+        """
         if self.stopping:
+            self._headed(worker)
             return  # the search stopped since: dropped like the fits still held back
         joblib_batch, tasks = await self.split_batch(held.func)
         tasks = [(f, args, drop_unused_callback_context(kwargs)) for f, args, kwargs in tasks]
@@ -304,13 +323,21 @@ class SweepBackend(JoblibDaskBackend):
                 self.on_submit(identify(FitRecord(round=self.round), task[2]))
         batch = IsolatedBatch(joblib_batch, self.seed, held.keys, self.paths,
                               self._carries(held.func.items))
+        where = {"workers": [worker], "allow_other_workers": False} if worker else {}
         dask_future = self.client.submit(
             self.capture_traceback(batch), tasks=tasks,
-            key=f"{batch!r}-{uuid4().hex}", **self.submit_kwargs)
+            key=f"{batch!r}-{uuid4().hex}", **self.submit_kwargs, **where)
         self.track(dask_future, held.callback, held.cf_future)
         self._tasks[dask_future] = ([kwargs for _, _, kwargs in held.func.items], held.keys)
-        self._placed[dask_future] = (held.candidate, worker)
+        self._placed[dask_future] = (held, worker)
+        self._headed(worker)  # from here on counted by its future (_load)
         self._watch(dask_future)
+        if worker is not None:
+            self._tick()  # watched until it is back: its worker may leave (_rescue)
+
+    def _headed(self, worker: str | None) -> None:
+        if worker is not None and self._heading[worker] > 0:
+            self._heading[worker] -= 1
 
     def _carries(self, items: list[Any]) -> list[Carry | None]:
         """Per fit, its lineage, epochs and the state of a shorter fit of that lineage
@@ -336,6 +363,7 @@ class SweepBackend(JoblibDaskBackend):
         self._waiting.clear()
         self._in_flight = 0
         self._placed.clear()
+        self._heading.clear()
         if self.placement is not None:
             self.placement.forget_running()
         futures = self.tracked()
@@ -347,7 +375,8 @@ class SweepBackend(JoblibDaskBackend):
                                           asynchronous=True)
 
     def _tick(self) -> None:
-        """Admit held-back fits twice a second while any wait (workers may join)."""
+        """Admit held-back fits twice a second while any wait (workers may join), and
+        look for placed fits whose worker left (:meth:`_rescue`)."""
         if self._ticking:
             return
         self._ticking = True
@@ -361,25 +390,91 @@ class SweepBackend(JoblibDaskBackend):
     async def _admit(self) -> None:
         """Send held-back fits while worker threads are free, each where
         :class:`~sweep.placement.Placement` chooses (oldest first without one)."""
-        if not self._waiting or self.stopping:
-            return  # nothing held back: no need to ask the scheduler
-        nthreads = await self.unwrapped_client.nthreads(asynchronous=True)
+        if self.stopping or not (self._waiting or self._placed_anywhere()):
+            return  # nothing held back or to watch: no need to ask the scheduler
+        client = self.unwrapped_client
+        if self.placement is None:
+            nthreads = await client.nthreads(asynchronous=True)
+            load: collections.Counter[str] = collections.Counter()
+        else:
+            nthreads, processing = await asyncio.gather(
+                client.nthreads(asynchronous=True), client.scheduler.processing())
+            load = self._load(processing)
+            self._rescue(set(nthreads))
         free = max(1, sum(int(n) for n in nthreads.values())) - self._in_flight
         if free > 0 and self._waiting and not self.stopping:
-            picks = (self.placement.choose([h.candidate for h in self._waiting],
-                                           self.placement.idle(nthreads)[:free])
-                     if self.placement is not None else [])
-            chosen = dict(picks)
-            rest = [i for i in range(len(self._waiting)) if i not in chosen]
-            order = [(i, w) for i, w in picks] + [(i, None) for i in rest[:free - len(picks)]]
+            if self.placement is None:
+                order: list[tuple[int, str | None]] = [
+                    (i, None) for i in range(min(free, len(self._waiting)))]
+            else:  # only to a thread the scheduler sees free: none, none sent
+                order = list(self.placement.choose([h.candidate for h in self._waiting],
+                                                   self.placement.idle(nthreads, load)[:free]))
             sends = [(self._waiting[i], w) for i, w in order]
             for i in sorted((i for i, _ in order), reverse=True):
                 del self._waiting[i]
             for held, worker in sends:
                 self._in_flight += 1
+                if worker is not None:
+                    self._heading[worker] += 1
                 self.client.loop.add_callback(self._send, held, worker)
-        if self._waiting and not self.stopping:
-            self._tick()  # workers that join meanwhile get fits too
+        if (self._waiting or self._placed_anywhere()) and not self.stopping:
+            self._tick()  # workers that join or free up meanwhile get fits too
+
+    def _placed_anywhere(self) -> bool:
+        return any(worker is not None for _, worker in self._placed.values())
+
+    def _rescue(self, present: set[str]) -> None:
+        """Take back the placed fits whose worker left the cluster (died, recycled).
+
+        A placed fit is restricted to its worker, so Dask cannot move it: it would wait
+        for that worker for ever. Left to Dask, a dead worker's fit would go to a worker
+        busy with another fit, and if it kills that worker too, the other fit would lose
+        a run (Dask counts a death against every fit its worker holds). sweep instead
+        counts the death against the fit (:class:`~sweep.deaths.DeathWatch`) and sends
+        it again when a thread is free, or records it failed after ``max_retries``.
+        """
+        for future, (held, worker) in list(self._placed.items()):
+            if (worker is None or worker in present or future.status not in ("pending", "lost")
+                    or not self.deaths.departed(worker)):
+                continue  # (its worker's removal not heard yet: the next tick)
+            tracked = self.untrack(future)
+            if tracked is None:
+                continue
+            del self._placed[future]
+            kwargs_list, keys = self._tasks.pop(future, ([], []))
+            self.client.loop.add_callback(self._retry, future, held, tracked,
+                                          kwargs_list, keys)
+
+    async def _retry(self, future: Any, held: _Held, tracked: tuple[Any, Any],
+                     kwargs_list: list[dict[str, Any]], keys: list[str | None]) -> None:
+        """A fit taken back by :meth:`_rescue`: held back again, or failed."""
+        # (it would wait for its worker for ever)
+        await self.unwrapped_client.cancel([future], asynchronous=True)
+        held.lost = held.lost + await self.deaths.settled(str(future.key))
+        self._in_flight = max(0, self._in_flight - 1)
+        if self.placement is not None:
+            self.placement.back(held.candidate, None)
+        if self.stopping:
+            return
+        if len(held.lost) <= self.max_retries:
+            logger.info("sweep: a fit's worker left; it is sent again (%d death(s))",
+                        len(held.lost))
+            self._waiting.insert(0, held)  # the oldest: sent to the next free thread
+            await self._admit()
+            return
+        cf_future, callback = tracked
+        self._resolve(cf_future, callback, self._lost_outcome(
+            kwargs_list, keys, [d.as_dict() for d in held.lost], None))
+
+    def _load(self, processing: dict[str, Any]) -> collections.Counter[str]:
+        """Per worker: the tasks the scheduler has it run now, and the fits sent there
+        that the scheduler has not placed yet (or that wait for their data)."""
+        placed = {key: worker for worker, keys in processing.items() for key in keys}
+        load = collections.Counter(placed.values()) + self._heading
+        for future, (_, worker) in self._placed.items():
+            if worker is not None and str(future.key) not in placed:
+                load[worker] += 1
+        return load
 
     def _watch(self, future: Any) -> None:
         """Deliver ``future``'s result once it is done (called again if it is lost)."""
@@ -411,14 +506,15 @@ class SweepBackend(JoblibDaskBackend):
         cf_future, callback = tracked
         kwargs_list, keys = self._tasks.pop(future, ([], []))
         failed = isinstance(result, tuple) and len(result) == 3 and result[0] == "error"
-        placed = self._placed.pop(future, None)
-        if placed is not None and self.placement is not None:
-            self.placement.back(*placed, result.records if isinstance(result, FitOutcome)
-                                else ())
+        held, worker = self._placed.pop(future, (None, None))
+        if held is not None and self.placement is not None:
+            self.placement.back(held.candidate, worker,
+                                result.records if isinstance(result, FitOutcome) else ())
         self.client.loop.add_callback(self._admit)
         if failed and self.stopping and isinstance(result[1], CANCELLED):
             return  # cancelled because the search stopped: nobody died, nobody waits
-        lost = [d.as_dict() for d in self.deaths.deaths(str(future.key))]
+        earlier = held.lost if held is not None else []
+        lost = [d.as_dict() for d in earlier + self.deaths.deaths(str(future.key))]
         if not failed:
             if lost and isinstance(result, FitOutcome):
                 for record in result.records:
@@ -447,6 +543,11 @@ class SweepBackend(JoblibDaskBackend):
         if not isinstance(exc, WORKER_LOST) or not kwargs_list:
             logger.warning("sweep: a fit task failed outside the fit: %r", exc)
             raise exc
+        return self._lost_outcome(kwargs_list, keys, lost, exc)
+
+    def _lost_outcome(self, kwargs_list: list[dict[str, Any]], keys: list[str | None],
+                      lost: list[dict[str, Any]], exc: BaseException | None) -> FitOutcome:
+        """The outcome of fits whose workers died each time they ran them."""
         if lost:
             reason = (f"{WORKER_LOST_PREFIX}: its worker died each of the {len(lost)} time(s) "
                       f"it ran (max_retries {len(lost) - 1}): "

@@ -83,6 +83,8 @@ class DeathWatch:
         self.explain_job = explain_job
         self._lock = threading.Lock()
         self._removals: list[tuple[float, str, frozenset[str]]] = []
+        #: every worker the scheduler removed, expected departures (recycles) included
+        self._departed: set[str] = set()
         self._exits: dict[str, dict[str, Any]] = {}
         self._memory: dict[str, dict[str, Any]] = {}
         self._jobs: dict[str, str] = {}
@@ -108,6 +110,10 @@ class DeathWatch:
 
     def _on_all(self, event: tuple[float, Any]) -> None:
         stamp, msg = event
+        if isinstance(msg, dict) and msg.get("action") == "remove-worker" \
+                and msg.get("worker"):
+            with self._lock:
+                self._departed.add(str(msg["worker"]))
         if (isinstance(msg, dict) and msg.get("action") == "remove-worker"
                 and not msg.get("expected") and msg.get("worker")):
             keys = frozenset(str(k) for k in msg.get("processing-tasks") or ())
@@ -173,6 +179,12 @@ class DeathWatch:
             return job_end
         return ("connection lost: the scheduler stopped hearing from it and no exit was "
                 "reported (host down, network, or its nanny gone too)")
+
+    def departed(self, worker: str) -> bool:
+        """Whether the scheduler removed ``worker`` (died, recycled or retired), as far
+        as its events arrived: after this, :meth:`deaths` knows whether it died."""
+        with self._lock:
+            return worker in self._departed
 
     def deaths(self, key: str) -> list[WorkerDeath]:
         """Deaths of workers while they ran the task ``key`` (oldest first)."""

@@ -11,6 +11,9 @@ send there:
 2. else a fit of a kind no worker holds or is making: this worker makes it;
 3. else the oldest fit: a free worker never waits for another's template.
 
+The fit is sent to that worker and restricted to it, so Dask cannot move it; if the
+worker leaves, the backend takes the fit back (``SweepBackend._rescue``).
+
 A fit's kind is learned from its first fit that comes back (the worker names it
 in ``FitRecord.trace_kind``); until then fits of one candidate (equal
 parameters) count as one kind. The choice only decides where fits run, never
@@ -43,29 +46,35 @@ class Placement:
     ----------
     max_kinds : int
         Templates a worker keeps (its least recently used is dropped first).
+    by_kind : bool
+        Choose by kind (the rules above); False: the oldest fit, always.
     """
 
     max_kinds: int = MAX_TEMPLATES
+    by_kind: bool = True
     #: per worker address: the kinds it holds, least recently used first
     held: dict[str, collections.OrderedDict[str, None]] = field(default_factory=dict)
     #: per candidate key: the kind its fits train (learned from a fit that came back)
     kinds: dict[str, str] = field(default_factory=dict)
     #: per candidate key: fits running now, per worker
     running: dict[str, collections.Counter[str]] = field(default_factory=dict)
-    #: per worker address: fits sent there and not back yet
-    busy: collections.Counter[str] = field(default_factory=collections.Counter)
     #: workers that asked to be recycled: their templates die with their process
     retiring: set[str] = field(default_factory=set)
 
-    def idle(self, nthreads: dict[str, int]) -> list[str]:
-        """Free worker threads, one address per free thread (workers in ``nthreads``,
-        the scheduler's workers and their threads, less the fits sent there)."""
+    def idle(self, nthreads: dict[str, int], load: collections.Counter[str]) -> list[str]:
+        """Free worker threads, one address per free thread.
+
+        ``nthreads`` holds the scheduler's workers and their threads, ``load`` per
+        worker the tasks it runs now, as the scheduler sees them, and the fits sent
+        there that the scheduler has not placed yet. A worker's load is the
+        scheduler's, not the driver's count of fits sent there: after a worker's
+        death Dask may move a fit to another worker, which is then not free."""
         for gone in set(self.held) - set(nthreads):
             del self.held[gone]
         free = []
         for address, threads in nthreads.items():
             if address not in self.retiring:
-                free += [address] * max(0, int(threads) - self.busy[address])
+                free += [address] * max(0, int(threads) - load[address])
         return free
 
     def _holds(self, worker: str, candidate: str) -> bool:
@@ -99,11 +108,11 @@ class Placement:
             for index, candidate in enumerate(waiting):
                 if index in taken:
                     continue
-                rank = 2 if self._holds(worker, candidate) else (
+                rank = 0 if not self.by_kind else 2 if self._holds(worker, candidate) else (
                     1 if self._fresh(candidate) else 0)
                 if best is None or rank > best[0]:
                     best = (rank, index)
-                if rank == 2:
+                if rank == 2 or not self.by_kind:
                     break
             if best is None:
                 break
@@ -121,12 +130,10 @@ class Placement:
 
     def sent(self, candidate: str, worker: str) -> None:
         """Count a fit of ``candidate`` as running on ``worker``."""
-        self.busy[worker] += 1
         self.running.setdefault(candidate, collections.Counter())[worker] += 1
 
     def forget_running(self) -> None:
         """Forget the fits sent (the search stopped: they will not come back)."""
-        self.busy.clear()
         self.running.clear()
 
     def back(self, candidate: str, worker: str | None,
@@ -134,10 +141,8 @@ class Placement:
         """A fit sent to ``worker`` (None: sent unplaced) came back, or was lost:
         learn what its records say."""
         counts = self.running.get(candidate)
-        if worker is not None:
-            self.busy[worker] = max(0, self.busy[worker] - 1)
-            if counts is not None:
-                counts[worker] = max(0, counts[worker] - 1)
+        if worker is not None and counts is not None:
+            counts[worker] = max(0, counts[worker] - 1)
         for record in records:
             ran_on = record.worker or worker
             if ran_on is None:

@@ -332,7 +332,8 @@ def _session(started: clusters.Started, settings: Settings, client: Client,
                            on_fit=monitor.on_fit, workers=started.max_workers,
                            journal=store, paths=settings.paths, checkpoints=checkpoints,
                            on_start=searches.start if searches is not None else None,
-                           place_by_kind=settings.place_by_kind)
+                           place_by_kind=settings.place_by_kind,
+                           max_retries=settings.max_retries)
     backend.deaths.explain_job = started.explain_job  # why a batch job ended, if asked
     session = Session(client, started.cluster, backend, monitor, settings, store)
     # a search's refit (GridSearchCV(refit=True)) runs on a worker; fits the user

@@ -45,7 +45,8 @@ def test_keras_grid_runs_every_candidate_on_two_worker_processes(session, cancer
     named = set().union(*kinds.values())
     assert len(named) == 4
     placement = session.backend.placement
-    assert placement is not None and not +placement.busy
+    assert placement is not None and not any(+c for c in placement.running.values())
+    assert not session.backend._placed and not +session.backend._heading
     assert named <= set(placement.kinds.values())
 
 

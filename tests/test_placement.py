@@ -3,10 +3,12 @@ nobody holds, else the oldest fit; it never waits (sweep.placement, driver side)
 
 from __future__ import annotations
 
+from collections import Counter
+
 from keras_sweep.placement import Placement, candidate_key
 from keras_sweep.records import FitRecord
 
-A, B = "tcp://a:1", "tcp://b:1"
+A, B, B2 = "tcp://a:1", "tcp://b:1", "tcp://b:2"
 
 
 def came_back(placement: Placement, candidate: str, worker: str, kind: str | None,
@@ -41,17 +43,24 @@ def test_kinds_learned_from_one_candidate_serve_another_of_the_same_kind():
     assert placement.choose(["new", "lr=0.2"], [A]) == [(1, A)]
 
 
-def test_every_free_thread_gets_a_fit_and_the_counts_balance():
+def test_free_threads_are_the_schedulers_not_the_fits_sent():
     placement = Placement()
-    idle = placement.idle({A: 2, B: 1})
+    idle = placement.idle({A: 2, B: 1}, Counter())
     assert sorted(idle) == [A, A, B]
     picks = placement.choose(["c0", "c0", "c1", "c2"], idle)
     assert len(picks) == 3 and len({i for i, _ in picks}) == 3
-    assert placement.idle({A: 2, B: 1}) == []
+    # the fit sent to B died with its worker; Dask moved it to A, busy already
+    assert placement.idle({A: 2, B2: 1}, Counter({A: 2})) == [B2]
     for index, worker in picks:
         came_back(placement, ["c0", "c0", "c1", "c2"][index], worker, None)
-    assert sorted(placement.idle({A: 2, B: 1})) == [A, A, B]
-    assert not +placement.busy
+    assert not any(+counts for counts in placement.running.values())
+
+
+def test_without_kinds_the_oldest_fit_goes_first():
+    placement = Placement(by_kind=False)
+    came_back(placement, "c1", A, "k1")
+    assert placement.choose(["c0", "c1", "c2"], [A, B]) == [(0, A), (1, B)]
+    assert placement.kinds == {"c1": "k1"}  # still learned: the refit goes where they are
 
 
 def test_a_recycled_or_gone_worker_takes_its_kinds_along():
@@ -60,8 +69,8 @@ def test_a_recycled_or_gone_worker_takes_its_kinds_along():
         came_back(placement, kind, A, kind)
     assert list(placement.held[A]) == ["k2", "k3"]  # as the worker drops its oldest
     came_back(placement, "c", B, "k1", recycle_due="3 fits")
-    assert B not in placement.held and placement.idle({A: 1, B: 1}) == [A]
-    placement.idle({B: 1})  # A left the cluster
+    assert B not in placement.held and placement.idle({A: 1, B: 1}, Counter()) == [A]
+    placement.idle({B: 1}, Counter())  # A left the cluster
     assert A not in placement.held
 
 
