@@ -308,10 +308,9 @@ class SweepBackend(JoblibDaskBackend):
     async def _send(self, held: _Held, worker: str | None) -> None:
         """Send one held-back fit to the cluster, to ``worker`` (a free one) if chosen.
 
-        The restriction is loose: if ``worker`` dies, Dask runs the fit elsewhere. A
-        restricted fit skips Dask's queue and goes to its worker at once, so it is only
-        sent to a worker the scheduler sees free (:meth:`_admit`); otherwise an innocent
-        fit could wait behind one that kills its worker, and lose a run with it.
+        The restriction is strict: Dask never moves the fit to another worker (which
+        could be busy: an innocent fit there would lose a run if this one killed that
+        worker too). If ``worker`` leaves, :meth:`_rescue` takes the fit back.
         """
         if self.stopping:
             self._headed(worker)
@@ -442,10 +441,10 @@ class SweepBackend(JoblibDaskBackend):
                 continue
             del self._placed[future]
             kwargs_list, keys = self._tasks.pop(future, ([], []))
-            self.client.loop.add_callback(self._retry, future, held, tracked,
+            self.client.loop.add_callback(self._retry, future, held, worker, tracked,
                                           kwargs_list, keys)
 
-    async def _retry(self, future: Any, held: _Held, tracked: tuple[Any, Any],
+    async def _retry(self, future: Any, held: _Held, worker: str, tracked: tuple[Any, Any],
                      kwargs_list: list[dict[str, Any]], keys: list[str | None]) -> None:
         """A fit taken back by :meth:`_rescue`: held back again, or failed."""
         # (it would wait for its worker for ever)
@@ -453,7 +452,7 @@ class SweepBackend(JoblibDaskBackend):
         held.lost = held.lost + await self.deaths.settled(str(future.key))
         self._in_flight = max(0, self._in_flight - 1)
         if self.placement is not None:
-            self.placement.back(held.candidate, None)
+            self.placement.back(held.candidate, worker)
         if self.stopping:
             return
         if len(held.lost) <= self.max_retries:
