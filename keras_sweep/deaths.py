@@ -110,24 +110,25 @@ class DeathWatch:
 
     def _on_all(self, event: tuple[float, Any]) -> None:
         stamp, msg = event
-        if isinstance(msg, dict) and msg.get("action") == "remove-worker" \
-                and msg.get("worker"):
-            with self._lock:
-                self._departed.add(str(msg["worker"]))
-        if (isinstance(msg, dict) and msg.get("action") == "remove-worker"
-                and not msg.get("expected") and msg.get("worker")):
-            keys = frozenset(str(k) for k in msg.get("processing-tasks") or ())
-            worker = str(msg["worker"])
-            with self._lock:
-                self._removals.append((float(stamp), worker, keys))
-                job = self._jobs.get(worker)
-                ask = job is not None and self.explain_job is not None \
-                    and worker not in self._job_ends
-                if ask:
-                    self._job_ends[worker] = None
-            if ask:  # the batch system is asked in a thread: never on the event loop
-                threading.Thread(target=self._ask_job, args=(worker, job), daemon=True,
-                                 name="sweep-job-end").start()
+        if not (isinstance(msg, dict) and msg.get("action") == "remove-worker"
+                and msg.get("worker")):
+            return
+        with self._lock:
+            self._departed.add(str(msg["worker"]))
+        if msg.get("expected"):
+            return  # a recycle or a retirement: nobody died
+        keys = frozenset(str(k) for k in msg.get("processing-tasks") or ())
+        worker = str(msg["worker"])
+        with self._lock:
+            self._removals.append((float(stamp), worker, keys))
+            job = self._jobs.get(worker)
+            ask = job is not None and self.explain_job is not None \
+                and worker not in self._job_ends
+            if ask:
+                self._job_ends[worker] = None
+        if ask:  # the batch system is asked in a thread: never on the event loop
+            threading.Thread(target=self._ask_job, args=(worker, job), daemon=True,
+                             name="sweep-job-end").start()
 
     def _on_job(self, event: tuple[float, Any]) -> None:
         _, msg = event
