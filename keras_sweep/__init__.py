@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from . import config as _config  # noqa: F401  (loads the packaged defaults)
+from .driver.session import Session, cluster
 from .exceptions import (
     ClusterError,
     ClusterExpired,
@@ -12,9 +13,8 @@ from .exceptions import (
     SweepError,
     WorkerImportError,
 )
-from .hyperband import HyperbandSearchCV
-from .records import FitRecord
-from .session import Session, cluster
+from .search.hyperband import HyperbandSearchCV
+from .store.records import FitRecord
 from .version import __version__
 
 __all__ = [

@@ -3,7 +3,7 @@
 Precedence, highest first:
 
 1. an explicit value: a spec field, a command-line flag (the CLI writes flags
-   into the spec) or a keyword argument of :func:`sweep.cluster`;
+   into the spec) or a keyword argument of :func:`keras_sweep.cluster`;
 2. the user's Dask configuration (``~/.config/dask/*.yaml``, ``DASK_SWEEP__...``
    environment variables, ``dask.config.set``);
 3. the packaged defaults in ``sweep.yaml`` beside this module.
@@ -25,7 +25,7 @@ from typing import Any
 import dask.config
 import yaml
 
-from .worker.paths import TrainingPaths
+from .protocol import TrainingPaths
 
 _DEFAULTS_FILE = Path(__file__).with_name("sweep.yaml")
 

@@ -33,8 +33,8 @@ from sklearn.model_selection import GridSearchCV, StratifiedKFold
 
 import keras_sweep as sweep
 from keras_sweep.clusters import default_workers
-from keras_sweep.models import mlp
-from keras_sweep.worker.paths import TrainingPaths
+from keras_sweep.protocol import TrainingPaths
+from keras_sweep.spec.models import mlp
 
 
 def make_search(epochs: int, n_jobs: int, candidates: int, refit: bool) -> GridSearchCV:

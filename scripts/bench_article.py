@@ -9,7 +9,7 @@ search's wall time each way (from the script's own last line), the ratio, and
 whether both found the same best parameters.
 
     python scripts/bench_article.py --only exp4_init exp5_activation exp7_neurons \\
-        --output docs/bench-article.json
+        --output docs/measurements/bench-article.json
 """
 
 from __future__ import annotations

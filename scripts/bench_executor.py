@@ -2,13 +2,13 @@
 """Per epoch: a template's traced epoch on TensorFlow's default and single-threaded
 executors, its step called or inlined.
 
-    python scripts/bench_executor.py --epochs 150 --output docs/bench-executor.json
+    python scripts/bench_executor.py --epochs 150 --output docs/measurements/bench-executor.json
 
 One process set up as a worker is (one intra-op thread, an inter-op pool of
 two, op determinism on, oneDNN off), the article's networks of exp3 (SGD with
 momentum 0.2), exp5 (relu) and exp6 (dropout 0.2, max-norm 3) on Pima's first
 512 rows, batch 10 (52 steps per epoch). Each network gets three templates
-(:mod:`sweep.worker.traces`): the default executor calling the step, the
+(:mod:`keras_sweep.worker.training.traces`): the default executor calling the step, the
 single-threaded executor calling it, the single-threaded executor with the step
 inlined. Their epochs are called in turn, the order rotated every round, and
 each round's ratios kept: this VM's speed drifts by up to 2x within seconds, so
@@ -55,8 +55,8 @@ def measure(make: Any, X: np.ndarray, y: np.ndarray, epochs: int) -> dict[str, A
     import tensorflow as tf
     from keras import tree
 
-    from keras_sweep._compat import array_data_adapter, array_inputs
-    from keras_sweep.worker import executor, traces
+    from keras_sweep._compat.keras import array_data_adapter, array_inputs
+    from keras_sweep.worker.training import executor, traces
 
     inputs = array_inputs(array_data_adapter()(X, y, batch_size=10, shuffle=True))
     data = tree.map_structure(tf.convert_to_tensor, tree.lists_to_tuples(inputs.inputs))
@@ -110,7 +110,7 @@ def main() -> None:
 
     import tensorflow as tf
 
-    from keras_sweep.worker.plugin import enable_determinism, pin_tensorflow_threads
+    from keras_sweep.worker.setup import enable_determinism, pin_tensorflow_threads
 
     threads = pin_tensorflow_threads(1)
     enable_determinism()

@@ -10,7 +10,7 @@ worker (no second process sharing the cores), both ways interleaved per repetiti
 cluster each), fits of 1, 20 and 100 epochs; reported: the median seconds of a fit inside
 the worker per way and epochs, and the ratio.
 
-    python scripts/bench_kernel_cache.py --reps 3 --output docs/bench-kernel-cache.json
+    python scripts/bench_kernel_cache.py --reps 3 --output docs/measurements/bench-kernel-cache.json
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def main() -> int:
     from sklearn.model_selection import GridSearchCV, StratifiedKFold
 
     import keras_sweep as sweep
-    from keras_sweep.models import mlp
+    from keras_sweep.spec.models import mlp
 
     data = np.loadtxt(PIMA, delimiter=",")
     X, y = data[:, :8].astype("float32"), data[:, 8].astype("int64")

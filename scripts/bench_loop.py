@@ -13,7 +13,7 @@ cost per step without the one-off tracing, the short run the fixed cost per
 fit. Repetitions are interleaved, medians reported; ratios within one run are
 the claim, not seconds.
 
-    python scripts/bench_loop.py --reps 5 --output docs/bench-loop.json
+    python scripts/bench_loop.py --reps 5 --output docs/measurements/bench-loop.json
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ PIMA = Path(__file__).resolve().parents[2] / "shared" / "data" / "pima-indians-d
 def _estimator(epochs: int, neurons: int, dropout: float) -> Any:
     from scikeras.wrappers import KerasClassifier
 
-    from keras_sweep.models import mlp
+    from keras_sweep.spec.models import mlp
 
     return KerasClassifier(model=mlp, loss="binary_crossentropy", optimizer="adam",
                            batch_size=10, epochs=epochs, verbose=0, model__neurons=neurons,
@@ -54,9 +54,9 @@ def _estimator(epochs: int, neurons: int, dropout: float) -> Any:
 def fit_seconds(way: str, epochs: int, X: np.ndarray, y: np.ndarray, neurons: int,
                 dropout: float) -> tuple[float, str]:
     """Seconds of one seeded fit the given way (and the path it took)."""
-    from keras_sweep.worker import fastpath
+    from keras_sweep.protocol import TrainingPaths
     from keras_sweep.worker.fit import isolated_fit
-    from keras_sweep.worker.paths import TrainingPaths
+    from keras_sweep.worker.training import fastpath
 
     est = _estimator(epochs, neurons, dropout)
     start = time.perf_counter()
@@ -83,9 +83,9 @@ def fused_step_ms(k: int, epochs: int, X: np.ndarray, y: np.ndarray, neurons: in
     import keras
     import tensorflow as tf
 
-    from keras_sweep._compat import array_data_adapter, array_inputs
-    from keras_sweep.models import mlp
-    from keras_sweep.worker import loop
+    from keras_sweep._compat.keras import array_data_adapter, array_inputs
+    from keras_sweep.spec.models import mlp
+    from keras_sweep.worker.training import loop
 
     members = []
     for i in range(k):
@@ -125,7 +125,7 @@ def main() -> None:
 
     import tensorflow as tf
 
-    from keras_sweep.worker.plugin import enable_determinism, pin_tensorflow_threads
+    from keras_sweep.worker.setup import enable_determinism, pin_tensorflow_threads
 
     pin_tensorflow_threads(1)
     enable_determinism()

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Benchmark: fits placed by kind of model against fits sent wherever a worker is free.
 
-    python scripts/bench_placement.py --reps 3 --output docs/bench-placement.json
+    python scripts/bench_placement.py --reps 3 --output docs/measurements/bench-placement.json
     python scripts/bench_placement.py --only exp7_neurons --reps 1      # a quick look
 
 Each of the article's grids named (default: the three whose candidates are each a

@@ -2,7 +2,7 @@
 """What report.html costs: drawing time and size for 150- and 1,000-candidate sweeps.
 
     python scripts/bench_report.py                 # 150 and 1000 candidates, 3 folds
-    python scripts/bench_report.py --out docs/bench-report.json
+    python scripts/bench_report.py --out docs/measurements/bench-report.json
 
 The grids are real scikit-learn searches (LogisticRegression on iris: 150 candidates over
 two parameters, a heatmap; 1,000 over four, parallel coordinates); each fit's record gets
@@ -29,8 +29,9 @@ from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV
 
-from keras_sweep import report, results
-from keras_sweep.records import FitRecord
+from keras_sweep import report
+from keras_sweep.store import results
+from keras_sweep.store.records import FitRecord
 
 GRIDS = {
     150: {"C": list(np.logspace(-3, 2, 15)), "tol": list(np.logspace(-5, -1, 10))},

@@ -27,8 +27,8 @@ from pathlib import Path
 import joblib
 
 import keras_sweep as sweep
-from keras_sweep.journal import Journal
-from keras_sweep.records import FitRecord
+from keras_sweep.store.journal import Journal
+from keras_sweep.store.records import FitRecord
 
 
 def noop(i: int) -> int:

@@ -19,9 +19,10 @@ dropout x max-norm grid (50 candidates, 100 epochs) and a random space of 200 ca
 drawn over the recipe's parameters (50 epochs; the full search is ``RandomizedSearchCV``
 with ``n_iter: 200``, halving draws the same 200 with the same seed).
 
-    python scripts/bench_search.py --output docs/bench-search.json
+    python scripts/bench_search.py --output docs/measurements/bench-search.json
     python scripts/bench_search.py --only exp3 --epochs 10     # a quick look
-    python scripts/bench_search.py --only exp3 exp6 --hyperband --output docs/bench-hyperband.json
+    python scripts/bench_search.py --only exp3 exp6 --hyperband \
+        --output docs/measurements/bench-hyperband.json
 """
 
 from __future__ import annotations
@@ -55,8 +56,8 @@ SPACES = {
 
 
 def _run(spec_file: str, overrides: dict[str, Any], session: Any, out: Path) -> dict[str, Any]:
-    from keras_sweep import spec as specmod
-    from keras_sweep.runner import run
+    from keras_sweep.cli.runner import run
+    from keras_sweep.spec import reading as specmod
 
     spec = specmod.load(ARTICLE / spec_file, {"output": str(out), "report": False,
                                                "data.csv": str(PIMA), **overrides})

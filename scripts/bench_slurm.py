@@ -24,7 +24,7 @@ from scikeras.wrappers import KerasClassifier
 from sklearn.model_selection import GridSearchCV, StratifiedKFold
 
 import keras_sweep as sweep
-from keras_sweep.models import mlp
+from keras_sweep.spec.models import mlp
 
 
 def search(epochs: int) -> GridSearchCV:
@@ -63,7 +63,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--reps", type=int, default=2, help="repetitions (ABBA order)")
-    parser.add_argument("--output", default="docs")
+    parser.add_argument("--output", default="docs/measurements")
     args = parser.parse_args()
     data = np.loadtxt(args.pima, delimiter=",", dtype="float32")
     X, y = data[:, :8], data[:, 8].astype(int)

@@ -34,7 +34,7 @@ def search(candidates: int, epochs: int) -> Any:
     from scikeras.wrappers import KerasClassifier
     from sklearn.model_selection import GridSearchCV, StratifiedKFold
 
-    from keras_sweep.models import mlp
+    from keras_sweep.spec.models import mlp
 
     estimator = KerasClassifier(model=mlp, loss="binary_crossentropy", optimizer="adam",
                                 epochs=epochs, batch_size=32, verbose=0)

@@ -29,7 +29,7 @@ from scikeras.wrappers import KerasClassifier
 from sklearn.model_selection import GridSearchCV, KFold
 
 import keras_sweep as sweep
-from keras_sweep.models import mlp
+from keras_sweep.spec.models import mlp
 
 
 def run(X: np.ndarray, y: np.ndarray, fits: int, recycle: int,

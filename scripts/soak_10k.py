@@ -12,7 +12,7 @@ quarter of the run, and how long the session took to close (it waits for restart
 
     python scripts/soak_10k.py                    # 10,000 fits (2,000 candidates x 5 folds)
     python scripts/soak_10k.py --candidates 200   # 1,000 fits, a quick look
-    python scripts/soak_10k.py --output docs/soak-10k.json
+    python scripts/soak_10k.py --output docs/measurements/soak-10k.json
 """
 
 from __future__ import annotations

@@ -12,6 +12,6 @@ import dask_cloudprovider.generic.vmcluster as vmcluster
 
 vmcluster.is_socket_open = lambda ip, port: False
 
-from keras_sweep.cli import main  # noqa: E402
+from keras_sweep.cli.main import main  # noqa: E402
 
 sys.exit(main())

@@ -4,7 +4,7 @@ Only the import line differs from the article's code (which imported from
 keras.models, keras.layers, keras.constraints, keras.optimizers).
 """
 
-from keras_sweep.legacy import SGD, Dense, Dropout, Sequential, maxnorm
+from keras_sweep.spec.legacy import SGD, Dense, Dropout, Sequential, maxnorm
 
 
 def create_model_sgd(learn_rate=0.01, momentum=0):

@@ -11,7 +11,7 @@ import pytest
 from conftest import ROOT, sweep_env
 
 from keras_sweep import SpecError
-from keras_sweep import spec as specmod
+from keras_sweep.spec import reading as specmod
 
 ARTICLE = ROOT / "scripts" / "article"
 #: experiment -> number of candidates in the article's grid
@@ -25,7 +25,7 @@ def test_each_article_spec_validates_with_the_articles_grid(name, pima_path):
     spec = specmod.load(ARTICLE / f"{name}.yaml")
     assert spec.n_candidates == GRID_SIZES[name]
     assert spec.cv == 3 and spec.scoring == "accuracy"
-    from keras_sweep.data import load
+    from keras_sweep.spec.datasets import load
 
     data = load(spec.data, spec.base_dir)
     assert data.X.shape == (768, 8) and Path(data.source).resolve() == pima_path.resolve()

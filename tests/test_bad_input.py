@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from keras_sweep import cli
+from keras_sweep.cli import main as cli
 
 BASE: dict[str, Any] = {
     "name": "bad",

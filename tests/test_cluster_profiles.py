@@ -9,10 +9,10 @@ import yaml
 from conftest import ROOT
 
 from keras_sweep import ClusterError, SpecError
-from keras_sweep import spec as specmod
-from keras_sweep.cli import _load, build_parser, overrides
+from keras_sweep.cli.main import _load, build_parser, overrides
 from keras_sweep.clusters.attach import attach_security
-from keras_sweep.clusters.ec2 import ec2_arguments
+from keras_sweep.clusters.ec2.cluster import ec2_arguments
+from keras_sweep.spec import reading as specmod
 
 
 @pytest.fixture()

@@ -1,4 +1,4 @@
-"""Every touch of another library's internals (sweep/_compat.py), on the installed versions.
+"""Every touch of another library's internals (keras_sweep/_compat/), on the installed versions.
 
 Each test exercises one touch for real; a failure names the library, its
 installed version, what sweep relies on and the versions it was checked against,
@@ -36,7 +36,7 @@ def upstream(name: str) -> Iterator[None]:
     except Exception as exc:
         pytest.fail(f"{touch.installed()} broke keras_sweep._compat.{name}: {exc!r}\n"
                     f"  sweep relies on: {touch.what}\n  checked against: {touch.checked}\n"
-                    "  Fix: adapt that function in keras_sweep/_compat.py to the new version.",
+                    "  Fix: adapt that function in keras_sweep/_compat/ to the new version.",
                     pytrace=True)
 
 
@@ -75,7 +75,7 @@ def test_a_dispatch_window_widened_in_configure_is_the_one_parallel_uses():
             def configure(self, n_jobs: int = 1, parallel: Any = None, **kw: Any) -> Any:
                 n = super().configure(n_jobs=n_jobs, parallel=parallel, **kw)
                 if widen:
-                    _compat.widen_dispatch(parallel, "5*n_jobs")
+                    _compat.joblib.widen_dispatch(parallel, "5*n_jobs")
                 return n
 
             def submit(self, func: Any, callback: Any = None) -> Any:
@@ -102,7 +102,7 @@ def test_a_dispatch_window_widened_in_configure_is_the_one_parallel_uses():
 @probe("fit_task")
 def test_fit_task_reads_sklearns_fit_and_score_arguments():
     with upstream("fit_task"):
-        task = _compat.fit_task(_fit_kwargs())
+        task = _compat.sklearn.fit_task(_fit_kwargs())
         assert (task.candidate, task.n_candidates, task.split, task.n_splits) == (1, 2, 2, 3)
         assert task.params == {"C": 2.0}
         assert len(task.train) + len(task.test) == 30 and task.scorer is not None
@@ -120,7 +120,7 @@ def test_a_searchs_refit_is_told_from_its_cross_validation_fits():
             self.C = C
 
         def fit(self, X: Any, y: Any) -> Spy:
-            search = _compat.search_refitting(self)
+            search = _compat.sklearn.search_refitting(self)
             seen.append((len(X), search is not None and search.best_estimator_ is self))
             self.classes_ = np.unique(y)
             return self
@@ -144,7 +144,7 @@ def test_a_failed_fit_result_is_what_sklearn_aggregates():
 
     with upstream("failed_fit_result"):
         kwargs = _fit_kwargs(scoring=["accuracy", "f1"], refit=False, return_train_score=True)
-        result = _compat.failed_fit_result(kwargs, "worker lost")
+        result = _compat.sklearn.failed_fit_result(kwargs, "worker lost")
         assert set(result["test_scores"]) == {"accuracy", "f1"}
         assert _aggregate_score_dicts([result, result])["fit_error"] == ["worker lost"] * 2
         assert np.isnan(result["train_scores"]["f1"])
@@ -168,35 +168,40 @@ def test_fit_error_is_read_from_a_real_failed_fit():
         kwargs.update(error_score=np.nan, train=np.arange(2), test=np.arange(2, 4),
                       scorer=lambda est, X, y: 0.0)
         result = _fit_and_score(Broken(), X, y, **kwargs)
-        assert "boom" in str(_compat.fit_error(result))
-        assert _compat.fit_error({"test_scores": 1.0}) is None
+        assert "boom" in str(_compat.sklearn.fit_error(result))
+        assert _compat.sklearn.fit_error({"test_scores": 1.0}) is None
 
 
-@probe("JoblibDaskBackend")
-def test_joblib_dask_backend_hooks():
-    from distributed import Client, LocalCluster
-    from joblib.parallel import BatchedCalls
+@probe("batch_tasks")
+def test_joblib_batches_list_their_tasks():
+    from joblib import Parallel, ParallelBackendBase, delayed, parallel_config
 
-    with upstream("JoblibDaskBackend"), \
-            LocalCluster(n_workers=1, processes=False, dashboard_address=None) as cluster, \
-            Client(cluster) as client:
-        backend = _compat.JoblibDaskBackend(client=client)
-        big = np.arange(1000.0)
-        calls = BatchedCalls([(np.sum, (big,), {})], (None, None), None)
+    seen: list[Any] = []
 
-        async def split() -> Any:
-            return await backend.split_batch(calls)
+    class Spy(ParallelBackendBase):
+        supports_retrieve_callback = True
 
-        backend.start_call()  # as joblib does before a Parallel call's first batch
-        batch, tasks = client.sync(split)
-        assert tasks[0][1][0] is not big  # shipped as a Dask future
-        future = client.submit(backend.capture_traceback(batch), tasks=tasks)
-        backend.track(future, "callback", "result")
-        assert backend.is_tracked(future) and backend.tracked() == [future]
-        assert backend.untrack(future) == ("result", "callback") and not backend.tracked()
-        out = future.result()
-        backend.stop_call()
-        assert float(backend.retrieve_result_callback(out)[0]) == big.sum()
+        def effective_n_jobs(self, n_jobs: int | None) -> int:
+            return 2
+
+        def submit(self, func: Any, callback: Any = None) -> Any:
+            import concurrent.futures
+
+            tasks = _compat.joblib.batch_tasks(func)
+            seen.extend(tasks)
+            future: concurrent.futures.Future = concurrent.futures.Future()
+            future.set_result([f(*args, **kwargs) for f, args, kwargs in tasks])
+            callback(future.result())
+            return future
+
+        def retrieve_result_callback(self, out: Any) -> Any:
+            return out
+
+    with upstream("batch_tasks"), parallel_config(backend=Spy()):
+        out = Parallel(n_jobs=2)(delayed(pow)(i, 2, mod=None) for i in range(4))
+    assert out == [0, 1, 4, 9]
+    assert [(f, list(args), kwargs) for f, args, kwargs in seen] == [
+        (pow, [i, 2], {"mod": None}) for i in range(4)]
 
 
 @probe("keras_seed_source")
@@ -206,12 +211,12 @@ def test_keras_default_seeds_come_from_the_replaced_generator():
     with upstream("keras_seed_source"):
         draws = []
         for _ in range(2):
-            old = _compat.keras_seed_source(random.Random(3))
+            old = _compat.keras.keras_seed_source(random.Random(3))
             try:
                 draws.append(keras.layers.Dense(2).build((None, 3)) or
                              keras.initializers.GlorotUniform()((3, 2)).numpy())
             finally:
-                _compat.keras_seed_source(old)
+                _compat.keras.keras_seed_source(old)
         assert old is not None and np.array_equal(draws[0], draws[1])
 
 
@@ -225,7 +230,7 @@ def _adapter(**kwargs: Any) -> Any:
 @probe("array_data_adapter")
 def test_keras_array_adapter_is_built_as_fit_builds_it():
     with upstream("array_data_adapter"):
-        adapter = _compat.array_data_adapter()(np.zeros((10, 2), "float32"), np.arange(10),
+        adapter = _compat.keras.array_data_adapter()(np.zeros((10, 2), "float32"), np.arange(10),
                                                batch_size=4, shuffle=False)
         batches = [tuple(np.asarray(t) for t in batch) for batch in adapter.get_tf_dataset()]
         assert [len(b[1]) for b in batches] == [4, 4, 2]
@@ -244,14 +249,14 @@ def test_scikeras_trains_through_model_fit():
         return fit
 
     def wrapper(original: Callable[..., Any], X: Any, y: Any, *a: Any, **kw: Any) -> Any:
-        with _compat.replace_model_fit(est.model_, make):
+        with _compat.scikeras.replace_model_fit(est.model_, make):
             return original(X, y, *a, **kw)
 
     with upstream("replace_model_fit"):
         est = KerasRegressor(model=_model, epochs=2, verbose=0)
-        assert _compat.wrap_keras_fit(est, wrapper)
+        assert _compat.scikeras.wrap_keras_fit(est, wrapper)
         est.fit(np.zeros((6, 2), dtype="float32"), np.zeros(6))
-        _compat.unwrap_keras_fit(est)
+        _compat.scikeras.unwrap_keras_fit(est)
         assert seen and {"x", "y", "epochs"} <= set(seen[0])
         assert len(est.history_["loss"]) == 2 and "fit" not in vars(est.model_)
 
@@ -259,7 +264,7 @@ def test_scikeras_trains_through_model_fit():
 @probe("array_inputs")
 def test_array_inputs_reads_keras_adapter():
     with upstream("array_inputs"):
-        inputs = _compat.array_inputs(_adapter(shuffle=False))
+        inputs = _compat.keras.array_inputs(_adapter(shuffle=False))
         assert (inputs.shuffle, inputs.num_samples, inputs.batch_size) == (False, 10, 4)
         assert np.asarray(inputs.inputs[0]).shape == (10, 2)
 
@@ -270,10 +275,10 @@ def test_keras_pipeline_can_be_replaced_and_restored():
 
     original = ArrayDataAdapter.get_tf_dataset
     with upstream("replace_array_pipeline"):
-        restore = _compat.replace_array_pipeline(lambda inputs: "mine")
+        restore = _compat.keras.replace_array_pipeline(lambda inputs: "mine")
         try:
             assert restore is not None and _adapter().get_tf_dataset() == "mine"
-            assert _compat.replace_array_pipeline(lambda inputs: None) is None  # nested
+            assert _compat.keras.replace_array_pipeline(lambda inputs: None) is None  # nested
         finally:
             if restore is not None:
                 restore()
@@ -294,11 +299,11 @@ def test_steps_per_execution_is_taken_by_the_next_fit():
         model = _model()
         X = np.zeros((8, 2), dtype="float32")
         model.fit(X, X[:, :1], batch_size=2, epochs=1, verbose=0)
-        assert _compat.set_steps_per_execution(model, 4)
+        assert _compat.keras.set_steps_per_execution(model, 4)
         assert model.train_function is None and model.steps_per_execution == 4
         model.fit(X, X[:, :1], batch_size=2, epochs=1, verbose=0)
         assert model.steps_per_execution == 4
-        assert not _compat.set_steps_per_execution(object(), 4)
+        assert not _compat.keras.set_steps_per_execution(object(), 4)
 
 
 @probe("build_for_training")
@@ -309,7 +314,7 @@ def test_a_built_model_is_traced_once():
         model = _model()
         model.compile(loss="mse", optimizer="adam", metrics=["mae"])
         batch = (tf.zeros((4, 2)), tf.zeros((4, 1)))
-        _compat.build_for_training(model, batch)
+        _compat.keras.build_for_training(model, batch)
         assert model.optimizer.built and len(model.optimizer.variables) > 1
         before = len(model.variables) + len(model.optimizer.variables)
         traces = []
@@ -334,7 +339,7 @@ def test_compile_arguments_are_the_objects_given():
         metric = keras.metrics.AUC()
         model.compile(loss=keras.losses.mean_squared_error, optimizer=optimizer,
                       metrics=["mae", metric])
-        given = _compat.compile_arguments(model)
+        given = _compat.keras.compile_arguments(model)
         assert given["optimizer"] is optimizer
         assert given["loss"] is keras.losses.mean_squared_error
         assert given["metrics"] == ["mae", metric]
@@ -348,7 +353,7 @@ def test_all_layers_reach_into_nested_models():
         inner = keras.Sequential([keras.Input(shape=(3,)), keras.layers.Dense(2),
                                   keras.layers.Dropout(0.5)])
         outer = keras.Sequential([keras.Input(shape=(3,)), inner, keras.layers.Dense(1)])
-        found = _compat.all_layers(outer)
+        found = _compat.keras.all_layers(outer)
         assert found[0] is outer and inner in found and inner.layers[1] in found
         assert [type(x).__name__ for x in found].count("Dense") == 2
 
@@ -372,7 +377,7 @@ def test_dropout_from_tensors_equals_keras_dropout_bitwise():
                         ours: bool = ours) -> Any:
                     with tf.GradientTape() as tape:
                         tape.watch(x)
-                        out = (_compat.dropout_with_tensors(layer, x, r, s) if ours
+                        out = (_compat.keras.dropout_with_tensors(layer, x, r, s) if ours
                                else layer(x, training=True))
                         total = tf.reduce_sum(out * out)
                     return out, tape.gradient(total, x)
@@ -393,15 +398,15 @@ def test_keeping_kernels_keeps_a_stateful_kernels_stream_and_clearing_restarts_i
     with upstream("set_random_seed"):
         keras.utils.set_random_seed(1)
         first = tf.random.uniform([4]).numpy()
-        _compat.set_random_seed(1, clear_kernels=False)
+        _compat.keras.set_random_seed(1, clear_kernels=False)
         assert not np.array_equal(first, tf.random.uniform([4]).numpy())  # the kernel went on
-        _compat.set_random_seed(1, clear_kernels=False)
-        _compat.set_random_seed(1, clear_kernels=True)
+        _compat.keras.set_random_seed(1, clear_kernels=False)
+        _compat.keras.set_random_seed(1, clear_kernels=True)
         np.testing.assert_array_equal(first, tf.random.uniform([4]).numpy())
         # the global seed and the op seeds drawn after it are set either way
-        _compat.set_random_seed(2, clear_kernels=True)
+        _compat.keras.set_random_seed(2, clear_kernels=True)
         full = [tf.compat.v1.get_seed(None) for _ in range(3)]
-        _compat.set_random_seed(2, clear_kernels=False)
+        _compat.keras.set_random_seed(2, clear_kernels=False)
         assert [tf.compat.v1.get_seed(None) for _ in range(3)] == full and full[0][0] == 2
         assert tf.random.set_seed.__module__.startswith("tensorflow")  # put back
 
@@ -423,7 +428,7 @@ def test_clearing_the_session_resets_keras_and_clears_kernels_only_when_asked():
             for clear in (True, False):
                 keras.layers.Dense(1)
                 before = len(calls)
-                _compat.clear_session(clear_kernels=clear)
+                _compat.keras.clear_session(clear_kernels=clear)
                 assert len(calls) - before == int(clear), clear  # Keras' clear hits it
                 assert keras.layers.Dense(1).name == "dense", clear  # names start again
         finally:
@@ -441,7 +446,7 @@ def test_op_watch_sees_eager_and_traced_ops_with_their_attributes():
         seen: list = []
 
         def run() -> None:
-            _compat.watch_ops(lambda op, attributes, graph: seen.append((op, attributes,
+            _compat.tensorflow.watch_ops(lambda op, attributes, graph: seen.append((op, attributes,
                                                                          graph)))
             tf.random.uniform([2])
             tf.function(lambda: tf.random.normal([2]))()
@@ -465,9 +470,9 @@ def test_sequential_layers_count_the_input():
 
     with upstream("sequential_has_layers"):
         model = keras.Sequential()
-        assert not _compat.sequential_has_layers(model)
+        assert not _compat.keras.sequential_has_layers(model)
         model.add(keras.Input(shape=(3,)))
-        assert _compat.sequential_has_layers(model)
+        assert _compat.keras.sequential_has_layers(model)
 
 
 @probe("wrap_keras_fit")
@@ -482,11 +487,11 @@ def test_scikeras_training_goes_through_the_wrapper():
 
     with upstream("wrap_keras_fit"):
         est = KerasRegressor(model=_model, epochs=1, verbose=0)
-        assert _compat.wrap_keras_fit(est, wrapper)
+        assert _compat.scikeras.wrap_keras_fit(est, wrapper)
         est.fit(np.zeros((6, 2), dtype="float32"), np.zeros(6))
-        _compat.unwrap_keras_fit(est)
+        _compat.scikeras.unwrap_keras_fit(est)
         assert calls == [6] and "_fit_keras_model" not in est.__dict__
-        assert not _compat.wrap_keras_fit(object(), wrapper)
+        assert not _compat.scikeras.wrap_keras_fit(object(), wrapper)
 
 
 @probe("registered_gradients")
@@ -494,7 +499,7 @@ def test_custom_gradients_land_in_tensorflows_registry():
     import tensorflow as tf
 
     with upstream("registered_gradients"):
-        registry = _compat.registered_gradients()
+        registry = _compat.tensorflow.registered_gradients()
         assert isinstance(registry, dict)
         before = set(registry)
 
@@ -534,7 +539,7 @@ def test_grappler_sums_in_name_order_and_divides_by_reciprocal_roots_as_mimicked
         np.testing.assert_array_equal(
             tf.function(root, input_signature=vectors)(x, y, x).numpy(), rooted)
         # the mimicry builds the same, and notices a root it must not rewrite
-        with _compat.grappler_arithmetic_rewrites() as done:
+        with _compat.tensorflow.grappler_arithmetic_rewrites() as done:
             graph = tf.function(three, input_signature=spec).get_concrete_function().graph
         [add] = [op for op in graph.get_operations() if op.type == "AddN"]
         assert [t.op.name[0] for t in add.inputs] == ["a", "m", "z"] and done.sums == 1
@@ -544,7 +549,7 @@ def test_grappler_sums_in_name_order_and_divides_by_reciprocal_roots_as_mimicked
             return x / r + r
 
         for fn, faithful in ((root, True), (shared, False)):
-            with _compat.grappler_arithmetic_rewrites() as done:
+            with _compat.tensorflow.grappler_arithmetic_rewrites() as done:
                 graph = tf.function(fn, input_signature=spec).get_concrete_function().graph
             types = {op.type for op in graph.get_operations()}
             assert "Rsqrt" in types and "RealDiv" not in types and len(done.square_roots) == 1
@@ -557,8 +562,8 @@ def test_state_kept_on_a_real_worker():
     from distributed import Client, LocalCluster
 
     def keep(dask_worker: Any) -> Any:
-        _compat.worker_extension(dask_worker, "sweep-test", {"fits": 1})
-        return _compat.worker_extension(dask_worker, "sweep-test")
+        _compat.distributed.worker_extension(dask_worker, "sweep-test", {"fits": 1})
+        return _compat.distributed.worker_extension(dask_worker, "sweep-test")
 
     with upstream("worker_extension"), \
             LocalCluster(n_workers=1, processes=False, dashboard_address=None) as cluster, \
@@ -574,7 +579,7 @@ def test_a_search_without_callbacks_sends_no_callback_context():
 
     with upstream("drop_unused_callback_context"):
         kwargs = _fit_kwargs()
-        dropped = _compat.drop_unused_callback_context(kwargs)
+        dropped = _compat.sklearn.drop_unused_callback_context(kwargs)
         assert dropped.get("callback_ctx") is None and dropped.get("caller") is None
         if "callback_ctx" in kwargs:  # scikit-learn >= 1.9: much less to send per fit
             assert len(cloudpickle.dumps(dropped)) < len(cloudpickle.dumps(kwargs)) / 2
@@ -593,9 +598,9 @@ def test_fit_score_is_read_from_a_real_fit():
         X, y = np.random.default_rng(0).random((30, 2)), np.arange(30) % 2  # as _fit_kwargs
         result = _fit_and_score(LogisticRegression(), X, y, **_fit_kwargs())
         assert result.get("fit_error") is None, result.get("fit_error")
-        score = _compat.fit_score(result)
+        score = _compat.sklearn.fit_score(result)
         assert isinstance(score, float) and 0.0 <= score <= 1.0
-        assert _compat.fit_score({"test_scores": {"f1": 0.25, "acc": 0.5}}, "acc") == 0.5
+        assert _compat.sklearn.fit_score({"test_scores": {"f1": 0.25, "acc": 0.5}}, "acc") == 0.5
 
 
 @probe("on_worker_exit")
@@ -617,7 +622,7 @@ def test_a_nanny_reports_its_worker_killed_by_a_signal():
                 nanny.log_event("sweep-test-exit", {"exitcode": exitcode,
                                                     "memory_limit": memory_limit})
 
-            assert _compat.on_worker_exit(nanny, report)
+            assert _compat.distributed.on_worker_exit(nanny, report)
 
     with upstream("on_worker_exit"), \
             LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address=None,
@@ -645,14 +650,14 @@ def test_a_worker_is_retired_and_restarted_by_its_nanny():
     async def recycle(dask_worker: Any) -> bool:
         import asyncio
 
-        restart = _compat._restart_by_nanny
+        restart = _compat.distributed._restart_by_nanny
 
         async def slow_restart(*args: Any) -> None:  # as on a loaded machine
             await asyncio.sleep(2)
             await restart(*args)
 
-        _compat._restart_by_nanny = slow_restart  # (this worker process is ended next)
-        await _compat.retire_and_restart(dask_worker, "test")
+        _compat.distributed._restart_by_nanny = slow_restart  # (this worker process is ended next)
+        await _compat.distributed.retire_and_restart(dask_worker, "test")
         await dask_worker.heartbeat()  # the late heartbeat, sent for sure
         return True
 
@@ -696,8 +701,8 @@ def test_a_worker_restarted_twice_within_the_lost_worker_timeout_keeps_its_nanny
             LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address=None,
                          preload=[preload]) as cluster, \
             Client(cluster) as client:
-        assert _compat.judge_lost_workers_by_their_last_removal(cluster)
-        assert not _compat.judge_lost_workers_by_their_last_removal(cluster)  # once
+        assert _compat.distributed.judge_lost_workers_by_their_last_removal(cluster)
+        assert not _compat.distributed.judge_lost_workers_by_their_last_removal(cluster)  # once
         client.wait_for_workers(1)
         first = time.monotonic()
         client.restart_workers(list(client.scheduler_info()["workers"]))  # removal 1
@@ -719,7 +724,7 @@ def test_importing_slurm_cluster_keeps_our_sigint_handler():
 
     with upstream("import_slurm_cluster"):
         before = signal.getsignal(signal.SIGINT)
-        cls = _compat.import_slurm_cluster()
+        cls = _compat.jobqueue.import_slurm_cluster()
         assert cls.__name__ == "SLURMCluster"
         assert signal.getsignal(signal.SIGINT) is before
 

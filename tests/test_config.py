@@ -12,8 +12,8 @@ import pytest
 import yaml
 from conftest import sweep_env
 
-from keras_sweep import spec as specmod
 from keras_sweep.config import KEYS, resolve, setting
+from keras_sweep.spec import reading as specmod
 
 
 def test_every_packaged_key_is_resolved():

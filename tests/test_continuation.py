@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 from scikeras.wrappers import KerasClassifier
 
-from keras_sweep.checkpoints import Checkpoint, CheckpointStore
-from keras_sweep.models import mlp
-from keras_sweep.worker import fastpath
-from keras_sweep.worker.continuation import Continuation
+from keras_sweep.protocol import TrainingPaths
+from keras_sweep.spec.models import mlp
+from keras_sweep.store.checkpoints import Checkpoint, CheckpointStore
 from keras_sweep.worker.fit import isolated_fit
-from keras_sweep.worker.paths import TrainingPaths
-from keras_sweep.worker.plugin import enable_determinism
+from keras_sweep.worker.setup import enable_determinism
+from keras_sweep.worker.training import fastpath
+from keras_sweep.worker.training.continuation import Continuation
 
 
 @pytest.fixture(scope="module")

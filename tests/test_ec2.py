@@ -184,7 +184,7 @@ def test_private_ip_instances_get_no_public_address(aws, tmp_path, monkeypatch, 
     import dask.config
     import dask_cloudprovider.generic.vmcluster as vmcluster
 
-    from keras_sweep.cli import main
+    from keras_sweep.cli.main import main
 
     monkeypatch.setattr(vmcluster, "is_socket_open", lambda ip, port: False)
     path = _profile(tmp_path, use_private_ip=True, allow_from="10.1.2.3/32")
@@ -250,7 +250,7 @@ def test_killed_driver_then_cloud_cleanup_leaves_nothing_running(aws, tmp_path):
 ])
 def test_refusals_exit_2_with_one_message_and_create_nothing(aws, tmp_path, monkeypatch, capsys,
                                                              case, ec2, workers, env, expect):
-    from keras_sweep.cli import main
+    from keras_sweep.cli.main import main
 
     profile = yaml.safe_load(_profile(tmp_path, **ec2).read_text())
     profile["workers"] = workers
@@ -272,7 +272,7 @@ def test_refusals_exit_2_with_one_message_and_create_nothing(aws, tmp_path, monk
 def test_api_errors_name_the_fix_even_inside_ec2cluster_cleanup_errors():
     from botocore.exceptions import ClientError
 
-    from keras_sweep.clusters.aws import api_error
+    from keras_sweep.clusters.ec2.aws import api_error
 
     quota = ClientError({"Error": {"Code": "VcpuLimitExceeded", "Message": "You have "
                                    "requested more vCPU capacity than your limit"}},
@@ -308,7 +308,7 @@ def test_worker_versions_are_compared_with_the_drivers():
 def test_requirements_pin_the_drivers_versions(capsys):
     from importlib import metadata
 
-    from keras_sweep.cli import main
+    from keras_sweep.cli.main import main
 
     assert main(["cloud", "requirements"]) == 0
     pins = dict(line.split("==") for line in capsys.readouterr().out.splitlines()
@@ -319,8 +319,8 @@ def test_requirements_pin_the_drivers_versions(capsys):
 
 
 def test_validate_checks_an_ec2_profile_without_any_aws_call(aws, tmp_path, capsys):
-    from keras_sweep import spec as specmod
-    from keras_sweep.cli import main
+    from keras_sweep.cli.main import main
+    from keras_sweep.spec import reading as specmod
 
     demo = str(tmp_path / "demo.yaml")
     Path(demo).write_text(yaml.safe_dump(specmod.demo_spec()))

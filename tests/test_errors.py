@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from keras_sweep import ClusterError, DataError, SpecError
-from keras_sweep import spec as specmod
-from keras_sweep.data import load
+from keras_sweep.spec import reading as specmod
+from keras_sweep.spec.datasets import load
 
 BASE = {"data": {"dataset": "breast_cancer"}, "param_grid": {"model__neurons": [2, 4]}}
 

@@ -12,9 +12,9 @@ import pytest
 import tensorflow as tf
 from keras import tree
 
-from keras_sweep._compat import array_data_adapter, array_inputs
-from keras_sweep.worker import executor, traces
-from keras_sweep.worker.plugin import enable_determinism
+from keras_sweep._compat.keras import array_data_adapter, array_inputs
+from keras_sweep.worker.setup import enable_determinism
+from keras_sweep.worker.training import executor, traces
 
 
 @pytest.fixture(scope="module")
@@ -196,8 +196,8 @@ import numpy as np, tensorflow as tf
 from keras import tree
 sys.path.insert(0, {tests!r})
 from test_executor import _net
-from keras_sweep._compat import array_data_adapter, array_inputs
-from keras_sweep.worker import executor, traces
+from keras_sweep._compat.keras import array_data_adapter, array_inputs
+from keras_sweep.worker.training import executor, traces
 
 data = np.loadtxt({pima!r}, delimiter=",", dtype="float32")[:203]
 inputs = array_inputs(array_data_adapter()(data[:, :8], data[:, 8:], batch_size=10, shuffle=True))

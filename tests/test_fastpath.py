@@ -12,11 +12,11 @@ from conftest import scores
 from sklearn.model_selection import GridSearchCV, StratifiedKFold
 
 import keras_sweep as sweep
-from keras_sweep._compat import array_inputs
-from keras_sweep.worker import fastpath
+from keras_sweep._compat.keras import array_inputs
+from keras_sweep.protocol import TrainingPaths
 from keras_sweep.worker.fit import isolated_fit
-from keras_sweep.worker.paths import TrainingPaths
-from keras_sweep.worker.plugin import enable_determinism
+from keras_sweep.worker.setup import enable_determinism
+from keras_sweep.worker.training import fastpath
 
 
 class SeenStepsPerExecution(keras.callbacks.Callback):

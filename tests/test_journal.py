@@ -10,11 +10,11 @@ import textwrap
 
 import numpy as np
 
-from keras_sweep.journal import FitKeys, Journal
+from keras_sweep.store.journal import FitKeys, Journal
 
 WRITER = textwrap.dedent("""\
     import sys
-    from keras_sweep.journal import Journal
+    from keras_sweep.store.journal import Journal
     journal = Journal(sys.argv[1])
     i = 0
     while True:

@@ -7,7 +7,7 @@ import pytest
 from sklearn.model_selection import GridSearchCV
 
 import keras_sweep as sweep
-from keras_sweep import legacy
+from keras_sweep.spec import legacy
 
 
 def test_keras2_calls_map_to_keras3():

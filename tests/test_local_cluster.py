@@ -46,7 +46,7 @@ def test_keras_grid_runs_every_candidate_on_two_worker_processes(session, cancer
     assert len(named) == 4
     placement = session.backend.placement
     assert placement is not None and not any(+c for c in placement.running.values())
-    assert not session.backend._placed and not +session.backend._heading
+    assert not session.backend.admission.out and not +session.backend.admission.heading
     assert named <= set(placement.kinds.values())
 
 
@@ -124,7 +124,7 @@ def test_a_search_that_raises_leaves_the_session_usable(session, cancer):
     good = GridSearchCV(DecisionTreeClassifier(random_state=0), {"max_depth": [1, 2, 3, 4]},
                         cv=3, n_jobs=-1).fit(X, y)
     assert np.isfinite(good.cv_results_["mean_test_score"]).all()
-    assert session.backend.stopping is False and not session.backend._waiting
+    assert session.backend.stopping is False and not session.backend.admission.waiting
 
 
 def test_a_searchs_refit_runs_on_a_worker_and_a_drivers_own_fit_in_the_driver(
@@ -137,9 +137,9 @@ def test_a_searchs_refit_runs_on_a_worker_and_a_drivers_own_fit_in_the_driver(
 
     from sklearn.base import clone
 
-    from keras_sweep.worker import traces
-    from keras_sweep.worker.plugin import enable_determinism
     from keras_sweep.worker.seeding import seeded
+    from keras_sweep.worker.setup import enable_determinism
+    from keras_sweep.worker.training import traces
 
     X, y = cancer
     enable_determinism()

@@ -10,11 +10,11 @@ import pytest
 from scikeras.wrappers import KerasClassifier, KerasRegressor
 from sklearn.datasets import load_diabetes, load_iris
 
-from keras_sweep.models import mlp
-from keras_sweep.worker import fastpath
+from keras_sweep.protocol import FitPath, TrainingPaths
+from keras_sweep.spec.models import mlp
 from keras_sweep.worker.fit import isolated_fit
-from keras_sweep.worker.paths import FitPath, TrainingPaths
-from keras_sweep.worker.plugin import enable_determinism
+from keras_sweep.worker.setup import enable_determinism
+from keras_sweep.worker.training import fastpath
 
 
 def _fit(estimator: Any, X: Any, y: Any, compiled: bool, seed: int = 3, xla: bool = False,
@@ -139,7 +139,7 @@ class _Draws:
 
 
 def test_epoch_orders_reuse_a_repeating_order_and_redraw_a_changing_one():
-    from keras_sweep.worker.loop import epoch_orders
+    from keras_sweep.worker.training.loop import epoch_orders
 
     same = _Draws([[1, 0, 2]] * 9)
     orders = epoch_orders(same)

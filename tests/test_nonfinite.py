@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 from scikeras.wrappers import KerasClassifier
 
-from keras_sweep.models import mlp
-from keras_sweep.worker import fastpath
+from keras_sweep.protocol import TrainingPaths
+from keras_sweep.spec.models import mlp
 from keras_sweep.worker.fit import isolated_fit
-from keras_sweep.worker.nonfinite import NonFiniteLossError
-from keras_sweep.worker.paths import TrainingPaths
-from keras_sweep.worker.plugin import enable_determinism
+from keras_sweep.worker.setup import enable_determinism
+from keras_sweep.worker.training import fastpath
+from keras_sweep.worker.training.nonfinite import NonFiniteLossError
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ import pytest
 from conftest import sweep_env
 
 from keras_sweep.exceptions import OutputBusyError
-from keras_sweep.output import LOCK_NAME, claim
+from keras_sweep.store.output import LOCK_NAME, claim
 
 
 def _spec(tmp_path, out, epochs=30):
@@ -66,7 +66,7 @@ def test_a_killed_owner_leaves_no_stuck_lock(tmp_path):
     folder = tmp_path / "out"
     holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""\
         import time
-        from keras_sweep.output import claim
+        from keras_sweep.store.output import claim
         with claim({str(folder)!r}):
             print("held", flush=True)
             time.sleep(600)

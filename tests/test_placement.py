@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from collections import Counter
 
-from keras_sweep.placement import Placement, candidate_key
-from keras_sweep.records import FitRecord
+from keras_sweep.driver.placement import Placement, candidate_key
+from keras_sweep.store.records import FitRecord
 
 A, B, B2 = "tcp://a:1", "tcp://b:1", "tcp://b:2"
 

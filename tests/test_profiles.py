@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from keras_sweep import cli
-from keras_sweep import spec as specmod
+from keras_sweep.cli import main as cli
 from keras_sweep.exceptions import SpecError
+from keras_sweep.spec import reading as specmod
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = {"data": {"dataset": "breast_cancer"}, "param_grid": {"model__neurons": [2, 4]},

@@ -115,7 +115,7 @@ def _heap_census(dask_worker=None):
 
     import keras
 
-    from keras_sweep.worker.traces import live_templates
+    from keras_sweep.worker.training.traces import live_templates
 
     frozen = gc.get_freeze_count()
     gc.unfreeze()
@@ -226,7 +226,7 @@ def test_a_restart_asked_for_by_the_last_fit_finishes_before_the_cluster_closes(
 
     X, y = cancer
     grid = GridSearchCV(tiny_classifier, {"model__neurons": [1]}, cv=2, n_jobs=-1, refit=False)
-    with caplog.at_level(logging.INFO, logger="keras_sweep.recycling"), \
+    with caplog.at_level(logging.INFO, logger="keras_sweep.driver.recycling"), \
             sweep.cluster("local", workers=1, recycle_after_fits=2, progress=False) as session:
         grid.fit(X, y)
         assert session.fits[-1].recycle_due      # the last fit asked for it

@@ -21,9 +21,10 @@ from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV
 
-from keras_sweep import report, results
-from keras_sweep.cli import main
-from keras_sweep.records import FitRecord
+from keras_sweep import report
+from keras_sweep.cli.main import main
+from keras_sweep.store import results
+from keras_sweep.store.records import FitRecord
 
 VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source",
         "track", "wbr", "path", "rect", "circle", "use", "stop", "polyline", "line", "ellipse",

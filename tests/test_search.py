@@ -23,9 +23,9 @@ from sklearn.model_selection import (
 )
 
 import keras_sweep as sweep
-from keras_sweep.distributions import parse
-from keras_sweep.hyperband import HyperbandSearchCV, brackets
-from keras_sweep.search import Rung, SearchOptions, plan
+from keras_sweep.search.build import Rung, SearchOptions, plan
+from keras_sweep.search.hyperband import HyperbandSearchCV, brackets
+from keras_sweep.spec.distributions import parse
 
 
 @pytest.mark.parametrize("options, grid", [
@@ -133,8 +133,8 @@ def test_the_hyperband_plan_is_what_it_runs_and_its_best_ends_a_bracket(cancer):
 def test_the_report_maps_fits_by_round_when_round_sizes_repeat():
     """Hyperband's brackets repeat rung sizes (3 candidates in two brackets): fits carry
     their search round, which puts each on its own cv_results_ row."""
-    from keras_sweep.records import FitRecord
     from keras_sweep.report.data import from_records
+    from keras_sweep.store.records import FitRecord
 
     rounds = ((1, 4), (2, 2), (3, 3), (4, 2), (5, 3))  # (round, candidates)
     fits = [FitRecord(candidate=c, n_candidates=n, split=s, n_splits=2, round=r,
@@ -400,8 +400,8 @@ def test_a_hyperband_spec_runs_its_brackets_end_to_end_and_after_a_killed_driver
 def test_the_report_puts_each_rungs_fits_on_its_own_rows():
     """A halving search numbers candidates afresh per rung; the report (and MLflow) map
     a fit to its cv_results_ row: rung after rung."""
-    from keras_sweep.records import FitRecord
     from keras_sweep.report.data import from_records
+    from keras_sweep.store.records import FitRecord
 
     fits = [FitRecord(candidate=c, n_candidates=n, split=s, n_splits=2, test_score=0.5 + c / 10,
                       params={"model__neurons": c + 1, "epochs": e})
@@ -413,7 +413,7 @@ def test_the_report_puts_each_rungs_fits_on_its_own_rows():
 
 
 def test_validation_leaves_the_callers_grid_as_given(pima_path):
-    from keras_sweep import spec as specmod
+    from keras_sweep.spec import reading as specmod
 
     grid = {"optimizer__learning_rate": "loguniform(1e-4, 1e-1)", "model__neurons": [2, 4]}
     raw = {"data": {"csv": str(pima_path)}, "param_grid": grid,
@@ -468,9 +468,9 @@ def test_a_spec_with_several_scorers_ranks_by_refit_and_saves_train_scores(tmp_p
 def test_the_progress_bar_names_each_round_even_one_taken_from_the_journal(capsys):
     """One bar per round, named by the plan ("bracket 2, rung 1/2"); a round whose fits
     all come from the journal (Hyperband: a candidate two brackets drew) gets its own."""
-    from keras_sweep.progress import FitMonitor
-    from keras_sweep.records import FitRecord
-    from keras_sweep.runner import round_labels
+    from keras_sweep.cli.runner import round_labels
+    from keras_sweep.driver.progress import FitMonitor
+    from keras_sweep.store.records import FitRecord
 
     monitor = FitMonitor(show=True)
     monitor.expect_rounds(round_labels([Rung(2, 1, 2), Rung(1, 2, 2), Rung(1, 2, 0)]))

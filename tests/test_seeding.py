@@ -7,7 +7,7 @@ import threading
 import numpy as np
 import pytest
 
-from keras_sweep._compat import keras_seed_source
+from keras_sweep._compat.keras import keras_seed_source
 from keras_sweep.worker import seeding
 
 

@@ -20,10 +20,10 @@ import numpy as np
 import pytest
 from conftest import sweep_env
 
-from keras_sweep import spec as specmod
-from keras_sweep.clusters.slurm import job_options, lifetime, parse_walltime
+from keras_sweep.cli.runner import run
+from keras_sweep.clusters.slurm.cluster import job_options, lifetime, parse_walltime
 from keras_sweep.exceptions import ClusterError, SpecError
-from keras_sweep.runner import run
+from keras_sweep.spec import reading as specmod
 
 pytestmark = [pytest.mark.slurm]
 

@@ -317,8 +317,8 @@ def test_sweep_outliving_its_certificates_renews_the_cluster_and_loses_nothing(o
     cluster (new CA) and continues from the journal; scores equal a local run's."""
     import dask.config
 
-    from keras_sweep import runner
-    from keras_sweep import spec as specmod
+    from keras_sweep.cli import runner
+    from keras_sweep.spec import reading as specmod
 
     def spec(cluster: dict, out: str):
         return specmod.load({

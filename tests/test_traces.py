@@ -11,11 +11,11 @@ import pytest
 from scikeras.wrappers import KerasClassifier, KerasRegressor
 from sklearn.datasets import load_diabetes, load_iris
 
-from keras_sweep.models import mlp
-from keras_sweep.worker import fastpath, traces
+from keras_sweep.protocol import FitPath, TrainingPaths
+from keras_sweep.spec.models import mlp
 from keras_sweep.worker.fit import isolated_fit
-from keras_sweep.worker.paths import FitPath, TrainingPaths
-from keras_sweep.worker.plugin import enable_determinism
+from keras_sweep.worker.setup import enable_determinism
+from keras_sweep.worker.training import fastpath, traces
 
 
 def _fit(estimator: Any, X: Any, y: Any, compiled: bool = True, share: bool = True,

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 from conftest import sweep_env
 
-from keras_sweep.cli import main
+from keras_sweep.cli.main import main
 
 pytestmark = pytest.mark.slow
 

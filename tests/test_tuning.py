@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from keras_sweep.data import stratified_sample
-from keras_sweep.refine import refine_spec, refine_values
+from keras_sweep.search.refine import refine_spec, refine_values
+from keras_sweep.spec.datasets import stratified_sample
 
 
 def test_sample_keeps_class_proportions(pima_path):
@@ -42,7 +42,7 @@ def test_refine_command_writes_a_valid_finer_spec(tmp_path):
 
     import yaml
 
-    from keras_sweep import spec as specmod
+    from keras_sweep.spec import reading as specmod
 
     results = tmp_path / "coarse"
     results.mkdir()
@@ -76,7 +76,7 @@ def test_sample_field_is_validated():
     import pytest
 
     from keras_sweep import SpecError
-    from keras_sweep import spec as specmod
+    from keras_sweep.spec import reading as specmod
 
     with pytest.raises(SpecError, match="data.sample"):
         specmod.load({"data": {"dataset": "iris", "sample": 1.5},

@@ -4,11 +4,20 @@ Each backend is a module of this package with three names:
 
 - ``OPTIONS``: the ``cluster:`` keys it accepts besides :data:`COMMON_KEYS`;
 - ``check(options)``: validates them without starting anything (raises
-  :class:`~sweep.exceptions.SpecError` naming the field and the fix); spec
+  :class:`~keras_sweep.exceptions.SpecError` naming the field and the fix); spec
   validation and :func:`start` both call it;
 - ``start(settings)``: starts (or finds) the cluster and returns :class:`Started`.
 
-:data:`BACKENDS` maps names to modules, imported on first use.
+:data:`BACKENDS` maps names to modules, imported on first use:
+
+- :mod:`keras_sweep.clusters.local`: worker processes on this machine;
+- :mod:`keras_sweep.clusters.attach`: a scheduler someone else runs;
+- :mod:`keras_sweep.clusters.slurm`: SLURM jobs (and ``sweep batch``);
+- :mod:`keras_sweep.clusters.ssh`: SSH hosts, with :mod:`keras_sweep.clusters.tls`;
+- :mod:`keras_sweep.clusters.ec2`: AWS instances (and ``sweep cloud``).
+
+Beside them, :mod:`keras_sweep.clusters.environment` (what a worker process starts
+with) and :mod:`keras_sweep.clusters.versions` (the versions driver and workers share).
 """
 
 from __future__ import annotations
@@ -32,9 +41,9 @@ logger = logging.getLogger(__name__)
 BACKENDS: dict[str, str] = {
     "local": ".local",
     "attach": ".attach",
-    "slurm": ".slurm",
+    "slurm": ".slurm.cluster",
     "ssh": ".ssh",
-    "ec2": ".ec2",
+    "ec2": ".ec2.cluster",
 }
 
 #: ``cluster:`` keys every backend accepts
@@ -69,7 +78,7 @@ class Started:
     check_versions: str | None = None
     #: when the cluster stops working (epoch seconds): its TLS certificates
     #: expire, its instances' hours end; the session stops the sweep cleanly
-    #: ``sweep.cluster.expiry-margin`` before (:class:`~sweep.exceptions.ClusterExpired`)
+    #: ``sweep.cluster.expiry-margin`` before (:class:`~keras_sweep.exceptions.ClusterExpired`)
     expires: float | None = None
     #: what ends then, for the message ("its TLS certificates expire")
     expiry: str = ""

@@ -12,28 +12,7 @@ from typing import Any
 import dask.config
 
 from ..config import Settings
-
-#: Thread-count variables honoured by OpenMP, the BLAS libraries and TensorFlow.
-THREAD_VARIABLES = (
-    "OMP_NUM_THREADS",
-    "MKL_NUM_THREADS",
-    "OPENBLAS_NUM_THREADS",
-    "BLIS_NUM_THREADS",
-    "VECLIB_MAXIMUM_THREADS",
-    "NUMEXPR_NUM_THREADS",
-    "TF_NUM_INTRAOP_THREADS",
-    "TF_NUM_INTEROP_THREADS",
-)
-
-
-def interop_threads(threads: int) -> int:
-    """Threads of TensorFlow's inter-op pool in a worker of ``threads`` threads.
-
-    Two at least: a traced epoch on TensorFlow's single-threaded executor holds one
-    pool thread while another runs its step (:mod:`sweep.worker.executor`); they
-    take turns, so a one-thread worker still computes on one core.
-    """
-    return max(2, threads)
+from ..protocol import THREAD_VARIABLES, interop_threads
 
 
 def worker_environment(threads: int, keras_backend: str = "tensorflow") -> dict[str, str]:

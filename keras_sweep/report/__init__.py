@@ -3,8 +3,10 @@
 >>> from keras_sweep import report                       # doctest: +SKIP
 >>> report.write(report.from_folder("sweep-results/demo"), "sweep-results/demo")
 
-:mod:`.data` gathers what the page shows, :mod:`.charts` draws it,
-:mod:`.page` writes the HTML, :mod:`.live` refreshes it while a sweep runs.
+:mod:`keras_sweep.report.data` gathers what the page shows,
+:mod:`keras_sweep.report.charts` draws it, :mod:`keras_sweep.report.page` writes the HTML,
+:mod:`keras_sweep.report.live` refreshes it while a sweep runs, and
+:mod:`keras_sweep.report.tracking` sends the same fits to an MLflow server.
 """
 
 from __future__ import annotations

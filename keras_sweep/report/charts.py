@@ -1,6 +1,6 @@
 """The report's pictures, drawn with Matplotlib's object API (thread-safe: no pyplot).
 
-Each function takes a :class:`~sweep.report.data.ReportData` and returns a
+Each function takes a :class:`~keras_sweep.report.data.ReportData` and returns a
 ``Figure`` (or None when it has nothing to show); :func:`svg` turns one into
 inline SVG for the HTML page, :func:`save_png` into a PNG (the article's page).
 """
@@ -19,7 +19,7 @@ from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from ..records import mean_history
+from ..store.records import mean_history
 from .data import Candidate, ReportData
 
 #: at most this many candidates get a row in the per-fold picture (best first)

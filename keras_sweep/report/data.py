@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from ..records import FitRecord
+from ..store.records import FitRecord
 
 #: files of a results folder the report reads (``results.save`` writes them)
 CV_RESULTS, FITS, CURVES, RUN, SPEC, BEST = (

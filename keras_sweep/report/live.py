@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..records import FitRecord
+from ..store.records import FitRecord
 from . import write
 from .data import from_records
 
@@ -32,7 +32,7 @@ class LiveReport:
     interval : float
         Seconds between pages, at least.
     **context
-        Passed to :func:`~sweep.report.data.from_records` (``title``,
+        Passed to :func:`~keras_sweep.report.data.from_records` (``title``,
         ``n_candidates``, ``n_splits``, ``params``, ``spec``, ``run``,
         ``expected_fits``...).
     """

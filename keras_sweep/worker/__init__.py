@@ -1,8 +1,15 @@
-"""What runs inside a Dask worker: set-up, one isolated fit, seeding, memory, fast path.
+"""What runs inside a Dask worker: set-up, one isolated fit, seeding, memory.
 
-- :mod:`~sweep.worker.plugin`: the worker plugin (TensorFlow imported and pinned once).
-- :mod:`~sweep.worker.fit`: one isolated fit, and the worker's recycle request.
-- :mod:`~sweep.worker.seeding`: every seeding rule (driver and worker side).
-- :mod:`~sweep.worker.memory`: garbage collection and TensorFlow's gradient registry.
-- :mod:`~sweep.worker.fastpath`: whole epochs per Keras execution.
+- :mod:`~keras_sweep.worker.fit`: One isolated fit in a worker, and the worker's request to be
+  recycled.
+- :mod:`~keras_sweep.worker.logs`: Drop TensorFlow log lines known to be harmless from a worker's
+  stderr.
+- :mod:`~keras_sweep.worker.memory`: Memory hygiene after each fit: Keras' session, Python's
+  garbage, TensorFlow's registry.
+- :mod:`~keras_sweep.worker.seeding`: Every seeding rule of sweep, driver side and worker side, in
+  one place.
+- :mod:`~keras_sweep.worker.setup`: Worker set-up: one TensorFlow runtime per process, pinned
+  threads, fit bookkeeping.
+- :mod:`~keras_sweep.worker.training`: How a fit trains inside a worker: the fast path, sweep's
+  compiled loop and its traces.
 """

@@ -1,11 +1,11 @@
 """One isolated fit in a worker, and the worker's request to be recycled.
 
-:class:`IsolatedBatch` stands in for joblib's ``Batch`` on the worker: each
+:class:`IsolatedBatch` is what a worker runs for a batch joblib dispatched: each
 scikit-learn fit runs inside :func:`isolated_fit` (seeded per CV fold, fast
 path when allowed), then :func:`end_fit` clears Keras, collects the fit's
 garbage, records memory and, when the worker has run its quota of fits or
 grown past its memory limit, marks the record ``recycle_due``; the driver's
-:class:`~sweep.recycling.Recycler` then calls :func:`recycle_worker`.
+:class:`~keras_sweep.driver.recycling.Recycler` then calls :func:`recycle_worker`.
 """
 
 from __future__ import annotations
@@ -20,21 +20,22 @@ from typing import Any
 
 from distributed import get_worker
 
-from .._compat import fit_task, retire_and_restart
-from ..checkpoints import Checkpoint
-from ..records import FitRecord
-from . import traces
-from .continuation import Continuation
-from .fastpath import enabled
+from .._compat.distributed import retire_and_restart
+from .._compat.sklearn import fit_task
+from ..protocol import KERAS_FIT, FitPath, TrainingPaths
+from ..store.checkpoints import Checkpoint
+from ..store.records import FitRecord
 from .memory import (
     clear_keras_session,
     custom_gradient_keys,
     purge_custom_gradients,
     resident_bytes,
 )
-from .paths import KERAS_FIT, FitPath, TrainingPaths
-from .plugin import WorkerState, current_state, state_of
 from .seeding import fit_seed, kernels_clean, seeded
+from .setup import WorkerState, current_state, state_of
+from .training import traces
+from .training.continuation import Continuation
+from .training.fastpath import enabled
 
 logger = logging.getLogger(__name__)
 
@@ -132,7 +133,7 @@ def kernels_kept(record: FitRecord) -> bool:
     instantiations of the shared traces the next fits reuse (~0.1-0.3 s each to
     redo). Only when that is exact (no stateful random kernel seen, as the next
     fit's seeding checks) and bounded: the fit trained on a template
-    (:mod:`sweep.worker.traces`, at most a few per worker) and none was dropped.
+    (:mod:`keras_sweep.worker.training.traces`, at most a few per worker) and none was dropped.
     A fit that traced its own functions leaves ~0.2 MB of instantiations, a dropped
     template ~1 MB (docs/performance.md): those fits clear the cache."""
     dropped = traces.dropped_any()
@@ -193,28 +194,28 @@ class FitOutcome:
 
 
 class IsolatedBatch:
-    """Stands in for joblib's ``Batch``: runs each task inside an isolated fit.
+    """What a worker runs for a batch joblib dispatched: each task inside an isolated fit.
 
     Parameters
     ----------
-    batch : joblib Batch
-        The batch joblib would run.
+    name : str
+        What the batch runs (e.g. ``"_fit_and_score"``), for its repr.
     seed : int, optional
-        The sweep seed; each fit derives its own (:func:`~sweep.worker.seeding.fit_seed`).
+        The sweep seed; each fit derives its own (:func:`~keras_sweep.worker.seeding.fit_seed`).
     keys : sequence of str or None
         Journal keys of the tasks, in order.
     paths : TrainingPaths
-        Which training paths fits may take (:mod:`sweep.worker.fastpath`).
+        Which training paths fits may take (:mod:`keras_sweep.worker.training.fastpath`).
     carries : sequence of Carry or None
         Per task, its lineage, epochs and the state of a shorter fit of its
-        lineage to continue from (:mod:`sweep.worker.continuation`); None: the
+        lineage to continue from (:mod:`keras_sweep.worker.training.continuation`); None: the
         fit neither continues nor keeps its end state.
     """
 
-    def __init__(self, batch: Any, seed: int | None, keys: Sequence[str | None] = (),
+    def __init__(self, name: str, seed: int | None, keys: Sequence[str | None] = (),
                  paths: TrainingPaths = KERAS_FIT,
                  carries: Sequence[Carry | None] = ()) -> None:
-        self.batch = batch
+        self.name = name
         self.seed = seed
         self.keys = list(keys)
         self.paths = paths
@@ -259,8 +260,7 @@ class IsolatedBatch:
         with isolated_fit(seed, clean=False) as record:
             with enabled(estimator, self.paths) as path:
                 path.continuation = carry
-                done = self.batch([(func, args, kwargs)])
-        results.extend(done)
+                results.append(func(*args, **kwargs))
         if carry is not None and carry.end is not None:
             lineage = self.carries[i]
             assert lineage is not None
@@ -272,4 +272,4 @@ class IsolatedBatch:
         return record
 
     def __repr__(self) -> str:
-        return repr(self.batch)
+        return f"{self.name}-{len(self.keys) or 1}"

@@ -12,7 +12,8 @@ import gc
 import sys
 from typing import Any
 
-from .._compat import clear_session, registered_gradients
+from .._compat.keras import clear_session
+from .._compat.tensorflow import registered_gradients
 
 #: Python's automatic collections since sweep's last one (see _count_collections)
 _automatic_collections = 0
@@ -28,7 +29,7 @@ def clear_keras_session(freeze: bool, full_collection: bool, keep_kernels: bool 
     records) is freed too. Without ``freeze``: one full collection, as Keras does.
     With ``keep_kernels``, TensorFlow's kernel cache (traced functions'
     instantiations) outlives the fit: callers decide with
-    :func:`sweep.worker.fit.kernels_kept`.
+    :func:`keras_sweep.worker.fit.kernels_kept`.
     """
     if "keras" in sys.modules:
         clear_session(clear_kernels=not keep_kernels)

@@ -36,7 +36,8 @@ from typing import Any
 
 import numpy as np
 
-from .._compat import keras_seed_source, set_random_seed, watch_ops
+from .._compat.keras import keras_seed_source, set_random_seed
+from .._compat.tensorflow import watch_ops
 
 logger = logging.getLogger(__name__)
 

@@ -28,8 +28,8 @@ from report import (
 )
 
 import keras_sweep as sweep
-from keras_sweep import spec as specmod
-from keras_sweep.runner import JOURNAL_NAME, run
+from keras_sweep.cli.runner import JOURNAL_NAME, run
+from keras_sweep.spec import reading as specmod
 
 HERE = Path(__file__).resolve().parent
 ARTICLE_BEST = {

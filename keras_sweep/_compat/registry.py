@@ -1,0 +1,44 @@
+"""The register of every touch of another library's internals."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import metadata
+from typing import Any, TypeVar
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass(frozen=True)
+class Touch:
+    """One reliance on a library's internals."""
+
+    name: str
+    library: str  #: distribution name, e.g. "scikit-learn" (alternatives split by "|")
+    checked: str  #: versions it was checked against, e.g. ">=1.4, tested 1.9.1"
+    what: str  #: the private name or behaviour relied on
+
+    def installed(self) -> str:
+        """Name and installed version of :attr:`library`, e.g. ``"keras 3.15.1"``."""
+        for name in self.library.split("|"):
+            try:
+                return f"{name} {metadata.version(name)}"
+            except metadata.PackageNotFoundError:
+                continue
+        return f"{self.library} not installed"
+
+
+#: every touch, by the name of the function or class that makes it
+TOUCHES: dict[str, Touch] = {}
+
+
+def touch(library: str, checked: str, what: str) -> Callable[[F], F]:
+    """Register the decorated function or class as a touch of ``library``'s internals."""
+
+    def register(obj: F) -> F:
+        name = obj.__name__
+        TOUCHES[name] = Touch(name, library, checked, what)
+        return obj
+
+    return register
