@@ -29,8 +29,11 @@ class SweepError(Exception):
 class SpecError(SweepError, ValueError):
     """A sweep spec (YAML or keyword arguments) is invalid."""
 
-    def __init__(self, field: str, value: object, problem: str, fix: str) -> None:
+    def __init__(self, field: str, value: object, problem: str, fix: str,
+                 example: str | None = None) -> None:
         self.field, self.value, self.problem, self.fix = field, value, problem, fix
+        #: a good value, where the fix gives one (a setting's: :mod:`keras_sweep.config`)
+        self.example = example
         super().__init__(f"spec field '{field}': {problem} (got {value!r}).\n  Fix: {fix}")
 
 

@@ -129,6 +129,10 @@ CASES: list[tuple[str, dict[str, Any], list[str]]] = [
     ("workers 0", {"cluster.workers": 0}, ["cluster.workers", "positive integer"]),
     ("unknown backend", {"cluster.backend": "kubernetes"}, ["kubernetes", "use one of"]),
     ("tls not a bool", {"cluster.tls": "yes"}, ["cluster.tls", "'yes'"]),
+    ("memory limit not a size", {"cluster.memory_limit": "lots"},
+     ["cluster.memory_limit", "'lots'", "2 GiB"]),
+    ("recycle memory not a size", {"cluster.recycle_above_memory": "big"},
+     ["cluster.recycle_above_memory", "'big'", "2 GiB"]),
     # report and tracking
     ("report not a bool", {"report": "yes"}, ["'report'", "'yes'"]),
     ("tracking not a URI", {"tracking": {"mlflow": "localhost"}},

@@ -63,7 +63,7 @@ def _fit_kwargs(**extra: Any) -> dict[str, Any]:
     return max(seen, key=lambda kw: (kw["candidate_progress"][0], kw["split_progress"][0]))
 
 
-@probe("widen_dispatch")
+@probe("patch_pre_dispatch")
 def test_a_dispatch_window_widened_in_configure_is_the_one_parallel_uses():
     from joblib import Parallel, delayed, parallel_config
     from joblib._parallel_backends import ThreadingBackend
@@ -75,7 +75,7 @@ def test_a_dispatch_window_widened_in_configure_is_the_one_parallel_uses():
             def configure(self, n_jobs: int = 1, parallel: Any = None, **kw: Any) -> Any:
                 n = super().configure(n_jobs=n_jobs, parallel=parallel, **kw)
                 if widen:
-                    _compat.joblib.widen_dispatch(parallel, "5*n_jobs")
+                    _compat.joblib.patch_pre_dispatch(parallel, "5*n_jobs")
                 return n
 
             def submit(self, func: Any, callback: Any = None) -> Any:
@@ -92,7 +92,7 @@ def test_a_dispatch_window_widened_in_configure_is_the_one_parallel_uses():
                 delayed(release.wait)(5) for _ in range(30))
         return seen[0]  # sent before any task could finish
 
-    with upstream("widen_dispatch"):
+    with upstream("patch_pre_dispatch"):
         assert dispatched_ahead(False, "2 * n_jobs") == 4
         assert dispatched_ahead(True, "2 * n_jobs") == 10  # joblib's default, widened
         assert dispatched_ahead(True, "2*n_jobs") == 10  # scikit-learn's
@@ -236,7 +236,7 @@ def test_keras_array_adapter_is_built_as_fit_builds_it():
         assert [len(b[1]) for b in batches] == [4, 4, 2]
 
 
-@probe("replace_model_fit")
+@probe("patch_model_fit")
 def test_scikeras_trains_through_model_fit():
     from scikeras.wrappers import KerasRegressor
 
@@ -249,14 +249,14 @@ def test_scikeras_trains_through_model_fit():
         return fit
 
     def wrapper(original: Callable[..., Any], X: Any, y: Any, *a: Any, **kw: Any) -> Any:
-        with _compat.scikeras.replace_model_fit(est.model_, make):
+        with _compat.scikeras.patch_model_fit(est.model_, make):
             return original(X, y, *a, **kw)
 
-    with upstream("replace_model_fit"):
+    with upstream("patch_model_fit"):
         est = KerasRegressor(model=_model, epochs=2, verbose=0)
-        assert _compat.scikeras.wrap_keras_fit(est, wrapper)
+        assert _compat.scikeras.patch_keras_fit(est, wrapper)
         est.fit(np.zeros((6, 2), dtype="float32"), np.zeros(6))
-        _compat.scikeras.unwrap_keras_fit(est)
+        _compat.scikeras.unpatch_keras_fit(est)
         assert seen and {"x", "y", "epochs"} <= set(seen[0])
         assert len(est.history_["loss"]) == 2 and "fit" not in vars(est.model_)
 
@@ -269,16 +269,16 @@ def test_array_inputs_reads_keras_adapter():
         assert np.asarray(inputs.inputs[0]).shape == (10, 2)
 
 
-@probe("replace_array_pipeline")
+@probe("patch_array_pipeline")
 def test_keras_pipeline_can_be_replaced_and_restored():
     from keras.src.trainers.data_adapters.array_data_adapter import ArrayDataAdapter
 
     original = ArrayDataAdapter.get_tf_dataset
-    with upstream("replace_array_pipeline"):
-        restore = _compat.keras.replace_array_pipeline(lambda inputs: "mine")
+    with upstream("patch_array_pipeline"):
+        restore = _compat.keras.patch_array_pipeline(lambda inputs: "mine")
         try:
             assert restore is not None and _adapter().get_tf_dataset() == "mine"
-            assert _compat.keras.replace_array_pipeline(lambda inputs: None) is None  # nested
+            assert _compat.keras.patch_array_pipeline(lambda inputs: None) is None  # nested
         finally:
             if restore is not None:
                 restore()
@@ -475,7 +475,7 @@ def test_sequential_layers_count_the_input():
         assert _compat.keras.sequential_has_layers(model)
 
 
-@probe("wrap_keras_fit")
+@probe("patch_keras_fit")
 def test_scikeras_training_goes_through_the_wrapper():
     from scikeras.wrappers import KerasRegressor
 
@@ -485,13 +485,13 @@ def test_scikeras_training_goes_through_the_wrapper():
         calls.append(len(X))
         return original(X, y, *a, **kw)
 
-    with upstream("wrap_keras_fit"):
+    with upstream("patch_keras_fit"):
         est = KerasRegressor(model=_model, epochs=1, verbose=0)
-        assert _compat.scikeras.wrap_keras_fit(est, wrapper)
+        assert _compat.scikeras.patch_keras_fit(est, wrapper)
         est.fit(np.zeros((6, 2), dtype="float32"), np.zeros(6))
-        _compat.scikeras.unwrap_keras_fit(est)
+        _compat.scikeras.unpatch_keras_fit(est)
         assert calls == [6] and "_fit_keras_model" not in est.__dict__
-        assert not _compat.scikeras.wrap_keras_fit(object(), wrapper)
+        assert not _compat.scikeras.patch_keras_fit(object(), wrapper)
 
 
 @probe("registered_gradients")
@@ -511,7 +511,7 @@ def test_custom_gradients_land_in_tensorflows_registry():
         assert any(str(k).startswith("CustomGradient-") for k in set(registry) - before)
 
 
-@probe("grappler_arithmetic_rewrites")
+@probe("patch_grappler_rewrites")
 def test_grappler_sums_in_name_order_and_divides_by_reciprocal_roots_as_mimicked():
     import tensorflow as tf
 
@@ -529,7 +529,7 @@ def test_grappler_sums_in_name_order_and_divides_by_reciprocal_roots_as_mimicked
     x, y = (tf.constant(rng.normal(size=1024).astype("float32")),
             tf.constant(rng.uniform(0.1, 10, size=1024).astype("float32")))
     vectors = [tf.TensorSpec([None], tf.float32)] * 3
-    with upstream("grappler_arithmetic_rewrites"):
+    with upstream("patch_grappler_rewrites"):
         # Grappler (a called function) sums in name order; eager ops as given
         assert float(tf.function(three, input_signature=spec)(*values)) == 1.0
         assert float(three(*values)) == 0.0
@@ -539,7 +539,7 @@ def test_grappler_sums_in_name_order_and_divides_by_reciprocal_roots_as_mimicked
         np.testing.assert_array_equal(
             tf.function(root, input_signature=vectors)(x, y, x).numpy(), rooted)
         # the mimicry builds the same, and notices a root it must not rewrite
-        with _compat.tensorflow.grappler_arithmetic_rewrites() as done:
+        with _compat.tensorflow.patch_grappler_rewrites() as done:
             graph = tf.function(three, input_signature=spec).get_concrete_function().graph
         [add] = [op for op in graph.get_operations() if op.type == "AddN"]
         assert [t.op.name[0] for t in add.inputs] == ["a", "m", "z"] and done.sums == 1
@@ -549,7 +549,7 @@ def test_grappler_sums_in_name_order_and_divides_by_reciprocal_roots_as_mimicked
             return x / r + r
 
         for fn, faithful in ((root, True), (shared, False)):
-            with _compat.tensorflow.grappler_arithmetic_rewrites() as done:
+            with _compat.tensorflow.patch_grappler_rewrites() as done:
                 graph = tf.function(fn, input_signature=spec).get_concrete_function().graph
             types = {op.type for op in graph.get_operations()}
             assert "Rsqrt" in types and "RealDiv" not in types and len(done.square_roots) == 1
@@ -603,7 +603,7 @@ def test_fit_score_is_read_from_a_real_fit():
         assert _compat.sklearn.fit_score({"test_scores": {"f1": 0.25, "acc": 0.5}}, "acc") == 0.5
 
 
-@probe("on_worker_exit")
+@probe("patch_nanny_exit_report")
 def test_a_nanny_reports_its_worker_killed_by_a_signal():
     import os
     import signal
@@ -622,9 +622,9 @@ def test_a_nanny_reports_its_worker_killed_by_a_signal():
                 nanny.log_event("sweep-test-exit", {"exitcode": exitcode,
                                                     "memory_limit": memory_limit})
 
-            assert _compat.distributed.on_worker_exit(nanny, report)
+            assert _compat.distributed.patch_nanny_exit_report(nanny, report)
 
-    with upstream("on_worker_exit"), \
+    with upstream("patch_nanny_exit_report"), \
             LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address=None,
                          memory_limit="1 GiB") as cluster, Client(cluster) as client:
         client.register_plugin(Report())
@@ -678,7 +678,7 @@ def test_a_worker_is_retired_and_restarted_by_its_nanny():
         assert len(cluster.workers) == 2 and len(client.scheduler_info()["workers"]) == 2
 
 
-@probe("judge_lost_workers_by_their_last_removal")
+@probe("patch_lost_worker_judgement")
 def test_a_worker_restarted_twice_within_the_lost_worker_timeout_keeps_its_nanny(tmp_path):
     """Dask's timer closes a nanny when no worker of its name is registered a timeout
     after *a* removal; a worker restarted twice within the timeout is away again when
@@ -696,13 +696,13 @@ def test_a_worker_restarted_twice_within_the_lost_worker_timeout_keeps_its_nanny
                "def dask_setup(worker):\n"
                f"    time.sleep(float(pathlib.Path({str(delay)!r}).read_text()))\n")
     timeout = 10.0
-    with upstream("judge_lost_workers_by_their_last_removal"), \
+    with upstream("patch_lost_worker_judgement"), \
             dask.config.set({"distributed.deploy.lost-worker-timeout": f"{timeout}s"}), \
             LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address=None,
                          preload=[preload]) as cluster, \
             Client(cluster) as client:
-        assert _compat.distributed.judge_lost_workers_by_their_last_removal(cluster)
-        assert not _compat.distributed.judge_lost_workers_by_their_last_removal(cluster)  # once
+        assert _compat.distributed.patch_lost_worker_judgement(cluster)
+        assert not _compat.distributed.patch_lost_worker_judgement(cluster)  # once
         client.wait_for_workers(1)
         first = time.monotonic()
         client.restart_workers(list(client.scheduler_info()["workers"]))  # removal 1

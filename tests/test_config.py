@@ -117,3 +117,82 @@ def test_configured_retries_reach_the_scheduler():
         allowed = session.client.run_on_scheduler(lambda dask_scheduler:
                                                   dask_scheduler.allowed_failures)
     assert allowed == 4 and setting("fit.max-retries") == 2
+
+
+# -- each setting declared once: the schema, and every layer checked against it -------
+
+def test_the_schema_and_the_settings_fields_are_the_same_names():
+    import dataclasses
+
+    from keras_sweep.config import SETTINGS, Settings
+
+    fields = [f.name for f in dataclasses.fields(Settings)]
+    assert fields == [s.name for s in SETTINGS] + ["name", "options"]
+    assert len({s.key for s in SETTINGS}) == len(SETTINGS)
+
+
+def test_sweep_yaml_holds_exactly_the_schemas_keys_besides_backends_and_output():
+    from keras_sweep.clusters import known_backends
+    from keras_sweep.config import _DEFAULTS_FILE, SETTINGS
+
+    packaged = yaml.safe_load(_DEFAULTS_FILE.read_text())["sweep"]
+    keys = {f"{section}.{key}" for section, values in packaged.items()
+            if section not in known_backends() and section != "output" for key in values}
+    assert keys == {s.key for s in SETTINGS}
+
+
+def test_every_setting_has_its_row_in_docs_settings_md():
+    from conftest import ROOT
+
+    from keras_sweep.config import SETTINGS
+
+    text = (ROOT / "docs" / "settings.md").read_text()
+    sections = {s.key.split(".")[0] for s in SETTINGS}
+    rows: set[str] = set()
+    for part in text.split("\n## ")[1:]:
+        heading = part.splitlines()[0].strip("` ").removeprefix("sweep.")
+        if heading in sections:
+            rows |= {f"{heading}.{line.split('`')[1]}" for line in part.splitlines()
+                     if line.startswith("| `")}
+    assert {s.key for s in SETTINGS} <= rows, sorted({s.key for s in SETTINGS} - rows)
+
+
+def test_the_python_api_and_the_spec_name_settings_as_the_schema_does():
+    import inspect
+
+    from keras_sweep import cluster
+    from keras_sweep.clusters import COMMON_KEYS, known_backends, options
+    from keras_sweep.config import SETTINGS_BY_NAME
+
+    own = {"seed", "progress", "journal", "mlflow", "mlflow_experiment", "name",
+           "backend_options"}
+    keywords = set(inspect.signature(cluster.__wrapped__).parameters) - own
+    assert keywords <= set(SETTINGS_BY_NAME), keywords - set(SETTINGS_BY_NAME)
+    assert COMMON_KEYS <= set(SETTINGS_BY_NAME)
+    # a backend option that is also a setting is the same name, converted the same way
+    shared = {key for b in known_backends() for key in options(b)} & set(SETTINGS_BY_NAME)
+    assert shared == {"memory_limit", "host", "dashboard_address", "tls"}
+
+
+@pytest.mark.parametrize("name, value, words", [
+    ("memory_limit", "lots", ["memory_limit", "'lots'", "2 GiB"]),
+    ("workers", 0.5, ["workers", "whole number"]),
+    ("xla", "maybe", ["xla", "true or false"]),
+    ("startup_timeout", "soon", ["startup_timeout", "10m"]),
+    ("recycle_above_memory", -5, ["recycle_above_memory", "positive size"]),
+])
+def test_a_bad_value_is_refused_naming_the_setting_and_the_fix(name, value, words):
+    from keras_sweep.exceptions import SpecError
+
+    with pytest.raises(SpecError) as caught:
+        resolve(**{name: value})
+    assert all(word in str(caught.value) for word in words), str(caught.value)
+
+
+def test_values_are_converted_once_whatever_layer_gives_them():
+    settings = resolve(startup_timeout="10m", recycle_above_memory="2 GiB", xla="false",
+                       workers=0, full_gc_every="7")
+    assert settings.startup_timeout == 600.0 and settings.recycle_above_memory == 2 * 2**30
+    assert settings.xla is False and settings.workers is None and settings.full_gc_every == 7
+    with dask.config.set({"sweep.fit.fast-path": "false"}):  # as DASK_SWEEP__FIT__FAST_PATH
+        assert resolve().fast_path is False

@@ -67,7 +67,7 @@ async def _restart_by_nanny(nanny_address: str, reason: str, timeout: float) -> 
 @touch("distributed", ">=2024.4, tested 2026.8.0",
        "Nanny._on_worker_exit(exitcode), called (looked up on the instance) when its "
        "worker process exits; Nanny.status; Nanny.memory_manager.memory_limit")
-def on_worker_exit(nanny: Any, report: Callable[[int, int | None], None]) -> bool:
+def patch_nanny_exit_report(nanny: Any, report: Callable[[int, int | None], None]) -> bool:
     """Call ``report(exitcode, memory_limit)`` whenever ``nanny``'s worker process exits
     (before the nanny unregisters it). False: this distributed has no such hook."""
     original = getattr(nanny, "_on_worker_exit", None)
@@ -97,7 +97,7 @@ def on_worker_exit(nanny: Any, report: Callable[[int, int | None], None]) -> boo
        "closes and forgets cluster.workers[name] when no worker of that name is "
        "registered as it fires; Cluster._update_worker_status keeps scheduler_info; "
        "SpecCluster._futures holds the closes it awaits")
-def judge_lost_workers_by_their_last_removal(cluster: Any) -> bool:
+def patch_lost_worker_judgement(cluster: Any) -> bool:
     """Make ``cluster`` close a worker's nanny (or job) only when that worker has not
     come back since its *last* removal. False: not a ``SpecCluster``, or done already.
 

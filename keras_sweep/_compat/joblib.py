@@ -26,7 +26,7 @@ def batch_tasks(batch: Any) -> list[tuple[Any, Any, Any]]:
        "Parallel keeps its pre_dispatch argument as the attribute pre_dispatch and reads "
        "it after calling backend.configure(parallel=self); its default is '2 * n_jobs', "
        "scikit-learn's searches pass '2*n_jobs'")
-def widen_dispatch(parallel: Any, wider: str) -> bool:
+def patch_pre_dispatch(parallel: Any, wider: str) -> bool:
     """Make ``parallel`` dispatch ``wider`` (e.g. ``"4*n_jobs"``) tasks ahead if it was
     left at joblib's or scikit-learn's default; whether it did."""
     current = getattr(parallel, "pre_dispatch", None)

@@ -143,7 +143,7 @@ def array_inputs(adapter: Any) -> ArrayInputs:
 @touch("keras", ">=3.0, tested 3.15.1",
        "keras.src.trainers.data_adapters.array_data_adapter.ArrayDataAdapter.get_tf_dataset "
        "builds the tf.data pipeline of NumPy inputs")
-def replace_array_pipeline(make: Callable[[ArrayInputs], Any]) -> Callable[[], None] | None:
+def patch_array_pipeline(make: Callable[[ArrayInputs], Any]) -> Callable[[], None] | None:
     """Make Keras build its ``tf.data`` pipeline for NumPy arrays with ``make``.
 
     ``make`` returns a dataset, or None to keep Keras' own. Returns the function

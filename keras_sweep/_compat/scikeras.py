@@ -11,7 +11,7 @@ from .registry import touch
 
 @touch("scikeras", ">=0.13, tested 0.13.0",
        "BaseWrapper._fit_keras_model(X, y, ...): the call that trains model_")
-def wrap_keras_fit(estimator: Any, wrapper: Callable[..., Any]) -> bool:
+def patch_keras_fit(estimator: Any, wrapper: Callable[..., Any]) -> bool:
     """Route ``estimator``'s Keras training through ``wrapper(original, X, y, ...)``.
 
     Patches the instance only. Returns False, changing nothing, when the
@@ -32,7 +32,7 @@ def wrap_keras_fit(estimator: Any, wrapper: Callable[..., Any]) -> bool:
        "BaseWrapper._fit_keras_model trains through self.model_.fit(x=X, y=y, **fit_args) "
        "and reads the returned History's .history")
 @contextlib.contextmanager
-def replace_model_fit(model: Any, make: Callable[[Any], Any]) -> Iterator[None]:
+def patch_model_fit(model: Any, make: Callable[[Any], Any]) -> Iterator[None]:
     """Within the block, ``model.fit`` is ``make(keras_fit)`` (on this instance only)."""
     keras_fit = model.fit
     model.fit = make(keras_fit)
@@ -42,11 +42,11 @@ def replace_model_fit(model: Any, make: Callable[[Any], Any]) -> Iterator[None]:
         model.__dict__.pop("fit", None)
 
 
-def keras_fit_wrapped(estimator: Any) -> bool:
-    """Whether :func:`wrap_keras_fit` patched ``estimator`` (and it is not undone yet)."""
+def keras_fit_patched(estimator: Any) -> bool:
+    """Whether :func:`patch_keras_fit` patched ``estimator`` (and it is not undone yet)."""
     return "_fit_keras_model" in vars(estimator)
 
 
-def unwrap_keras_fit(estimator: Any) -> None:
-    """Undo :func:`wrap_keras_fit` (the estimator pickles as if never touched)."""
+def unpatch_keras_fit(estimator: Any) -> None:
+    """Undo :func:`patch_keras_fit` (the estimator pickles as if never touched)."""
     estimator.__dict__.pop("_fit_keras_model", None)

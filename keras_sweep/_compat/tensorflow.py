@@ -24,7 +24,7 @@ def registered_gradients() -> dict[str, Any] | None:
 
 @dataclass
 class GrapplerRewrites:
-    """What :func:`grappler_arithmetic_rewrites` did to the ops built under it."""
+    """What :func:`patch_grappler_rewrites` did to the ops built under it."""
 
     #: ``AddN`` ops built with their inputs sorted
     sums: int = 0
@@ -46,7 +46,7 @@ class GrapplerRewrites:
        "turns Div(x, Sqrt(y)) with one consumer into Mul(x, Rsqrt(y)); the ops come from "
        "tensorflow.python.ops.gen_math_ops.add_n and real_div, looked up at each call")
 @contextlib.contextmanager
-def grappler_arithmetic_rewrites() -> Iterator[GrapplerRewrites]:
+def patch_grappler_rewrites() -> Iterator[GrapplerRewrites]:
     """Build graph ops as Grappler's arithmetic optimizer would leave them.
 
     A ``While`` loop's body run by TensorFlow's single-threaded executor is not

@@ -1,5 +1,7 @@
 """The driver's side of a sweep: the session, the joblib backend and what it decides.
 
+- :mod:`~keras_sweep.driver.admission`: The fits held back in the driver: which goes to which free
+  worker thread, and when.
 - :mod:`~keras_sweep.driver.backend`: The joblib backend that sends each scikit-learn fit to an
   isolated Dask worker.
 - :mod:`~keras_sweep.driver.deaths`: Why a worker died, told per fit: the driver's record of worker

@@ -35,7 +35,7 @@ from dask.sizeof import sizeof
 from distributed import KilledWorker
 from joblib import ParallelBackendBase
 
-from .._compat.joblib import batch_tasks, widen_dispatch
+from .._compat.joblib import batch_tasks, patch_pre_dispatch
 from .._compat.sklearn import (
     drop_unused_callback_context,
     failed_fit_result,
@@ -223,7 +223,7 @@ class SweepBackend(ParallelBackendBase):
         """
         self.parallel = parallel
         if self.placement is not None and self.placement.by_kind and parallel is not None:
-            widen_dispatch(parallel, f"{PLACEMENT_DISPATCH}*n_jobs")
+            patch_pre_dispatch(parallel, f"{PLACEMENT_DISPATCH}*n_jobs")
         return self.effective_n_jobs(n_jobs)
 
     def compute_batch_size(self) -> int:

@@ -25,7 +25,7 @@ import joblib
 from distributed import Client
 
 from .. import clusters
-from .._compat.distributed import judge_lost_workers_by_their_last_removal
+from .._compat.distributed import patch_lost_worker_judgement
 from ..config import Settings, resolve
 from ..exceptions import ClusterError, ClusterExpired
 from ..report.tracking import SearchTracking, TrackingConfig, check_installed
@@ -89,12 +89,12 @@ def _worker_setup(settings: Settings, seed: int | None) -> WorkerSetup:
     return WorkerSetup(
         threads=settings.threads_per_worker,
         recycle_after_fits=settings.recycle_after_fits,
-        recycle_above_bytes=settings.recycle_above_bytes,
+        recycle_above_memory=settings.recycle_above_memory,
         preload_tensorflow=settings.preload_tensorflow,
         deterministic=op_determinism(seed, settings.deterministic),
         freeze_gc=settings.freeze_gc,
         full_gc_every=settings.full_gc_every,
-        purge_gradients=settings.purge_custom_gradients,
+        purge_custom_gradients=settings.purge_custom_gradients,
     )
 
 
@@ -318,7 +318,7 @@ def _session(started: clusters.Started, settings: Settings, client: Client,
              tracking: TrackingConfig | None = None) -> Iterator[Session]:
     """Set the workers up, make joblib use sweep's backend, yield the session."""
     # a worker recycled twice within Dask's lost-worker timeout is not lost
-    judge_lost_workers_by_their_last_removal(started.cluster)
+    patch_lost_worker_judgement(started.cluster)
     client.register_plugin(_worker_setup(settings, seed))
     client.register_plugin(ExitReporter())  # nannies report how their worker exited
     monitor = FitMonitor(show=progress)

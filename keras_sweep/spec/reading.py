@@ -582,7 +582,14 @@ def _check_cluster(cluster: dict[str, Any]) -> dict[str, Any]:
                         "leave it out (TLS on); tls: false only on an isolated network")
     from ..config import resolve
 
-    clusters.check(resolve(**cluster))  # the backend's options over sweep.<backend>.*
+    try:  # every setting's converter, and the backend's options over sweep.<backend>.*
+        settings = resolve(**cluster)
+    except SpecError as exc:
+        if exc.field not in cluster:
+            raise  # a bad value in the Dask config: named by its key
+        raise SpecError(f"cluster.{exc.field}", exc.value, exc.problem,
+                        f"cluster: {{{exc.field}: {exc.example}}}, or leave it out") from None
+    clusters.check(settings)
     return dict(cluster)
 
 

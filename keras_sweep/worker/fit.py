@@ -90,7 +90,7 @@ def isolated_fit(seed: int | None, clean: bool = True) -> Iterator[FitRecord]:
     record = FitRecord(pid=os.getpid(), seed=seed)
     state = current_state()
     with seeded(seed, in_worker=state is not None):
-        if state is not None and state.purge_gradients:
+        if state is not None and state.purge_custom_gradients:
             state.gradient_keys = custom_gradient_keys()
         record.started = time.time()
         start = time.perf_counter()
@@ -157,7 +157,7 @@ def _count_fit(state: WorkerState, record: FitRecord) -> None:
 def _recycle_reason(state: WorkerState, rss: int) -> str | None:
     if state.recycle_after_fits and state.fits >= state.recycle_after_fits:
         return f"{state.fits} fits"
-    if state.recycle_above_bytes and rss >= state.recycle_above_bytes:
+    if state.recycle_above_memory and rss >= state.recycle_above_memory:
         return f"resident memory {rss} bytes"
     return None
 

@@ -21,7 +21,7 @@ from typing import Any
 from distributed import WorkerPlugin, get_worker
 from distributed.diagnostics.plugin import NannyPlugin
 
-from .._compat.distributed import on_worker_exit, worker_extension
+from .._compat.distributed import patch_nanny_exit_report, worker_extension
 from ..protocol import EXIT_TOPIC, JOB_TOPIC, THREAD_VARIABLES, interop_threads
 from . import logs
 from .memory import freeze_heap
@@ -39,14 +39,14 @@ class WorkerState:
 
     threads: int
     recycle_after_fits: int | None
-    recycle_above_bytes: int | None
+    recycle_above_memory: int | None
     fits: int = 0
     recycling: bool = False
     freeze_gc: bool = False
     full_gc_every: int = 0
     frozen_objects: int = 0
     exclusive: bool = False
-    purge_gradients: bool = False
+    purge_custom_gradients: bool = False
     gradient_keys: set[str] | None = None
     tensorflow_threads: dict[str, int] = field(default_factory=dict)
     determinism: str = "not requested"
@@ -104,7 +104,7 @@ class ExitReporter(NannyPlugin):
                                          "exitcode": exitcode,
                                          "memory_limit": memory_limit})
 
-        on_worker_exit(nanny, report)
+        patch_nanny_exit_report(nanny, report)
 
 
 class WorkerSetup(WorkerPlugin):
@@ -114,13 +114,13 @@ class WorkerSetup(WorkerPlugin):
     ----------
     threads : int
         Threads of each worker.
-    recycle_after_fits, recycle_above_bytes : int, optional
+    recycle_after_fits, recycle_above_memory : int, optional
         When a worker asks to be restarted (see :mod:`keras_sweep.worker.fit`).
     preload_tensorflow : bool
         Import TensorFlow (or the Keras backend) when the worker starts.
     deterministic : bool
         Turn on TensorFlow op determinism (seeded sweeps only).
-    freeze_gc, full_gc_every, purge_gradients :
+    freeze_gc, full_gc_every, purge_custom_gradients :
         Memory hygiene after each fit (see :mod:`keras_sweep.worker.memory`).
     """
 
@@ -131,25 +131,25 @@ class WorkerSetup(WorkerPlugin):
         self,
         threads: int = 1,
         recycle_after_fits: int | None = None,
-        recycle_above_bytes: int | None = None,
+        recycle_above_memory: int | None = None,
         preload_tensorflow: bool = True,
         deterministic: bool = True,
         freeze_gc: bool = True,
         full_gc_every: int = 100,
-        purge_gradients: bool = True,
+        purge_custom_gradients: bool = True,
     ) -> None:
         self.threads = threads
         self.recycle_after_fits = recycle_after_fits
-        self.recycle_above_bytes = recycle_above_bytes
+        self.recycle_above_memory = recycle_above_memory
         self.preload_tensorflow = preload_tensorflow
         self.deterministic = deterministic
         self.freeze_gc = freeze_gc
         self.full_gc_every = full_gc_every
-        self.purge_gradients = purge_gradients
+        self.purge_custom_gradients = purge_custom_gradients
 
     def setup(self, worker: Any) -> None:
         ignore_interrupts()
-        state = WorkerState(self.threads, self.recycle_after_fits, self.recycle_above_bytes)
+        state = WorkerState(self.threads, self.recycle_after_fits, self.recycle_above_memory)
         if self.preload_tensorflow and _uses_tensorflow():
             state.tensorflow_threads = pin_tensorflow_threads(self.threads)
             if self.deterministic:
@@ -161,7 +161,7 @@ class WorkerSetup(WorkerPlugin):
             state.determinism = f"{os.environ.get('KERAS_BACKEND')}: cpu (XLA, seeded)"
         # one fit at a time in this process: its clean-up may touch process-wide state
         state.exclusive = getattr(getattr(worker, "state", None), "nthreads", 1) == 1
-        state.purge_gradients = self.purge_gradients and state.exclusive
+        state.purge_custom_gradients = self.purge_custom_gradients and state.exclusive
         if self.freeze_gc and state.exclusive:  # TensorFlow's import-time objects
             state.freeze_gc, state.full_gc_every = True, self.full_gc_every
             state.frozen_objects = freeze_heap()

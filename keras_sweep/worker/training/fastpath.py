@@ -31,12 +31,12 @@ from typing import Any
 
 import numpy as np
 
-from ..._compat.keras import ArrayInputs, replace_array_pipeline, set_steps_per_execution
+from ..._compat.keras import ArrayInputs, patch_array_pipeline, set_steps_per_execution
 from ..._compat.scikeras import (
-    keras_fit_wrapped,
-    replace_model_fit,
-    unwrap_keras_fit,
-    wrap_keras_fit,
+    keras_fit_patched,
+    patch_keras_fit,
+    patch_model_fit,
+    unpatch_keras_fit,
 )
 from ...protocol import FASTEST, FitPath, TrainingPaths
 from .loop import fit as loop_fit
@@ -107,11 +107,11 @@ def enable(estimator: Any, paths: TrainingPaths = FASTEST,
         batch = (kwargs.get("batch_size") or params.get("fit__batch_size")
                  or params.get("batch_size"))
         steps = steps_for(_rows(X) or 0, batch, cap)
-        with replace_model_fit(model, lambda keras_fit: _loop_or_keras(
+        with patch_model_fit(model, lambda keras_fit: _loop_or_keras(
                 model, path, keras_fit, paths)):
             return _whole_epochs(model, path, steps, original, X, y, *args, **kwargs)
 
-    return path if wrap_keras_fit(estimator, fit_keras_model) else None
+    return path if patch_keras_fit(estimator, fit_keras_model) else None
 
 
 def _whole_epochs(model: Any, path: FitPath, steps: int, train: Any, X: Any, y: Any,
@@ -166,7 +166,7 @@ def enabled(estimator: Any, paths: TrainingPaths = FASTEST,
         yield path or FitPath()
     finally:
         if path is not None:
-            unwrap_keras_fit(estimator)
+            unpatch_keras_fit(estimator)
             release(getattr(estimator, "model_", None))
 
 
@@ -213,7 +213,7 @@ def driver_fits(paths: TrainingPaths = FASTEST) -> Iterator[None]:
 
     def make(original: Callable[..., Any]) -> Callable[..., Any]:
         def fit(self: Any, X: Any, y: Any = None, **kwargs: Any) -> Any:
-            if not quiet.fast or keras_fit_wrapped(self):  # off, or fast already
+            if not quiet.fast or keras_fit_patched(self):  # off, or fast already
                 return original(self, X, y, **kwargs)
             with enabled(self, quiet):
                 return original(self, X, y, **kwargs)
@@ -243,7 +243,7 @@ def epoch_batches() -> Iterator[None]:
     (threads_per_worker > 1) may see it set or restored mid-fit, which is
     harmless as both give the same batches.
     """
-    restore = replace_array_pipeline(_epoch_dataset)
+    restore = patch_array_pipeline(_epoch_dataset)
     try:
         yield
     finally:

@@ -50,7 +50,7 @@ from ..._compat.keras import (
     compile_arguments,
     dropout_with_tensors,
 )
-from ..._compat.tensorflow import GrapplerRewrites, grappler_arithmetic_rewrites
+from ..._compat.tensorflow import GrapplerRewrites, patch_grappler_rewrites
 from ...protocol import MAX_TEMPLATES
 from . import executor
 
@@ -469,7 +469,7 @@ def _inlined_epoch(model: Any, spec: Any, size: int) -> Callable[[Any, Any], Any
 
     Inlined, a step skips the ~70 µs of calling a traced function, but the body is
     not optimized by Grappler as a called function is: its ops are built as
-    Grappler would leave them (:func:`keras_sweep._compat.tensorflow.grappler_arithmetic_rewrites`),
+    Grappler would leave them (:func:`keras_sweep._compat.tensorflow.patch_grappler_rewrites`),
     in a name scope of their own, so their names (which order Grappler's sums)
     are those of the step traced alone.
     """
@@ -479,7 +479,7 @@ def _inlined_epoch(model: Any, spec: Any, size: int) -> Callable[[Any, Any], Any
 
     @tf.autograph.experimental.do_not_convert
     def step(batch: Any) -> None:
-        with tf.name_scope("step"), grappler_arithmetic_rewrites() as done:
+        with tf.name_scope("step"), patch_grappler_rewrites() as done:
             model.train_step(batch)
         rewrites.append(done)
 
