@@ -17,7 +17,8 @@ Each backend is a module of this package with three names:
 - :mod:`keras_sweep.clusters.ec2`: AWS instances (and ``sweep cloud``).
 
 Beside them, :mod:`keras_sweep.clusters.environment` (what a worker process starts
-with) and :mod:`keras_sweep.clusters.versions` (the versions driver and workers share).
+with), :mod:`keras_sweep.clusters.versions` (the versions driver and workers share) and
+:mod:`keras_sweep.clusters.expiry` (a cluster that ends stops the sweep in time).
 """
 
 from __future__ import annotations

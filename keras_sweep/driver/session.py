@@ -12,9 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import signal
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,8 +23,9 @@ from distributed import Client
 
 from .. import clusters
 from .._compat.distributed import patch_lost_worker_judgement
+from ..clusters.expiry import ExpiryWatch
 from ..config import Settings, resolve
-from ..exceptions import ClusterError, ClusterExpired
+from ..exceptions import ClusterError
 from ..report.tracking import SearchTracking, TrackingConfig, check_installed
 from ..store.checkpoints import CheckpointStore
 from ..store.journal import Journal
@@ -228,89 +226,6 @@ def cluster(
     finally:
         if started.cleanup is not None:
             started.cleanup()
-
-
-class ExpiryWatch:
-    """Stops the sweep ``margin`` seconds before its cluster's end (``Started.expires``).
-
-    At that moment it interrupts the main thread (SIGINT, as Ctrl-C: fits in
-    flight are cancelled, finished ones are kept), and the session turns that
-    interrupt into :class:`ClusterExpired`. While it is armed its own SIGINT
-    handler is in place: it raises for the watch's interrupt whatever handler was
-    there (SIGINT ignored in a background job, ``nohup sweep run ... &``, CI; a
-    library's handler), and passes any other SIGINT to that handler. A session
-    opened in another thread than the main one is not interrupted: it gets a warning.
-    """
-
-    def __init__(self, started: clusters.Started, margin: float) -> None:
-        self.started, self.margin = started, margin
-        self.fired = False
-        self._lock = threading.Lock()
-        self._timer: threading.Timer | None = None
-        self._previous: Any = None  # SIGINT's handler while the watch's is in place
-        self._replaced = False
-
-    def start(self) -> None:
-        """Arm the timer (once the workers are there); refuse a cluster already too old."""
-        if self.started.expires is None:
-            return
-        delay = self.started.expires - self.margin - time.time()
-        if delay <= 0:
-            raise ClusterError(
-                f"the cluster ends ({self.started.expiry}) within {self.margin:.0f} s "
-                "(sweep.cluster.expiry-margin) of its start.\n  Fix: raise "
-                "sweep.tls.valid-days (or the EC2 profile's hours), or lower "
-                "sweep.cluster.expiry-margin")
-        main = threading.current_thread() is threading.main_thread()
-        if main:
-            self._previous = signal.signal(signal.SIGINT, self._on_sigint)
-            self._replaced = True
-        self._timer = threading.Timer(delay, self._fire if main else self._warn)
-        self._timer.daemon = True
-        self._timer.start()
-
-    def _on_sigint(self, signum: int, frame: Any) -> None:
-        if self.fired:  # the watch's own interrupt
-            raise KeyboardInterrupt
-        previous = self._previous  # any other SIGINT: as before the watch
-        if callable(previous):
-            previous(signum, frame)
-        elif previous == signal.SIG_DFL:
-            raise KeyboardInterrupt
-
-    def _warn(self) -> None:
-        logger.warning("sweep: the cluster ends in %.0f s (%s); this session runs outside "
-                       "the main thread, so it is not stopped", self.margin,
-                       self.started.expiry)
-
-    def _fire(self) -> None:
-        with self._lock:
-            if self._timer is None:
-                return  # cancelled meanwhile
-            self.fired = True
-            logger.warning("sweep: stopping the sweep %.0f s before its cluster's end (%s)",
-                           self.margin, self.started.expiry)
-            signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
-
-    def cancel(self) -> None:
-        """Disarm: after this returns, no interrupt is sent (and SIGINT is as it was)."""
-        with self._lock:
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
-        if self._replaced:
-            previous = self._previous
-            signal.signal(signal.SIGINT, signal.default_int_handler if previous is None
-                          else previous)
-            self._replaced = False
-
-    def error(self) -> ClusterExpired:
-        """What the interrupt it caused means."""
-        fix = ("nothing: `sweep run` starts a new cluster itself; from Python, open a new "
-               "sweep.cluster() with the same journal" if self.started.renewable else
-               "rerun the same command (finished fits are kept in the journal); raise the "
-               "limit to run longer")
-        return ClusterExpired(self.started.expiry, self.started.renewable, fix)
 
 
 def _session(started: clusters.Started, settings: Settings, client: Client,
