@@ -171,6 +171,8 @@ SETTINGS: tuple[Setting, ...] = (
             "fits between two full collections (0: never)"),
     Setting("purge_custom_gradients", "worker.purge-custom-gradients", _flag,
             "drop the custom gradients a fit registered"),
+    Setting("keep_kernels", "worker.keep-kernels", _flag,
+            "fits on shared traces keep TensorFlow's kernel cache for the next"),
     Setting("max_retries", "fit.max-retries", _count,
             "runs of a fit that may die with their worker, less one"),
     Setting("deterministic", "fit.deterministic", _flag, "TensorFlow op determinism"),
@@ -184,6 +186,10 @@ SETTINGS: tuple[Setting, ...] = (
             "a fit continues from a shorter fit of its lineage"),
     Setting("place_by_kind", "fit.place-by-kind", _flag,
             "fits go to a worker holding their kind's trace"),
+    Setting("single_threaded_epochs", "fit.single-threaded-epochs", _flag,
+            "a shared trace's epoch runs on TensorFlow's single-threaded executor"),
+    Setting("inline_steps", "fit.inline-steps", _flag,
+            "there, Keras' train step is inlined in the epoch's loop"),
     Setting("tls", "tls.enabled", _flag, "mutual TLS between the cluster's processes"),
     Setting("tls_valid_days", "tls.valid-days", _seconds,
             "days the certificates sweep makes are valid"),
@@ -216,6 +222,7 @@ class Settings:
     freeze_gc: bool
     full_gc_every: int
     purge_custom_gradients: bool
+    keep_kernels: bool
     max_retries: int
     deterministic: bool
     fast_path: bool
@@ -225,6 +232,8 @@ class Settings:
     share_traces: bool
     continue_training: bool
     place_by_kind: bool
+    single_threaded_epochs: bool
+    inline_steps: bool
     tls: bool
     tls_valid_days: float
     report_interval: float
@@ -237,7 +246,8 @@ class Settings:
     def paths(self) -> TrainingPaths:
         """The training paths fits may take (fast path, compiled loop, XLA)."""
         return TrainingPaths(self.fast_path, self.compiled_loop, self.xla, self.fail_on_nan,
-                             self.share_traces, self.continue_training)
+                             self.share_traces, self.continue_training,
+                             self.single_threaded_epochs, self.inline_steps)
 
     def option(self, name: str, default: Any = None) -> Any:
         """A backend option (``None`` counts as unset)."""

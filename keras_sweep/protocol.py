@@ -70,6 +70,12 @@ class TrainingPaths:
     #: compiled loop (``sweep.fit.continue-training``,
     #: :mod:`keras_sweep.worker.training.continuation`); bitwise the same
     continue_training: bool = True
+    #: a template's epoch runs on TensorFlow's single-threaded executor
+    #: (``sweep.fit.single-threaded-epochs``, :mod:`keras_sweep.worker.training.executor`)
+    single_threaded_epochs: bool = True
+    #: there, Keras' train step is inlined in the epoch's loop rather than called
+    #: (``sweep.fit.inline-steps``); bitwise the same either way
+    inline_steps: bool = True
 
 
 @dataclass

@@ -56,6 +56,7 @@ def measure(make: Any, X: np.ndarray, y: np.ndarray, epochs: int) -> dict[str, A
     from keras import tree
 
     from keras_sweep._compat.keras import array_data_adapter, array_inputs
+    from keras_sweep.protocol import TrainingPaths
     from keras_sweep.worker.training import executor, traces
 
     inputs = array_inputs(array_data_adapter()(X, y, batch_size=10, shuffle=True))
@@ -66,15 +67,14 @@ def measure(make: Any, X: np.ndarray, y: np.ndarray, epochs: int) -> dict[str, A
     templates = {}
     for name, (single, inlined) in variants.items():
         traces.forget()
-        traces.SINGLE_THREADED_EPOCHS, traces.INLINED_STEPS = single, inlined
         keras.utils.set_random_seed(5)
         model = make()
-        template, _, why = traces.template_for(model, inputs, False)
+        how = TrainingPaths(single_threaded_epochs=single, inline_steps=inlined)
+        template, _, why = traces.template_for(model, inputs, how)
         assert template is not None, why
         template.load(model)
         template.epoch(order, data)
         templates[name] = template
-    traces.SINGLE_THREADED_EPOCHS, traces.INLINED_STEPS = True, True
     assert isinstance(templates["single-threaded"].epoch, executor.SingleThreaded)
     assert executor.loop_waits(templates["inlined"].epoch.concrete) is None  # inlined
     seconds: dict[str, list[float]] = {name: [] for name in templates}

@@ -31,12 +31,6 @@ from report import cpu_model  # noqa: E402  (the article page's helper)
 PIMA = Path(__file__).resolve().parents[2] / "shared" / "data" / "pima-indians-diabetes.csv"
 
 
-def _clear_after_each_fit() -> None:
-    from keras_sweep.worker import fit
-
-    fit.KEEP_KERNELS = False
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=3)
@@ -45,6 +39,7 @@ def main() -> int:
     parser.add_argument("--output", type=Path)
     args = parser.parse_args()
 
+    import dask.config
     import numpy as np
     from scikeras.wrappers import KerasClassifier
     from sklearn.model_selection import GridSearchCV, StratifiedKFold
@@ -60,9 +55,8 @@ def main() -> int:
         way: {e: [] for e in args.epochs} for way in ("kept", "cleared")}
     for rep in range(args.reps):
         for way in ("kept", "cleared") if rep % 2 == 0 else ("cleared", "kept"):
-            with sweep.cluster("local", workers=1, seed=7) as session:
-                if way == "cleared":
-                    session.client.run(_clear_after_each_fit)
+            with dask.config.set({"sweep.worker.keep-kernels": way == "kept"}), \
+                    sweep.cluster("local", workers=1, seed=7) as session:
                 for epochs in args.epochs:
                     model = KerasClassifier(
                         model=mlp, loss="binary_crossentropy", optimizer="adam", verbose=0,

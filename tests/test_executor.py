@@ -13,6 +13,7 @@ import tensorflow as tf
 from keras import tree
 
 from keras_sweep._compat.keras import array_data_adapter, array_inputs
+from keras_sweep.protocol import TrainingPaths
 from keras_sweep.worker.setup import enable_determinism
 from keras_sweep.worker.training import executor, traces
 
@@ -30,8 +31,6 @@ def fresh_templates():
     traces.forget()
     yield
     traces.forget()
-    traces.SINGLE_THREADED_EPOCHS = True
-    traces.INLINED_STEPS = True
 
 
 def _net(dropout: float = 0.3, optimizer: str = "adam") -> keras.Model:
@@ -67,8 +66,7 @@ def _epochs(pima, single: bool, epochs: int = 3, inlined: bool = False, room: in
             **net) -> tuple[list[np.ndarray], list, str]:
     """Train a fresh template of ``_net(**net)`` for a few epochs; its state and logs."""
     traces.forget()
-    traces.SINGLE_THREADED_EPOCHS = single
-    traces.INLINED_STEPS = inlined
+    how = TrainingPaths(single_threaded_epochs=single, inline_steps=inlined)
     X, y = pima
     head = net.pop("head", None)
     if head == "regression":
@@ -77,7 +75,7 @@ def _epochs(pima, single: bool, epochs: int = 3, inlined: bool = False, room: in
         y = np.digitize(X[:, 1], [100.0, 130.0]).astype("int64")[:, None]
     model = _head(head, **net) if head else _net(**net)
     inputs = array_inputs(array_data_adapter()(X, y, batch_size=10, shuffle=True))
-    template, made, why = traces.template_for(model, inputs, False)
+    template, made, why = traces.template_for(model, inputs, how)
     assert template is not None and made, why
     template.load(model)
     _INLINED.append(_calls_no_function(template.epoch))
@@ -162,14 +160,12 @@ def test_an_inlined_epoch_without_room_runs_on_the_default_executor_bitwise(pima
 
 
 def test_inlined_steps_call_no_function_and_a_loop_that_does_is_refused(pima):
-    traces.INLINED_STEPS = True
     X, y = pima
     inputs = array_inputs(array_data_adapter()(X, y, batch_size=10, shuffle=True))
-    template, _, why = traces.template_for(_net(), inputs, False)
+    template, _, why = traces.template_for(_net(), inputs, TrainingPaths())
     assert template is not None and _calls_no_function(template.epoch), why
-    traces.INLINED_STEPS = False
     traces.forget()
-    template, _, why = traces.template_for(_net(), inputs, False)
+    template, _, why = traces.template_for(_net(), inputs, TrainingPaths(inline_steps=False))
     assert template is not None, why
     # the body calls the step: a call op in it, or the step in the library
     assert executor.loop_waits(template.epoch.concrete) in ("a nested function",
@@ -197,6 +193,7 @@ from keras import tree
 sys.path.insert(0, {tests!r})
 from test_executor import _net
 from keras_sweep._compat.keras import array_data_adapter, array_inputs
+from keras_sweep.protocol import TrainingPaths
 from keras_sweep.worker.training import executor, traces
 
 data = np.loadtxt({pima!r}, delimiter=",", dtype="float32")[:203]
@@ -206,7 +203,8 @@ order = tf.constant(np.arange(203, dtype="int64"))
 threads = executor.pool_size() + 1
 epochs = []
 for i in range(threads):  # one template per thread: they share no variables
-    template, _, why = traces.template_for(_net(dropout=0.1 * (i + 1)), inputs, False)
+    template, _, why = traces.template_for(_net(dropout=0.1 * (i + 1)), inputs,
+                                           TrainingPaths())
     assert isinstance(template.epoch, executor.SingleThreaded), why
     epochs.append(template.epoch)
     traces.forget()

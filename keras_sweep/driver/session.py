@@ -93,6 +93,7 @@ def _worker_setup(settings: Settings, seed: int | None) -> WorkerSetup:
         freeze_gc=settings.freeze_gc,
         full_gc_every=settings.full_gc_every,
         purge_custom_gradients=settings.purge_custom_gradients,
+        keep_kernels=settings.keep_kernels,
     )
 
 

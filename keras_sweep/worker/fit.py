@@ -123,11 +123,6 @@ def end_fit(record: FitRecord) -> FitRecord:
     return record
 
 
-#: whether fits may keep TensorFlow's kernel cache at all (:func:`kernels_kept`);
-#: ``scripts/bench_kernel_cache.py`` turns it off in its workers to measure the gain
-KEEP_KERNELS = True
-
-
 def kernels_kept(record: FitRecord) -> bool:
     """Whether TensorFlow's kernel cache may outlive this fit: it holds the
     instantiations of the shared traces the next fits reuse (~0.1-0.3 s each to
@@ -135,9 +130,12 @@ def kernels_kept(record: FitRecord) -> bool:
     fit's seeding checks) and bounded: the fit trained on a template
     (:mod:`keras_sweep.worker.training.traces`, at most a few per worker) and none was dropped.
     A fit that traced its own functions leaves ~0.2 MB of instantiations, a dropped
-    template ~1 MB (docs/performance.md): those fits clear the cache."""
+    template ~1 MB (docs/performance.md): those fits clear the cache. Never with
+    ``sweep.worker.keep-kernels`` off (``scripts/bench_kernel_cache.py`` measures both)."""
     dropped = traces.dropped_any()
-    return (KEEP_KERNELS and record.trace in ("new", "reused") and not dropped
+    state = current_state()
+    keep = state.keep_kernels if state is not None else True
+    return (keep and record.trace in ("new", "reused") and not dropped
             and kernels_clean(start=False))
 
 

@@ -47,6 +47,7 @@ class WorkerState:
     frozen_objects: int = 0
     exclusive: bool = False
     purge_custom_gradients: bool = False
+    keep_kernels: bool = True
     gradient_keys: set[str] | None = None
     tensorflow_threads: dict[str, int] = field(default_factory=dict)
     determinism: str = "not requested"
@@ -120,7 +121,7 @@ class WorkerSetup(WorkerPlugin):
         Import TensorFlow (or the Keras backend) when the worker starts.
     deterministic : bool
         Turn on TensorFlow op determinism (seeded sweeps only).
-    freeze_gc, full_gc_every, purge_custom_gradients :
+    freeze_gc, full_gc_every, purge_custom_gradients, keep_kernels :
         Memory hygiene after each fit (see :mod:`keras_sweep.worker.memory`).
     """
 
@@ -137,6 +138,7 @@ class WorkerSetup(WorkerPlugin):
         freeze_gc: bool = True,
         full_gc_every: int = 100,
         purge_custom_gradients: bool = True,
+        keep_kernels: bool = True,
     ) -> None:
         self.threads = threads
         self.recycle_after_fits = recycle_after_fits
@@ -146,6 +148,7 @@ class WorkerSetup(WorkerPlugin):
         self.freeze_gc = freeze_gc
         self.full_gc_every = full_gc_every
         self.purge_custom_gradients = purge_custom_gradients
+        self.keep_kernels = keep_kernels
 
     def setup(self, worker: Any) -> None:
         ignore_interrupts()
@@ -162,6 +165,7 @@ class WorkerSetup(WorkerPlugin):
         # one fit at a time in this process: its clean-up may touch process-wide state
         state.exclusive = getattr(getattr(worker, "state", None), "nthreads", 1) == 1
         state.purge_custom_gradients = self.purge_custom_gradients and state.exclusive
+        state.keep_kernels = self.keep_kernels
         if self.freeze_gc and state.exclusive:  # TensorFlow's import-time objects
             state.freeze_gc, state.full_gc_every = True, self.full_gc_every
             state.frozen_objects = freeze_heap()

@@ -145,7 +145,7 @@ def _loop_or_keras(model: Any, path: FitPath, keras_fit: Any, paths: TrainingPat
                                   known.get("shuffle", True), known.get("callbacks"), kwargs)
         if reason is None:
             return loop_fit(model, x, y, **known, **kwargs, xla=paths.xla,
-                            share=paths.share_traces, path=path)
+                            share=paths.share_traces, path=path, traced=paths)
         path.fallback = reason
         return keras_fit(x=x, y=y, **known, **kwargs)
 

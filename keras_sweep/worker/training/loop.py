@@ -28,6 +28,7 @@ that restore epochs) goes to Keras' ``fit``; :func:`unsupported` says why.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -41,7 +42,7 @@ from ..._compat.keras import (
     array_inputs,
     build_for_training,
 )
-from ...protocol import FitPath
+from ...protocol import FitPath, TrainingPaths
 from . import continuation
 
 #: arguments of ``Model.fit`` that leave the loop when given (with their "unset" value)
@@ -168,7 +169,8 @@ def epoch_function(model: Any, inputs: ArrayInputs, xla: bool = False) -> Callab
 def fit(model: Any, x: Any = None, y: Any = None, batch_size: int | None = None,
         epochs: int = 1, verbose: Any = "auto", callbacks: Any = None, shuffle: Any = True,
         sample_weight: Any = None, initial_epoch: int = 0, *, xla: bool = False,
-        share: bool = True, path: FitPath | None = None, **extra: Any) -> Any:
+        share: bool = True, path: FitPath | None = None, traced: TrainingPaths | None = None,
+        **extra: Any) -> Any:
     """Train ``model`` as ``model.fit`` would, one traced call per epoch.
 
     Callers check :func:`unsupported` first. With ``xla``, models without
@@ -176,7 +178,9 @@ def fit(model: Any, x: Any = None, y: Any = None, batch_size: int | None = None,
     a model of a kind this thread trained before reuses that kind's trace
     (:mod:`keras_sweep.worker.training.traces`), bitwise the same. ``path``, when given, is
     filled in: the loop's name, why XLA was skipped, the trace cost, whether
-    the trace was shared. Returns the model's ``History``.
+    the trace was shared. ``traced`` says how a shared trace's epoch runs (the
+    single-threaded executor, inlined steps; default: both). Returns the model's
+    ``History``.
     """
     import keras
     import tensorflow as tf
@@ -209,7 +213,8 @@ def fit(model: Any, x: Any = None, y: Any = None, batch_size: int | None = None,
     if share:
         why = traces.passive(callbacks)
         if why is None:
-            template, made, why = traces.template_for(model, inputs, xla)
+            how = dataclasses.replace(traced or TrainingPaths(), xla=xla)
+            template, made, why = traces.template_for(model, inputs, how)
             path.trace = ("new" if made else "reused") if template is not None else None
             if template is not None:
                 path.kind = template.kind

@@ -51,18 +51,11 @@ from ..._compat.keras import (
     dropout_with_tensors,
 )
 from ..._compat.tensorflow import GrapplerRewrites, patch_grappler_rewrites
-from ...protocol import MAX_TEMPLATES
+from ...protocol import MAX_TEMPLATES, TrainingPaths
 from . import executor
 
 logger = logging.getLogger(__name__)
 
-#: whether templates' epochs may run on TensorFlow's single-threaded executor
-#: (:mod:`keras_sweep.worker.training.executor`; ``scripts/bench_executor.py`` compares both)
-SINGLE_THREADED_EPOCHS = True
-#: whether a template's epoch on the single-threaded executor inlines Keras' train
-#: step in its loop rather than calling it (:func:`_inlined_epoch`; the benchmark
-#: above compares both)
-INLINED_STEPS = True
 #: configuration keys that only set initial values or names (not the traced graph)
 INITIAL_ONLY = ("name", "seed")
 #: callbacks that only read the epoch's logs or set ``stop_training``: fits with
@@ -152,8 +145,10 @@ def live_templates() -> int:
     return len(_LIVE)
 
 
-def kind(model: Any, inputs: ArrayInputs, xla: bool) -> tuple[str | None, str | None]:
-    """The kind of ``model`` for these inputs, or (None, why it cannot share a trace)."""
+def kind(model: Any, inputs: ArrayInputs,
+         how: TrainingPaths) -> tuple[str | None, str | None]:
+    """The kind of ``model`` for these inputs, traced as ``how`` says (XLA, the
+    single-threaded executor, inlined steps), or (None, why it cannot share a trace)."""
     import keras
     from keras import tree
 
@@ -180,9 +175,11 @@ def kind(model: Any, inputs: ArrayInputs, xla: bool) -> tuple[str | None, str | 
     described = {"model": _scrub(architecture), "compile": _scrub(compiled),
                  "inputs": shapes, "structure": str(tree.map_structure(lambda _: 0,
                                                                        inputs.inputs)),
-                 "batch_size": inputs.batch_size, "xla": xla,
+                 "batch_size": inputs.batch_size, "xla": how.xla,
                  "jit_compile": bool(getattr(model, "jit_compile", False)),
                  "keras": keras.__version__}
+    if not (how.single_threaded_epochs and how.inline_steps):  # (the default: as before)
+        described["epoch"] = [how.single_threaded_epochs, how.inline_steps]
     return json.dumps(described, sort_keys=True, default=repr), None
 
 
@@ -278,15 +275,17 @@ def passive(callbacks: Any) -> str | None:
     return None
 
 
-def template_for(model: Any, inputs: ArrayInputs, xla: bool) -> tuple[Template | None, bool,
-                                                                       str | None]:
+def template_for(model: Any, inputs: ArrayInputs,
+                 how: TrainingPaths) -> tuple[Template | None, bool, str | None]:
     """This thread's template for ``model``'s kind: (template, made now, why none).
 
+    ``how`` says how its epoch is traced (``xla``, ``single_threaded_epochs``,
+    ``inline_steps``); templates traced otherwise are other kinds.
     A new template is made from ``model``'s configuration, its variables built
     and its epoch traced; the random states the construction touches (Python's
     and NumPy's) are put back, so the fit's own draws are unchanged.
     """
-    key, why = kind(model, inputs, xla)
+    key, why = kind(model, inputs, how)
     if key is None:
         return None, False, why
     cache = _CACHE.templates
@@ -296,7 +295,7 @@ def template_for(model: Any, inputs: ArrayInputs, xla: bool) -> tuple[Template |
     start = time.perf_counter()
     try:
         with _random_states_kept():
-            template = _make(model, inputs, xla)
+            template = _make(model, inputs, how)
     except Exception as exc:  # a model Keras cannot rebuild from its configuration
         return None, False, f"model not rebuildable ({type(exc).__name__}: {exc})"
     if template is None:
@@ -333,7 +332,7 @@ def _random_states_kept() -> Iterator[None]:
         np.random.set_state(numpy)
 
 
-def _make(model: Any, inputs: ArrayInputs, xla: bool) -> Template | None:
+def _make(model: Any, inputs: ArrayInputs, how: TrainingPaths) -> Template | None:
     """A template of ``model``'s kind: rebuilt from its configuration, epoch traced."""
     import keras
     import tensorflow as tf
@@ -353,7 +352,7 @@ def _make(model: Any, inputs: ArrayInputs, xla: bool) -> Template | None:
     knobs = _knobs(clone, model)
     if knobs is None:
         return None
-    return Template(clone, epoch_function(clone, data, size, xla), size, knobs=knobs)
+    return Template(clone, epoch_function(clone, data, size, how), size, knobs=knobs)
 
 
 def _knobs(template: Any, model: Any) -> list[Callable[[Any], None]] | None:
@@ -407,7 +406,7 @@ def _knobs(template: Any, model: Any) -> list[Callable[[Any], None]] | None:
 
 
 def epoch_function(model: Any, data: Any, size: int,
-                   xla: bool) -> Callable[[Any, Any], dict[str, Any]]:
+                   how: TrainingPaths) -> Callable[[Any, Any], dict[str, Any]]:
     """``epoch(order, data)``: train ``model`` on ``data``'s rows in ``order``, one trace.
 
     The call resets the model's metrics, trains, and returns the metrics'
@@ -428,10 +427,10 @@ def epoch_function(model: Any, data: Any, size: int,
                        input_signature=[spec],
                        jit_compile=bool(getattr(model, "jit_compile", False)))
 
-    epoch = _epoch_loop(model, spec, size, step, xla)
-    if xla or getattr(model, "jit_compile", False) or not SINGLE_THREADED_EPOCHS:
+    epoch = _epoch_loop(model, spec, size, step, how.xla)
+    if how.xla or getattr(model, "jit_compile", False) or not how.single_threaded_epochs:
         return epoch
-    if INLINED_STEPS:
+    if how.inline_steps:
         try:
             inlined = _inlined_epoch(model, spec, size)
         except Exception:  # a step that cannot be traced inline is called instead
