@@ -28,7 +28,7 @@ PRIVATE_PATHS = ("keras.src", "tensorflow.python")
 ROOMS: dict[str, set[str]] = {
     "spec": {"search", "clusters", "report"},  # checking a spec asks each what it accepts
     "search": {"spec"},
-    "store": {"report"},  # results.csv's curves are the report's frame
+    "store": set(),
     "report": {"store"},
     "worker": {"store"},  # a fit's record and checkpoint cross back as store's types
     "clusters": set(),

@@ -15,7 +15,8 @@ import os
 import tempfile
 from pathlib import Path
 
-from .data import Candidate, ReportData, curves_frame, from_cv_results, from_folder, from_records
+from ..store.results import curves_frame
+from .data import Candidate, ReportData, from_cv_results, from_folder, from_records
 from .page import render
 
 #: the report's file name in a sweep's output folder

@@ -249,14 +249,6 @@ def _record(row: dict[str, Any]) -> FitRecord:
     return FitRecord.from_dict(facts)
 
 
-def curves_frame(fits: list[FitRecord]) -> pd.DataFrame:
-    """The learning curves of the cross-validation fits, one row per epoch and metric."""
-    rows = [(f.candidate, f.split, epoch + 1, metric, value)
-            for f in fits if f.history and not f.refit
-            for metric, values in f.history.items() for epoch, value in enumerate(values)]
-    return pd.DataFrame(rows, columns=["candidate", "split", "epoch", "metric", "value"])
-
-
 def from_folder(folder: str | Path) -> ReportData:
     """A finished sweep's results folder (what ``sweep run`` wrote).
 

@@ -9,8 +9,15 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from ..report.data import curves_frame
 from .records import FitRecord, jsonable
+
+
+def curves_frame(fits: list[FitRecord]) -> pd.DataFrame:
+    """The learning curves of the cross-validation fits, one row per epoch and metric."""
+    rows = [(f.candidate, f.split, epoch + 1, metric, value)
+            for f in fits if f.history and not f.refit
+            for metric, values in f.history.items() for epoch, value in enumerate(values)]
+    return pd.DataFrame(rows, columns=["candidate", "split", "epoch", "metric", "value"])
 
 
 def summary_lines(cv_results: dict[str, Any], best_index: int | None,
