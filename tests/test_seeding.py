@@ -116,3 +116,22 @@ def test_a_worker_keeps_its_kernels_across_fits_of_one_shared_trace(cancer, tiny
     # shared: only the first fit's seeding (a new thread's watch) and nothing after
     assert clears[True] <= 1 and clears[False] >= 8, clears
     np.testing.assert_array_equal(results[True], results[False])
+
+
+def test_fits_overlapping_outside_a_worker_leave_keras_its_own_seed_source():
+    """Two fits in threads of one process (an in-process cluster): the first to start
+    ends first; Keras draws from its own source afterwards, not from either fit's."""
+    import random
+
+    import keras  # noqa: F401
+
+    assert keras_seed_source() is random
+    first, second = seeding.seeded(1, in_worker=False), seeding.seeded(2, in_worker=False)
+    first.__enter__()
+    private = keras_seed_source()
+    assert private is not random
+    second.__enter__()
+    first.__exit__(None, None, None)
+    assert keras_seed_source() is not random  # the second fit still draws privately
+    second.__exit__(None, None, None)
+    assert keras_seed_source() is random

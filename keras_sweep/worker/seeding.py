@@ -131,19 +131,33 @@ def seed_everything(seed: int, keep_kernels: bool = False) -> None:
             logger.warning("sweep: cannot isolate Keras' default seeds; fits may not be exact")
 
 
+_outside = threading.Lock()
+_outside_fits: list[Any] = [0, None]  # fits running outside workers; Keras' own seed source
+
+
 @contextlib.contextmanager
 def seeded(seed: int | None, in_worker: bool) -> Iterator[None]:
     """Within the block, the fit is seeded with ``seed`` (None: left as it is).
 
-    Outside a worker (tests, joblib's sequential fallback) Keras' default seed
-    source is put back afterwards, so a later plain run in the same process
-    draws as it would without sweep.
+    Outside a worker (tests, joblib's sequential fallback, an in-process Dask
+    cluster) Keras' default seed source is put back once the last such fit
+    ends, so a later plain run in the same process draws as it would without
+    sweep, even when fits overlapped in threads (each would otherwise put back
+    the private generator of the one that started before it).
     """
-    saved = None if in_worker else keras_seed_source()
-    if seed is not None:
-        seed_everything(seed, keep_kernels=in_worker and kernels_clean())
+    if not in_worker:
+        with _outside:
+            if _outside_fits[0] == 0:
+                _outside_fits[1] = keras_seed_source()
+            _outside_fits[0] += 1
     try:
+        if seed is not None:
+            seed_everything(seed, keep_kernels=in_worker and kernels_clean())
         yield
     finally:
-        if saved is not None:
-            keras_seed_source(saved)
+        if not in_worker:
+            with _outside:
+                _outside_fits[0] -= 1
+                if _outside_fits[0] == 0 and _outside_fits[1] is not None:
+                    keras_seed_source(_outside_fits[1])
+                    _outside_fits[1] = None
