@@ -337,7 +337,7 @@ def test_sweep_outliving_its_certificates_renews_the_cluster_and_loses_nothing(o
         if "a new cluster continues" in line:
             # one renewal proves it: the next cluster's certificates outlast the sweep
             # (each renewal starts three hosts' workers again: on a slow machine the sweep
-            # renewed 3-4 times, 487 s of CI's slowest test, 2026-12-07)
+            # renewed several times: 487 s, the suite's slowest test on 2026-12-07)
             dask.config.set({"sweep.tls.valid-days": 1})
 
     with dask.config.set({"sweep.tls.valid-days": 120 / 86400,

@@ -131,8 +131,29 @@ def seed_everything(seed: int, keep_kernels: bool = False) -> None:
             logger.warning("sweep: cannot isolate Keras' default seeds; fits may not be exact")
 
 
-_outside = threading.Lock()
-_outside_fits: list[Any] = [0, None]  # fits running outside workers; Keras' own seed source
+class _OutsideWorkers:
+    """Fits seeded outside a worker that run now, and Keras' own seed source meanwhile."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.running = 0
+        self.saved: Any = None
+
+    def enter(self) -> None:
+        with self.lock:
+            if self.running == 0:
+                self.saved = keras_seed_source()
+            self.running += 1
+
+    def leave(self) -> None:
+        with self.lock:
+            self.running -= 1
+            if self.running == 0 and self.saved is not None:
+                keras_seed_source(self.saved)
+                self.saved = None
+
+
+_OUTSIDE = _OutsideWorkers()
 
 
 @contextlib.contextmanager
@@ -146,18 +167,11 @@ def seeded(seed: int | None, in_worker: bool) -> Iterator[None]:
     the private generator of the one that started before it).
     """
     if not in_worker:
-        with _outside:
-            if _outside_fits[0] == 0:
-                _outside_fits[1] = keras_seed_source()
-            _outside_fits[0] += 1
+        _OUTSIDE.enter()
     try:
         if seed is not None:
             seed_everything(seed, keep_kernels=in_worker and kernels_clean())
         yield
     finally:
         if not in_worker:
-            with _outside:
-                _outside_fits[0] -= 1
-                if _outside_fits[0] == 0 and _outside_fits[1] is not None:
-                    keras_seed_source(_outside_fits[1])
-                    _outside_fits[1] = None
+            _OUTSIDE.leave()
