@@ -3,14 +3,20 @@
 Reads the JUnit XML that ``scripts/test --junitxml=FILE`` (pytest) writes and prints
 Markdown tables (the ones in docs/testing.md)::
 
+    vmstat -n -t 10 > /tmp/vmstat.log &     # optional: CPU use beside the run
     scripts/test --durations=0 --junitxml=/tmp/junit.xml
-    python scripts/test_durations.py /tmp/junit.xml --top 25
+    python scripts/test_durations.py /tmp/junit.xml --top 25 --vmstat /tmp/vmstat.log
+
+With ``--vmstat``, each slow test's busy CPU (user + system) is the mean of the samples
+taken while it ran: tests run one after another from the suite's start time, so each
+one's window is the sum of the durations before it (setup and teardown included).
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import datetime as dt
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -27,12 +33,42 @@ def durations(junit: Path) -> list[tuple[str, str, float, str]]:
     return out
 
 
+def suite_start(junit: Path) -> float:
+    """When the suite's first test started (epoch seconds)."""
+    suite = next(ET.parse(junit).getroot().iter("testsuite"))
+    return dt.datetime.fromisoformat(suite.get("timestamp", "")).timestamp()
+
+
+def cpu_samples(vmstat: Path) -> list[tuple[float, int]]:
+    """(time, busy %) of each line of ``vmstat -n -t``: user + system CPU."""
+    samples = []
+    for line in vmstat.read_text().splitlines()[2:]:
+        fields = line.split()
+        when = dt.datetime.fromisoformat(f"{fields[-2]}T{fields[-1]}+00:00").timestamp()
+        samples.append((when, int(fields[12]) + int(fields[13])))
+    return samples
+
+
+def busy(cases: list[tuple[str, str, float, str]], start: float,
+         samples: list[tuple[float, int]]) -> list[float | None]:
+    """Each case's mean busy CPU %, None where no sample fell in its window."""
+    out: list[float | None] = []
+    for _, _, seconds, _ in cases:
+        inside = [b for when, b in samples if start <= when < start + seconds]
+        out.append(sum(inside) / len(inside) if inside else None)
+        start += seconds
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("junit", type=Path)
     parser.add_argument("--top", type=int, default=25, help="slowest tests listed")
+    parser.add_argument("--vmstat", type=Path, help="`vmstat -n -t 10` output of the run")
     args = parser.parse_args()
     cases = durations(args.junit)
+    cpu = (busy(cases, suite_start(args.junit), cpu_samples(args.vmstat)) if args.vmstat
+           else [None] * len(cases))
     total = sum(seconds for _, _, seconds, _ in cases)
     outcomes = collections.Counter(outcome for *_, outcome in cases)
     print(f"{len(cases)} tests, {total:.0f} s of pytest; "
@@ -43,9 +79,17 @@ def main() -> int:
     print("| file | tests | seconds | share |\n|---|---:|---:|---:|")
     for file, times in sorted(by_file.items(), key=lambda kv: -sum(kv[1])):
         print(f"| `{file}` | {len(times)} | {sum(times):.0f} | {sum(times) / total:.0%} |")
-    print("\n| slowest tests | seconds |\n|---|---:|")
-    for file, name, seconds, _ in sorted(cases, key=lambda c: -c[2])[:args.top]:
-        print(f"| `{file}::{name}` | {seconds:.0f} |")
+    if args.vmstat:
+        samples = [b for b in cpu if b is not None]
+        print(f"\nbusy CPU over the run: {sum(samples) / max(len(samples), 1):.0f} %")
+        print("\n| slowest tests | seconds | busy CPU |\n|---|---:|---:|")
+    else:
+        print("\n| slowest tests | seconds |\n|---|---:|")
+    ranked = sorted(zip(cases, cpu, strict=True), key=lambda c: -c[0][2])[:args.top]
+    for (file, name, seconds, _), share in ranked:
+        column = "" if not args.vmstat else (
+            " — |" if share is None else f" {share:.0f} % |")
+        print(f"| `{file}::{name}` | {seconds:.0f} |{column}")
     return 0
 
 
