@@ -67,9 +67,14 @@ def main() -> int:
     parser.add_argument("--vmstat", type=Path, help="`vmstat -n -t 10` output of the run")
     args = parser.parse_args()
     cases = durations(args.junit)
-    cpu = (busy(cases, suite_start(args.junit), cpu_samples(args.vmstat)) if args.vmstat
-           else [None] * len(cases))
     total = sum(seconds for _, _, seconds, _ in cases)
+    cpu: list[float | None] = [None] * len(cases)
+    if args.vmstat:
+        start, samples = suite_start(args.junit), cpu_samples(args.vmstat)
+        cpu = busy(cases, start, samples)
+        during = [b for when, b in samples if start <= when < start + total]
+        print(f"busy CPU during pytest: {sum(during) / max(len(during), 1):.0f} % "
+              f"({len(during)} samples)")
     outcomes = collections.Counter(outcome for *_, outcome in cases)
     print(f"{len(cases)} tests, {total:.0f} s of pytest; "
           + ", ".join(f"{n} {o}" for o, n in sorted(outcomes.items())) + "\n")
@@ -80,8 +85,6 @@ def main() -> int:
     for file, times in sorted(by_file.items(), key=lambda kv: -sum(kv[1])):
         print(f"| `{file}` | {len(times)} | {sum(times):.0f} | {sum(times) / total:.0%} |")
     if args.vmstat:
-        samples = [b for b in cpu if b is not None]
-        print(f"\nbusy CPU over the run: {sum(samples) / max(len(samples), 1):.0f} %")
         print("\n| slowest tests | seconds | busy CPU |\n|---|---:|---:|")
     else:
         print("\n| slowest tests | seconds |\n|---|---:|")
