@@ -23,15 +23,18 @@ import keras_sweep as sweep
 pytestmark = pytest.mark.slow
 
 
-def write_spec(tmp_path, name, output, builder="tiny_models:tiny", grid="[1, 2, 3, 4, 5, 6]",
-               extra=""):
+def write_spec(tmp_path, name, output, builder="tiny_models:tiny", grid=None, extra=""):
+    """A spec of 6 candidates x 3 folds over the learning rate (one model structure: each
+    worker traces it once), or over ``neurons`` when ``grid`` is given."""
+    grid = f"{{neurons: {grid}}}" if grid else \
+        "{optimizer__learning_rate: [0.01, 0.02, 0.03, 0.04, 0.05, 0.06]}"
     spec = tmp_path / f"{name}.yaml"
     spec.write_text(textwrap.dedent(f"""\
         name: {name}
         data: {{dataset: breast_cancer, scale: true}}
         model: {{builder: "{builder}"}}
         fit: {{epochs: 3, batch_size: 16}}
-        param_grid: {{neurons: {grid}}}
+        param_grid: {grid}
         cv: 3
         seed: 5
         cluster: {{workers: 2}}

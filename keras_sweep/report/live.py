@@ -73,6 +73,10 @@ class LiveReport:
                 continue
             try:
                 self.refresh()
+            except OSError as exc:  # a full disk: the journal's own error says the fix
+                logger.warning("sweep: the live report could not be written to %s: %s",
+                               self.folder, exc)
+                self._pause = max(self._pause, 60.0)
             except Exception:  # a picture that fails must not stop the sweep
                 logger.exception("sweep: the live report could not be drawn")
                 self._pause = max(self._pause, 60.0)
