@@ -129,3 +129,83 @@ class SlowMajority(ClassifierMixin, BaseEstimator):
 
     def predict(self, X: Any) -> Any:
         return np.full(len(X), self.majority_)
+
+
+
+def held(meta: dict[str, Any], neurons: int = 2, step: int = 0, hold: str = "",
+         hold_from: int = 0) -> Any:
+    """:func:`tiny`; on worker processes, candidates with ``step >= hold_from`` wait while
+    the file ``hold`` exists (at most 10 minutes): a sweep whose first candidates finish
+    and whose later ones stall until the test lets them go, whatever the machine's speed.
+    ``step`` changes nothing in the model; nothing waits in the driver."""
+    import os
+
+    try:
+        from distributed import get_worker
+
+        get_worker()
+    except ValueError:  # the driver, or a plain fit
+        return tiny(meta, neurons)
+    deadline = time.monotonic() + 600
+    while step >= hold_from and os.path.exists(hold) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return tiny(meta, neurons)
+
+
+def _worker() -> Any:
+    """The Dask worker this runs in; None in the driver (or a plain fit)."""
+    try:
+        from distributed import get_worker
+
+        return get_worker()
+    except ValueError:
+        return None
+
+
+def slept_until_jobs(meta: dict[str, Any], neurons: int = 2, pause: float = 0.0,
+                     jobs: str = "", until: int = 3) -> Any:
+    """:func:`tiny`, built after ``pause`` seconds of sleep on worker processes until
+    fits have started in ``until`` SLURM jobs: each fit leaves a file named after its
+    worker's ``SLURM_JOB_ID`` (holding the address of the worker's nanny) in the folder
+    ``jobs``, and sleeps only while fewer than ``until`` are there. Fits whose wall time
+    a sleep sets, not the machine's speed, until replacement jobs have taken over; then
+    they run at full speed. The sleep changes no number (the model is built after it);
+    nothing sleeps in the driver."""
+    import os
+
+    worker = _worker()
+    if worker is None:
+        return tiny(meta, neurons)
+    os.makedirs(jobs, exist_ok=True)
+    with open(os.path.join(jobs, os.environ.get("SLURM_JOB_ID", "none")), "w") as f:
+        f.write(str(worker.nanny))
+    if len(os.listdir(jobs)) < until:
+        time.sleep(pause)
+    return tiny(meta, neurons)
+
+
+def first_fit_sleeps(meta: dict[str, Any], neurons: int = 2, hold: str = "",
+                     hold_for: float = 0.0) -> Any:
+    """:func:`tiny`; on worker processes, the first fit to get here creates the file
+    ``hold`` (holding its worker's ``SLURM_JOB_ID``) and sleeps ``hold_for`` seconds: a
+    fit that holds its worker (e.g. until its batch job is killed), whatever the
+    machine's speed. The fits after it, its own rerun included, find the file and do
+    not sleep; nothing sleeps in the driver."""
+    import os
+    import threading
+
+    if _worker() is None:
+        return tiny(meta, neurons)
+    mine = f"{hold}.{os.getpid()}.{threading.get_ident()}"
+    with open(mine, "w") as f:
+        f.write(os.environ.get("SLURM_JOB_ID", ""))
+    try:
+        os.link(mine, hold)  # atomic: one fit only gets there first, its file complete
+        first = True
+    except FileExistsError:
+        first = False
+    finally:
+        os.unlink(mine)
+    if first:
+        time.sleep(hold_for)
+    return tiny(meta, neurons)
