@@ -6,6 +6,7 @@ SWEEP_REQUIRE_SERVICES is set (CI sets it), in which case they fail.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import os
 import signal
@@ -16,9 +17,10 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import dask.config
 import numpy as np
 import pytest
-from conftest import sweep_env
+from conftest import TESTS, sweep_env
 
 from keras_sweep.cli.runner import run
 from keras_sweep.clusters.slurm.cluster import job_options, lifetime, parse_walltime
@@ -56,15 +58,24 @@ def _jobs(name: str = JOB_NAME) -> list[str]:
     return out.stdout.split()
 
 
+def _job_states(name: str = JOB_NAME) -> dict[str, str]:
+    """State of each worker job SLURM still knows, ended ones too (``MinJobAge``, 30 s
+    here, after their end): ``{"12": "RUNNING", "11": "COMPLETED", ...}``."""
+    out = subprocess.run(["squeue", "-h", "-n", name, "-t", "all", "-o", "%i %T"],
+                         capture_output=True, text=True, timeout=10)
+    return dict(line.split()[:2] for line in out.stdout.splitlines() if line.strip())
+
+
 @contextlib.contextmanager
-def _jobs_seen(every: float = 0.3) -> Iterator[set[str]]:
-    """Within the block, collect the ids of every worker job squeue shows."""
-    seen: set[str] = set()
+def _jobs_seen(every: float = 0.3, name: str = JOB_NAME) -> Iterator[dict[str, str]]:
+    """Within the block, collect the ids of every worker job squeue shows, each with the
+    last state seen (a job that ended within the block: how it ended)."""
+    seen: dict[str, str] = {}
     done = threading.Event()
 
     def watch() -> None:
         while not done.is_set():
-            seen.update(_jobs())
+            seen.update(_job_states(name))
             time.sleep(every)
 
     watcher = threading.Thread(target=watch, daemon=True)
@@ -78,9 +89,11 @@ def _jobs_seen(every: float = 0.3) -> Iterator[set[str]]:
 
 @contextlib.contextmanager
 def _mid_sweep(spec: specmod.Spec, fits: int, jobs: int, act: Callable[[str], object],
-               timeout: float = 180) -> Iterator[list[str]]:
+               timeout: float = 180, when: Callable[[], bool] = lambda: True,
+               name: str = JOB_NAME) -> Iterator[list[str]]:
     """Within the block, ``act(job)`` once on the first worker job, as soon as ``jobs``
-    jobs run and the sweep's journal holds ``fits`` fits; yields the jobs acted on."""
+    jobs run, the sweep's journal holds ``fits`` fits and ``when()`` is true; yields the
+    jobs acted on."""
     from test_fault_tolerance import journal_count
 
     done: list[str] = []
@@ -89,8 +102,8 @@ def _mid_sweep(spec: specmod.Spec, fits: int, jobs: int, act: Callable[[str], ob
         journal = Path(spec.output) / "journal.sqlite"
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            running = _jobs()
-            if len(running) >= jobs and journal_count(journal) >= fits:
+            running = _jobs(name)
+            if len(running) >= jobs and journal_count(journal) >= fits and when():
                 act(running[0])
                 done.append(running[0])
                 return
@@ -111,17 +124,19 @@ def _wait_no_jobs(name: str = JOB_NAME, timeout: float = 30) -> list[str]:
     return left
 
 
-def _spec(tmp_path: Path, backend: dict, epochs: int = 1, grid=None) -> specmod.Spec:
+def _spec(tmp_path: Path, backend: dict, epochs: int = 1, grid=None, model=None,
+          **extra) -> specmod.Spec:
     return specmod.load({
         "name": "slurm-test",
         "data": {"dataset": "breast_cancer"},
-        "model": {"builder": "mlp", "params": {"neurons": 4}},
+        "model": model or {"builder": "mlp", "params": {"neurons": 4}},
         "fit": {"epochs": epochs, "batch_size": 64},
         "param_grid": grid or {"model__neurons": [2, 4]},
         "cv": 3,
         "seed": 11,
         "cluster": backend,
         "output": str(tmp_path / backend["backend"]),
+        **extra,
     })
 
 
@@ -224,47 +239,105 @@ def test_cancelled_worker_job_is_replaced_and_sweep_completes(slurm, tmp_path):
     assert _wait_no_jobs() == []
 
 
+#: worker jobs that import tests/tiny_models.py, and start on a slow or loaded machine
+#: too: death_timeout also bounds a worker's start (the nanny waits that long for its
+#: worker to import TensorFlow and join), and sweep's 15 s failed every job here while
+#: other tests loaded the machine
+TINY_JOBS = {"job_script_prologue": [f"export PYTHONPATH={TESTS}"], "death_timeout": 60}
+#: Dask closes the job of a worker that left (retired, or its job ended) only
+#: distributed.deploy.lost-worker-timeout (15 s) later, and only then does adaptive
+#: scaling submit its replacement: 1 s spares these tests that wait
+QUICK_REPLACEMENT = {"distributed.deploy.lost-worker-timeout": "1s"}
+
+
+def _own_name(test: str) -> str:
+    """A job name of this test run's own: squeue shows its jobs, not those of another
+    run of the suite on the same SLURM."""
+    return f"sweep-{test}-{os.getpid()}"
+
+
 @pytest.mark.slow
 def test_workers_retire_before_walltime_and_are_replaced(slurm, tmp_path):
-    """Jobs of 1 minute walltime: workers leave after ~40 s, new jobs take over."""
-    spec = _spec(tmp_path, {**SLURM, "walltime": "00:01:00", "lifetime_margin": "20s",
-                            "lifetime_stagger": "5s"},
-                 epochs=80, grid={"model__neurons": list(range(2, 10))})
-    # long enough fits, so the sweep outlives a 40 s worker (24 fits: ~130 s here; 48
-    # took 263 s, the slowest test of CI, 2026-11-30)
-    spec.fast_path = False
-    with _jobs_seen(0.5) as seen:
+    """Jobs of 1 minute walltime whose workers retire 20 s before it: replacement jobs
+    take over, and the sweep loses nothing.
+
+    Each fit sleeps 1.25 s on its worker until fits have started in a third job
+    (tests/tiny_models.py:slept_until_jobs), then they run at full speed. A worker
+    lives 40 +- 3 s from its start (lifetime margin 20 s, stagger 3 s), so each of the
+    2 first workers finishes at most 34 of the 72 fits: a replacement must take over,
+    whatever the machine's speed. A fit is far shorter than a worker's life, even less
+    its start (30 s of it on this machine under a load of 8), so a retirement costs at
+    most the rerun of a short fit (fits of 80 CPU-bound epochs once outlasted workers
+    that spent most of their 40 s starting: each was cut short by its worker's
+    retirement and sent again, for 1353 s in CI). The candidates differ in learning
+    rate only: one kind of model, traced once per worker, so the fits after the sleeps
+    take a fraction of a second."""
+    pause, candidates = 1.25, 24
+    name, jobs, logs = _own_name("retire"), tmp_path / "jobs", tmp_path / "logs"
+    spec = _spec(tmp_path, {**SLURM, **TINY_JOBS, "job_name": name, "log_directory": str(logs),
+                            "walltime": "00:01:00", "lifetime_margin": "20s",
+                            "lifetime_stagger": "3s"},
+                 model={"builder": "tiny_models:slept_until_jobs",
+                        "params": {"neurons": 4, "pause": pause, "jobs": str(jobs), "until": 3}},
+                 grid={"optimizer__learning_rate": [k / 1000 for k in range(1, 1 + candidates)]},
+                 refit=False, report=False)
+    with dask.config.set(QUICK_REPLACEMENT), _jobs_seen(0.5, name) as seen:
         result = run(spec, progress=False, echo=lambda _: None)
-    assert result.wall_seconds > 45, "the sweep must outlive a worker's lifetime to test this"
-    assert len(seen) > 2, f"no replacement job was submitted: {seen}"
-    assert not result.failed
-    assert len(result.search.cv_results_["params"]) == 8
-    assert _wait_no_jobs() == []
+    retired = sorted(log.name for log in logs.iterdir()
+                     if "Reason: worker-lifetime-reached" in log.read_text(errors="replace"))
+    nanny_of = {job.name: job.read_text() for job in jobs.iterdir()}  # jobs that ran fits
+    first = sorted(seen, key=int)[:2]
+    ran = collections.Counter("first" if f.nanny in {nanny_of.get(j) for j in first}
+                              else "replacement" for f in result.fits)
+    print(f"\nworker jobs, the last state seen: {seen}; logs of retired workers: {retired}; "
+          f"fits per job: {ran}")
+    assert not result.failed, [f.fit_error for f in result.failed]
+    assert len(result.search.cv_results_["params"]) == candidates
+    assert all(np.isfinite(result.search.cv_results_["mean_test_score"]))
+    # a retirement is no worker death: the fit it cut short is sent again, not charged
+    assert not [f.lost_runs for f in result.fits if f.lost_runs]
+    # workers left at the end of their lifetime, and replacement jobs ran fits
+    assert retired, f"no worker's log says it reached its lifetime: {sorted(logs.iterdir())}"
+    assert ran["replacement"] > 0 and len(seen) > 2, (ran, seen, nanny_of)
+    assert "TIMEOUT" not in seen.values(), seen  # no job met its walltime
+    assert _wait_no_jobs(name) == []
 
 
 @pytest.mark.slow
 def test_a_job_that_hits_its_walltime_mid_fit_costs_only_a_rerun(slurm, tmp_path):
-    """A worker job whose time limit ends while it runs a fit (its limit cut to a minute
-    with scontrol, so SLURM ends it as TIMEOUT): the fit reruns on the replacement job,
-    none fails, and the fit's record says why its first run was lost."""
-    spec = _spec(tmp_path, {**SLURM, "jobs": 1}, epochs=150,
-                 grid={"model__neurons": list(range(2, 10))})
-    spec.fast_path = False  # fits of several seconds: the limit ends one mid-way
-    with _mid_sweep(spec, fits=1, jobs=1, act=lambda job: subprocess.run(
-            ["scontrol", "update", f"JobId={job}", "TimeLimit=1"], check=True)) as cut:
-        result = run(spec, progress=False, echo=lambda _: None)
+    """A worker job whose time limit ends while it runs a fit: the fit reruns on the
+    replacement job, none fails, and the fit's record says why its first run was lost.
+
+    The first fit to start holds its worker (sleeps up to 2 minutes;
+    tests/tiny_models.py:first_fit_sleeps). Once it runs, its job's end time is set to
+    now (scontrol), so SLURM ends the job as TIMEOUT at its next time-limit check (every
+    30 s): mid-fit for sure, whatever the machine's speed. The rerun and the other fits
+    do not sleep."""
+    hold, name = tmp_path / "held", _own_name("timeout")
+    spec = _spec(tmp_path, {**SLURM, **TINY_JOBS, "job_name": name, "jobs": 1,
+                            "log_directory": str(tmp_path / "logs")},
+                 model={"builder": "tiny_models:first_fit_sleeps",
+                        "params": {"neurons": 4, "hold": str(hold), "hold_for": 120}},
+                 grid={"model__neurons": [2, 3]}, refit=False, report=False)
+    # EndTime now + 2 s: slurmctld refuses an end time already past when it reads it
+    with _mid_sweep(spec, fits=0, jobs=1, when=hold.exists, name=name,
+                    act=lambda job: subprocess.run(["scontrol", "update", f"JobId={job}",
+                                                    "EndTime=now+2"], check=True)) as cut:
+        with dask.config.set(QUICK_REPLACEMENT):
+            result = run(spec, progress=False, echo=lambda _: None)
     assert cut, "the sweep ended before the job's limit could be cut"
+    assert hold.read_text() == cut[0], "the fit held another job than the one cut"
     state = subprocess.run(["scontrol", "show", "job", cut[0]], capture_output=True,
                            text=True).stdout
     assert "JobState=TIMEOUT" in state or not state.strip(), state
     assert not result.failed, [f.fit_error for f in result.failed]
-    assert len(result.search.cv_results_["params"]) == 8
+    assert len(result.search.cv_results_["params"]) == 2
     lost = [run for f in result.fits for run in (f.lost_runs or [])]
     print(f"\nruns lost with the timed-out job: {lost}")
-    assert lost, "no fit says its run was lost with the job"
-    assert all(f"its SLURM job {cut[0]} hit its time limit (walltime)" in r["reason"]
-               for r in lost), lost
-    assert _wait_no_jobs() == []
+    # the held fit, and it alone, lost its run (the only fit out on the 1-thread job)
+    assert len(lost) == 1, lost
+    assert f"its SLURM job {cut[0]} hit its time limit (walltime)" in lost[0]["reason"], lost
+    assert _wait_no_jobs(name) == []
 
 
 @pytest.mark.slow

@@ -40,6 +40,8 @@ class Held:
     candidate: str
     #: deaths of the workers that ran it in its earlier tries (placed fits only)
     lost: list[WorkerDeath] = field(default_factory=list)
+    #: earlier tries cut short by a worker that left without dying (retired)
+    cut: int = 0
 
 
 @dataclass

@@ -84,6 +84,12 @@ CANCELLED = (asyncio.CancelledError, concurrent.futures.CancelledError)
 PLACEMENT_DISPATCH = 4
 #: seconds between two looks at the scheduler while fits wait or placed fits run
 TICK = 0.5
+#: tries of one fit cut short by workers leaving without dying (retiring) before sweep
+#: warns that workers may live too short for the fits (once per backend)
+CUTS_WARNED = 3
+#: tries of one fit cut short so before it is recorded failed (workers that never live
+#: long enough for it: without a bound the sweep would send it again for ever)
+CUTS_FAILED = 12
 
 
 class RemoteTraceback(Exception):
@@ -199,6 +205,8 @@ class SweepBackend(ParallelBackendBase):
         #: sizes in bytes of the arguments shipped as shared data (X, y, folds)
         self.data_sent: list[int] = []
         self._ticking = False
+        #: the warning that fits keep being cut short by retiring workers was given
+        self._warned_cuts = False
 
     @property
     def max_retries(self) -> int:
@@ -438,10 +446,29 @@ class SweepBackend(ParallelBackendBase):
         future, cf_future, callback, kwargs_list, keys = out
         await self.client.cancel([future], asynchronous=True)  # it would wait for ever
         deaths = await self.deaths.settled(key)
+        if not deaths and sent.held.cut + 1 >= CUTS_FAILED and not self.stopping:
+            self._resolve(cf_future, callback, self._lost_outcome(
+                kwargs_list, keys, [d.as_dict() for d in sent.held.lost], None,
+                reason=f"{WORKER_LOST_PREFIX}: cut short {CUTS_FAILED} times by workers "
+                "leaving without dying (their lifetime ended, or they closed while "
+                "starting). Fix: raise cluster.walltime (or lower "
+                "cluster.lifetime_margin), or make the fits shorter"))
+            return
         if self.admission.taken_back(sent, deaths, self.stopping):
             if not self.stopping:
                 logger.info("sweep: a fit's worker left; it is sent again (%d death(s))",
                             len(sent.held.lost))
+                sent.held.cut += 0 if deaths else 1
+                if sent.held.cut == CUTS_WARNED and not self._warned_cuts:
+                    self._warned_cuts = True
+                    logger.warning(
+                        "sweep: a fit was cut short %d times by workers leaving without "
+                        "dying (at the end of their lifetime, cluster.walltime less "
+                        "cluster.lifetime_margin, or while starting): workers may live too "
+                        "short for the fits, their own start included.\n  Fix: raise "
+                        "cluster.walltime (or lower cluster.lifetime_margin), or make the "
+                        "fits shorter; the workers' logs (cluster.log_directory) say more.",
+                        CUTS_WARNED)
                 await self._admit()
             return
         self._resolve(cf_future, callback, self._lost_outcome(
@@ -517,9 +544,12 @@ class SweepBackend(ParallelBackendBase):
         return self._lost_outcome(kwargs_list, keys, lost, exc)
 
     def _lost_outcome(self, kwargs_list: list[dict[str, Any]], keys: list[str | None],
-                      lost: list[dict[str, Any]], exc: BaseException | None) -> FitOutcome:
-        """The outcome of fits whose workers died each time they ran them."""
-        if lost:
+                      lost: list[dict[str, Any]], exc: BaseException | None,
+                      reason: str | None = None) -> FitOutcome:
+        """The outcome of fits whose workers died (or left) each time they ran them."""
+        if reason is not None:
+            pass
+        elif lost:
             reason = (f"{WORKER_LOST_PREFIX}: its worker died each of the {len(lost)} time(s) "
                       f"it ran (max_retries {len(lost) - 1}): "
                       + describe([WorkerDeath(**d) for d in lost]))

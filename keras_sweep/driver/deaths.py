@@ -26,6 +26,9 @@ from dask.utils import format_bytes
 from ..protocol import EXIT_TOPIC, JOB_TOPIC
 
 MEMORY_TOPIC = "worker-restart-memory"
+#: the stimulus of a retirement a worker asks for itself (distributed's
+#: ``Worker.close_gracefully``, at the end of its ``--lifetime``)
+SELF_RETIREMENT = "worker-close-gracefully"
 #: what a signal usually means for a worker process
 SIGNAL_HINTS = {
     signal.SIGKILL: "killed from outside: the kernel's out-of-memory killer, kill -9, or "
@@ -85,6 +88,8 @@ class DeathWatch:
         self._removals: list[tuple[float, str, frozenset[str]]] = []
         #: every worker the scheduler removed, expected departures (recycles) included
         self._departed: set[str] = set()
+        #: workers that retired themselves with nowhere to move their results
+        self._retired: set[str] = set()
         self._exits: dict[str, dict[str, Any]] = {}
         self._memory: dict[str, dict[str, Any]] = {}
         self._jobs: dict[str, str] = {}
@@ -110,15 +115,25 @@ class DeathWatch:
 
     def _on_all(self, event: tuple[float, Any]) -> None:
         stamp, msg = event
-        if not (isinstance(msg, dict) and msg.get("action") == "remove-worker"
-                and msg.get("worker")):
+        if not isinstance(msg, dict):
             return
+        if msg.get("action") == "retire-workers" \
+                and str(msg.get("stimulus_id", "")).startswith(SELF_RETIREMENT):
+            # a worker at the end of its lifetime with no other worker to take its
+            # results (the last one, its replacement not yet up) closes all the same,
+            # and the scheduler then removes it as unexpected: no death either
+            with self._lock:
+                self._retired.update(str(w) for w in msg.get("could-not-retire") or ())
+            return
+        if not (msg.get("action") == "remove-worker" and msg.get("worker")):
+            return
+        worker = str(msg["worker"])
         with self._lock:
-            self._departed.add(str(msg["worker"]))
-        if msg.get("expected"):
+            self._departed.add(worker)
+            retired = worker in self._retired
+        if msg.get("expected") or retired:
             return  # a recycle or a retirement: nobody died
         keys = frozenset(str(k) for k in msg.get("processing-tasks") or ())
-        worker = str(msg["worker"])
         with self._lock:
             self._removals.append((float(stamp), worker, keys))
             job = self._jobs.get(worker)
