@@ -8,7 +8,7 @@ faults. The claim: the sweep completes, no fit is lost or recorded failed, and
 every per-fold score equals the fault-free run's, bitwise.
 
     python scripts/chaos.py                       # the reported size: 216 fits, >= 20 kills
-    python scripts/chaos.py --candidates 12 --every 3 --recycle 3 --min-kills 3   # CI size
+    python scripts/chaos.py --candidates 5 --every 1 --recycle 3 --min-kills 3    # CI size
 
 Prints one line of figures and, with ``--output``, writes them as JSON.
 """
