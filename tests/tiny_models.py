@@ -132,26 +132,6 @@ class SlowMajority(ClassifierMixin, BaseEstimator):
 
 
 
-def held(meta: dict[str, Any], neurons: int = 2, step: int = 0, hold: str = "",
-         hold_from: int = 0) -> Any:
-    """:func:`tiny`; on worker processes, candidates with ``step >= hold_from`` wait while
-    the file ``hold`` exists (at most 10 minutes): a sweep whose first candidates finish
-    and whose later ones stall until the test lets them go, whatever the machine's speed.
-    ``step`` changes nothing in the model; nothing waits in the driver."""
-    import os
-
-    try:
-        from distributed import get_worker
-
-        get_worker()
-    except ValueError:  # the driver, or a plain fit
-        return tiny(meta, neurons)
-    deadline = time.monotonic() + 600
-    while step >= hold_from and os.path.exists(hold) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    return tiny(meta, neurons)
-
-
 def _worker() -> Any:
     """The Dask worker this runs in; None in the driver (or a plain fit)."""
     try:

@@ -547,13 +547,11 @@ class SweepBackend(ParallelBackendBase):
                       lost: list[dict[str, Any]], exc: BaseException | None,
                       reason: str | None = None) -> FitOutcome:
         """The outcome of fits whose workers died (or left) each time they ran them."""
-        if reason is not None:
-            pass
-        elif lost:
+        if reason is None and lost:
             reason = (f"{WORKER_LOST_PREFIX}: its worker died each of the {len(lost)} time(s) "
                       f"it ran (max_retries {len(lost) - 1}): "
                       + describe([WorkerDeath(**d) for d in lost]))
-        else:
+        elif reason is None:
             reason = (f"{WORKER_LOST_PREFIX}: {exc!r}. The fit was retried on other workers "
                       "and each time its worker died (no reason was reported).")
         logger.warning("sweep: %s", reason)
