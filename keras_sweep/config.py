@@ -165,6 +165,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("keras_backend", "worker.keras-backend", _text, "KERAS_BACKEND of the workers"),
     Setting("preload_tensorflow", "worker.preload-tensorflow", _flag,
             "import TensorFlow when a worker starts"),
+    Setting("fork_workers", "worker.fork-workers", _flag,
+            "local workers are forked from a server that imported TensorFlow once"),
     Setting("freeze_gc", "worker.freeze-gc", _flag,
             "freeze live objects out of Python's collector after each fit"),
     Setting("full_gc_every", "worker.full-gc-every", _count,
@@ -219,6 +221,7 @@ class Settings:
     recycle_above_memory: int | None
     keras_backend: str
     preload_tensorflow: bool
+    fork_workers: bool
     freeze_gc: bool
     full_gc_every: int
     purge_custom_gradients: bool

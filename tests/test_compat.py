@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import random
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -729,7 +731,20 @@ def test_importing_slurm_cluster_keeps_our_sigint_handler():
         assert signal.getsignal(signal.SIGINT) is before
 
 
+@probe("forkserver_running")
+def test_a_process_knows_whether_it_started_its_fork_server() -> None:
+    # in a fresh process: this one may have started its server already
+    code = ("from keras_sweep._compat.multiprocessing import forkserver_running as r\n"
+            "from multiprocessing import forkserver\n"
+            "before = r(); forkserver.ensure_running(); print(before, r())")
+    with upstream("forkserver_running"):
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             timeout=120, check=True).stdout.split()
+        assert out == ["False", "True"], out
+
+
 def test_every_touch_has_a_probe_and_says_what_it_relies_on():
     assert set(_compat.TOUCHES) == set(PROBES), "add a probe for each touch in _compat.py"
     for touch in _compat.TOUCHES.values():
         assert touch.what and touch.checked and "not installed" not in touch.installed()
+

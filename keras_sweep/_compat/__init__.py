@@ -20,6 +20,7 @@ One module per library, the register of touches in
 - :mod:`~keras_sweep._compat.tensorflow`
 - :mod:`~keras_sweep._compat.distributed`
 - :mod:`~keras_sweep._compat.jobqueue`
+- :mod:`~keras_sweep._compat.multiprocessing` (Python's own)
 
 Functions that replace another library's objects at run time are named ``patch_*``
 and say what they patch.
@@ -27,8 +28,8 @@ and say what they patch.
 
 from __future__ import annotations
 
-from . import distributed, joblib, jobqueue, keras, scikeras, sklearn, tensorflow
+from . import distributed, joblib, jobqueue, keras, multiprocessing, scikeras, sklearn, tensorflow
 from .registry import TOUCHES, Touch, touch
 
 __all__ = ["TOUCHES", "Touch", "touch", "distributed", "jobqueue", "joblib", "keras",
-           "scikeras", "sklearn", "tensorflow"]
+           "multiprocessing", "scikeras", "sklearn", "tensorflow"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import platform
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
@@ -22,6 +23,8 @@ class Touch:
     def installed(self) -> str:
         """Name and installed version of :attr:`library`, e.g. ``"keras 3.15.1"``."""
         for name in self.library.split("|"):
+            if name == "python":
+                return f"python {platform.python_version()}"
             try:
                 return f"{name} {metadata.version(name)}"
             except metadata.PackageNotFoundError:

@@ -11,7 +11,8 @@ from typing import Any
 import numpy as np
 from sklearn.model_selection import ParameterGrid, ParameterSampler
 
-from .. import report
+from .. import clusters, report
+from ..config import resolve
 from ..driver.session import Session, cluster
 from ..exceptions import ClusterExpired, Interrupted, SpecError
 from ..report.live import LiveReport
@@ -59,6 +60,8 @@ def run(spec: Spec, *, progress: bool = True, echo: Callable[[str], None] = prin
     sweep: it stays claimed until the results are written), its journal.
     """
     start = time.perf_counter()
+    if session is None:
+        clusters.prestart(resolve(**spec.cluster))
     dataset, search = prepare(spec, echo)
     with claim(spec.output):
         if session is not None:

@@ -6,7 +6,9 @@ Each backend is a module of this package with three names:
 - ``check(options)``: validates them without starting anything (raises
   :class:`~keras_sweep.exceptions.SpecError` naming the field and the fix); spec
   validation and :func:`start` both call it;
-- ``start(settings)``: starts (or finds) the cluster and returns :class:`Started`.
+- ``start(settings)``: starts (or finds) the cluster and returns :class:`Started`;
+- optionally ``prestart(settings)``: begins what :func:`start` will need (the local
+  backend's fork server imports TensorFlow) while the driver still prepares.
 
 :data:`BACKENDS` maps names to modules, imported on first use:
 
@@ -17,7 +19,8 @@ Each backend is a module of this package with three names:
 - :mod:`keras_sweep.clusters.ec2`: AWS instances (and ``sweep cloud``).
 
 Beside them, :mod:`keras_sweep.clusters.environment` (what a worker process starts
-with), :mod:`keras_sweep.clusters.versions` (the versions driver and workers share) and
+with), :mod:`keras_sweep.clusters.forkserver` (local workers forked from a server that
+imported TensorFlow once), :mod:`keras_sweep.clusters.versions` (the versions driver and workers share) and
 :mod:`keras_sweep.clusters.expiry` (a cluster that ends stops the sweep in time).
 """
 
@@ -130,6 +133,17 @@ def start(settings: Settings) -> Started:
     if not isinstance(started, Started):  # pragma: no cover - a backend's bug
         raise ClusterError(f"backend {settings.backend!r} returned {started!r}")
     return started
+
+
+def prestart(settings: Settings) -> None:
+    """Let the backend begin what its start will need, if it has anything to begin;
+    a failure only costs the head start (it is logged)."""
+    try:
+        hook = getattr(backend(settings.backend), "prestart", None)
+        if hook is not None:
+            hook(settings)
+    except Exception as exc:  # the start itself reports what is wrong
+        logger.info("sweep: no head start for the %s cluster: %s", settings.backend, exc)
 
 
 def default_workers() -> int:

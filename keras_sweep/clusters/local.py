@@ -31,7 +31,7 @@ from distributed import LocalCluster
 
 from ..config import Settings
 from ..exceptions import ClusterError
-from . import Started, default_workers
+from . import Started, default_workers, forkserver
 from .environment import nanny_config, settings_environment
 
 #: ``cluster:`` keys of this backend besides the common ones
@@ -47,6 +47,7 @@ def start(settings: Settings) -> Started:
     check_main_guard()
     environ = dict(os.environ)
     config = {**nanny_config(settings), **_lost_worker_grace(settings)}
+    config["distributed.worker.multiprocessing-method"] = _start_method(settings, config)
     workers = settings.workers or default_workers()
     try:
         with dask.config.set(config):
@@ -72,6 +73,27 @@ def start(settings: Settings) -> Started:
     return Started(cluster, cluster.scheduler_address, expected_workers=workers,
                    max_workers=workers, config=config,
                    cleanup=lambda: restore_environ(environ))
+
+
+def prestart(settings: Settings) -> None:
+    """Start the fork server now, so that its imports overlap the driver's own."""
+    config = nanny_config(settings)
+    _start_method(settings, config)
+
+
+def _start_method(settings: Settings, config: dict[str, Any]) -> str:
+    """``forkserver`` when the workers can be forked from a server that imported
+    TensorFlow once (:mod:`keras_sweep.clusters.forkserver`), else ``spawn``."""
+    if not settings.fork_workers:
+        return "spawn"
+    # what a Nanny sets before it starts a worker: the configured pre-spawn variables
+    # (this process's own values win), and a fixed hash seed unless one is given
+    pre_spawn = {key: os.environ.get(key, str(value))
+                 for key, value in config["distributed.nanny.pre-spawn-environ"].items()
+                 if value is not None}
+    if pre_spawn.get("PYTHONHASHSEED") in (None, "0"):
+        pre_spawn["PYTHONHASHSEED"] = "6640"
+    return forkserver.start_method(pre_spawn)
 
 
 def _lost_worker_grace(settings: Settings) -> dict[str, Any]:

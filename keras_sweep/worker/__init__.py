@@ -6,6 +6,8 @@
   stderr.
 - :mod:`~keras_sweep.worker.memory`: Memory hygiene after each fit: Keras' session, Python's
   garbage, TensorFlow's registry.
+- :mod:`~keras_sweep.worker.preload`: What a local worker's fork server imports once (nothing
+  more: TensorFlow's runtime starts in the forked worker).
 - :mod:`~keras_sweep.worker.seeding`: Every seeding rule of sweep, driver side and worker side, in
   one place.
 - :mod:`~keras_sweep.worker.setup`: Worker set-up: one TensorFlow runtime per process, pinned
