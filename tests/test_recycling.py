@@ -299,3 +299,45 @@ def test_custom_gradient_registrations_do_not_pile_up(request, cancer, purge):
         assert left == 0 and all(f.purged_gradients >= 1 for f in fits[1:]), fits
     else:
         assert left >= len(fits), "TensorFlow keeps one registration (or more) per fit"
+
+
+def test_a_worker_due_while_the_restart_slot_is_taken_restarts_when_it_frees():
+    """Recycler alone, on a client that records restarts: two workers due at once with
+    one slot (2 workers) restart one after the other; before the fix the second was
+    never restarted (the driver sends a due worker no more fits, so none came back to
+    ask again) and idled until the sweep ended."""
+    import asyncio
+
+    from keras_sweep.driver.recycling import Recycler
+    from keras_sweep.store.records import FitRecord
+
+    class Client:
+        def __init__(self) -> None:
+            self.restarted: list[str] = []
+
+        def scheduler_info(self) -> dict:
+            return {"workers": {"tcp://a:1": {}, "tcp://b:1": {}}}
+
+        def run(self, function, *, workers, **kwargs):
+            self.restarted.extend(workers)
+            return asyncio.sleep(0)
+
+    def fit(worker: str, nanny: str, due: str | None = None) -> FitRecord:
+        return FitRecord(worker=worker, nanny=nanny, recycle_due=due)
+
+    async def sweep_of_fits() -> list[list[str]]:
+        client = Client()
+        recycler = Recycler(client)
+        seen = []
+        recycler.fit_done(fit("tcp://a:1", "n:a", "3 fits"))  # takes the one slot
+        recycler.fit_done(fit("tcp://b:1", "n:b", "3 fits"))  # waits for it
+        seen.append(list(client.restarted))
+        recycler.fit_done(fit("tcp://a:2", "n:a"))  # a's new process is back: slot free
+        seen.append(list(client.restarted))
+        recycler.fit_done(fit("tcp://a:2", "n:a"))  # nothing more to restart
+        seen.append(list(client.restarted))
+        await asyncio.sleep(0)
+        return seen
+
+    assert asyncio.run(sweep_of_fits()) == [
+        ["tcp://a:1"], ["tcp://a:1", "tcp://b:1"], ["tcp://a:1", "tcp://b:1"]]

@@ -46,6 +46,11 @@ class Recycler:
         self.restarting: dict[str, tuple[str, float]] = {}
         self.restarts = 0
         self.requests: list[asyncio.Future[Any]] = []
+        #: workers due for a restart while every slot was taken, oldest first: their
+        #: nanny (or address) -> (address, reason). The driver sends them no more fits,
+        #: so no later fit of theirs would come back to ask again: each starts when a
+        #: slot frees (a worker left without its turn idled until the sweep ended)
+        self.due: dict[str, tuple[str, str]] = {}
 
     def fit_done(self, record: FitRecord) -> None:
         """Look at one finished fit's record; maybe restart its worker.
@@ -68,8 +73,17 @@ class Recycler:
             del self.restarting[key]  # its new process is back and fitting
         self.restarting = {k: v for k, v in self.restarting.items()
                            if now - v[1] < self.patience}
-        if not reason or key in self.restarting or len(self.restarting) >= self.concurrent:
-            return
+        if key in self.due and self.due[key][0] != address:
+            del self.due[key]  # its process was replaced meanwhile (it died)
+        if reason and key not in self.restarting:
+            self.due.setdefault(key, (address, reason))
+        while self.due and len(self.restarting) < self.concurrent:
+            key = next(iter(self.due))
+            address, reason = self.due.pop(key)
+            self._restart(key, address, reason, now)
+
+    def _restart(self, key: str, address: str, reason: str, now: float) -> None:
+        """Ask the worker at ``address`` to close gracefully; its nanny starts a new one."""
         self.restarting[key] = (address, now)
         self.restarts += 1
         coro = self.client.run(
