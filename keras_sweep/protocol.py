@@ -1,5 +1,5 @@
 """What the driver and its workers agree on: the ways a fit may train, the event topics,
-the threads a worker runs with, the traces it keeps.
+the threads a worker runs with, the traces it keeps, what a worker's exit code means.
 
 Both sides import this module; it imports neither side (only, for type
 checking, the continuation a fit path names).
@@ -7,6 +7,7 @@ checking, the continuation a fit path names).
 
 from __future__ import annotations
 
+import signal
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -112,3 +113,28 @@ class FitPath:
 FASTEST = TrainingPaths()
 #: Keras' fit as it comes (one call per batch)
 KERAS_FIT = TrainingPaths(fast=False, fail_on_nan=False)
+
+
+#: what a signal usually means for a worker process
+SIGNAL_HINTS = {
+    signal.SIGKILL: "killed from outside: the kernel's out-of-memory killer, kill -9, or "
+                    "the batch system",
+    signal.SIGTERM: "terminated: its batch job ended (walltime, scancel, preemption) or "
+                    "kill",
+    signal.SIGSEGV: "crashed (segmentation fault) in native code",
+    signal.SIGABRT: "aborted by native code (a failed check in TensorFlow or a library)",
+    signal.SIGBUS: "crashed (bus error): memory-mapped data or shared memory gone",
+}
+
+
+def exit_reason(exitcode: int) -> str:
+    """``killed by signal 9 (SIGKILL: ...)`` or ``exited with status 3``."""
+    if exitcode >= 0:
+        return f"exited with status {exitcode}"
+    number = -exitcode
+    try:
+        name = signal.Signals(number).name
+    except ValueError:
+        return f"killed by signal {number}"
+    hint = SIGNAL_HINTS.get(signal.Signals(number))
+    return f"killed by signal {number} ({name}" + (f": {hint})" if hint else ")")

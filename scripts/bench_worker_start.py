@@ -67,7 +67,7 @@ def main() -> None:
         "command": "python scripts/bench_worker_start.py " + " ".join(sys.argv[1:]),
         "runs": runs, "median_seconds": medians,
         "ratio_spawned_over_forked": [s / f for s, f in zip(medians["spawned"],
-                                                            medians["forked"])],
+                                                            medians["forked"], strict=True)],
     }
     print(json.dumps({k: result[k] for k in ("median_seconds", "ratio_spawned_over_forked")}))
     if args.output:

@@ -20,8 +20,8 @@ Each backend is a module of this package with three names:
 
 Beside them, :mod:`keras_sweep.clusters.environment` (what a worker process starts
 with), :mod:`keras_sweep.clusters.forkserver` (local workers forked from a server that
-imported TensorFlow once), :mod:`keras_sweep.clusters.versions` (the versions driver and workers share) and
-:mod:`keras_sweep.clusters.expiry` (a cluster that ends stops the sweep in time).
+imported TensorFlow once), :mod:`keras_sweep.clusters.versions` (the versions driver and
+workers share) and :mod:`keras_sweep.clusters.expiry` (a cluster that ends stops the sweep in time).
 """
 
 from __future__ import annotations

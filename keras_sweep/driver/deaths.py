@@ -14,7 +14,6 @@ runs: a fit that ran on a worker when it died, not one merely queued there.
 from __future__ import annotations
 
 import asyncio
-import signal
 import threading
 import time
 from collections.abc import Callable
@@ -23,24 +22,12 @@ from typing import Any
 
 from dask.utils import format_bytes
 
-from ..protocol import EXIT_TOPIC, JOB_TOPIC
+from ..protocol import EXIT_TOPIC, JOB_TOPIC, exit_reason
 
 MEMORY_TOPIC = "worker-restart-memory"
 #: the stimulus of a retirement a worker asks for itself (distributed's
 #: ``Worker.close_gracefully``, at the end of its ``--lifetime``)
 SELF_RETIREMENT = "worker-close-gracefully"
-#: what a signal usually means for a worker process
-SIGNAL_HINTS = {
-    signal.SIGKILL: "killed from outside: the kernel's out-of-memory killer, kill -9, or "
-                    "the batch system",
-    signal.SIGTERM: "terminated: its batch job ended (walltime, scancel, preemption) or "
-                    "kill",
-    signal.SIGSEGV: "crashed (segmentation fault) in native code",
-    signal.SIGABRT: "aborted by native code (a failed check in TensorFlow or a library)",
-    signal.SIGBUS: "crashed (bus error): memory-mapped data or shared memory gone",
-}
-
-
 @dataclass(frozen=True)
 class WorkerDeath:
     """One unexpected departure of a worker process."""
@@ -52,19 +39,6 @@ class WorkerDeath:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def exit_reason(exitcode: int) -> str:
-    """``killed by signal 9 (SIGKILL: ...)`` or ``exited with status 3``."""
-    if exitcode >= 0:
-        return f"exited with status {exitcode}"
-    number = -exitcode
-    try:
-        name = signal.Signals(number).name
-    except ValueError:
-        return f"killed by signal {number}"
-    hint = SIGNAL_HINTS.get(signal.Signals(number))
-    return f"killed by signal {number} ({name}" + (f": {hint})" if hint else ")")
 
 
 class DeathWatch:
