@@ -147,6 +147,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("backend", "cluster.backend", _text, "the cluster backend"),
     Setting("workers", "cluster.workers", _positive_or_none,
             "worker processes; null: one per CPU core"),
+    Setting("min_workers", "cluster.min-workers", _positive_or_none,
+            "workers the first fit waits for; null: every worker asked"),
     Setting("threads_per_worker", "cluster.threads-per-worker", _positive,
             "threads per worker"),
     Setting("memory_limit", "cluster.memory-limit", _memory_limit,
@@ -210,6 +212,7 @@ class Settings:
 
     backend: str
     workers: int | None
+    min_workers: int | None
     threads_per_worker: int
     memory_limit: Any
     host: str

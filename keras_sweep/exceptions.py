@@ -12,6 +12,7 @@ __all__ = [
     "SpecError",
     "DataError",
     "ClusterError",
+    "WorkersDiedError",
     "WorkerImportError",
     "FitsFailedError",
     "OutputBusyError",
@@ -43,6 +44,13 @@ class DataError(SweepError, ValueError):
 
 class ClusterError(SweepError, RuntimeError):
     """A Dask cluster could not be started, reached, or kept alive."""
+
+
+class WorkersDiedError(ClusterError):
+    """Worker processes kept dying while the cluster started (exit 1: the input was fine,
+    the machine or its batch system was not)."""
+
+    exit_code = 1
 
 
 class WorkerImportError(SweepError, ImportError):

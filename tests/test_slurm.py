@@ -225,6 +225,37 @@ def test_sweep_on_slurm_jobs_matches_local_and_leaves_no_job(slurm, tmp_path):
 
 
 @pytest.mark.slow
+def test_the_sweep_starts_on_the_first_job_when_min_workers_says_so(slurm, tmp_path):
+    """Two jobs asked, room on the node for one (each takes all 8 of its CPUs): with
+    ``min_workers: 1`` the sweep runs on the job that started while the other waits in
+    the queue (without it, the sweep would wait for both: startup-timeout 60 s); the
+    waiting job is cancelled with the cluster."""
+    states: list[str] = []
+    spec = _spec(tmp_path, {**SLURM, "cores": 8, "min_workers": 1})
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.is_set():
+            out = subprocess.run(["squeue", "-h", "-n", JOB_NAME, "-o", "%T"],
+                                 capture_output=True, text=True, timeout=10)
+            states.append(" ".join(sorted(out.stdout.split())))
+            stop.wait(0.5)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        with dask.config.set({"sweep.cluster.startup-timeout": 60}):
+            result = run(spec, progress=False, echo=lambda _: None)
+    finally:
+        stop.set()
+        watcher.join()
+    assert not result.failed and len(result.search.cv_results_["params"]) == 2
+    assert "PENDING RUNNING" in states, states  # one job ran while the other waited
+    assert "RUNNING RUNNING" not in states, states
+    assert _wait_no_jobs() == []
+
+
+@pytest.mark.slow
 def test_cancelled_worker_job_is_replaced_and_sweep_completes(slurm, tmp_path):
     spec = _spec(tmp_path, SLURM, epochs=3,
                  grid={"model__neurons": [2, 3, 4, 5, 6, 7]})

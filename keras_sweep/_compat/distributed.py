@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import logging
+import re
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from .registry import touch
@@ -149,3 +152,33 @@ def patch_lost_worker_judgement(cluster: Any) -> bool:
     update.sweep_last_removal = True  # type: ignore[attr-defined]
     cluster._update_worker_status = update  # type: ignore[method-assign]
     return True
+
+
+_EXIT_LINE = re.compile(
+    r"Worker process \d+ (?:was killed by signal (\d+)|exited with status (\d+))")
+
+
+@touch("distributed", ">=2024.4, tested 2026.8.0",
+       "the line a nanny logs (logger distributed.nanny, INFO) when its worker process "
+       "ends with a non-zero code: 'Worker process PID was killed by signal N' or "
+       "'... exited with status N' (WorkerProcess.mark_stopped / _death_message)")
+@contextlib.contextmanager
+def worker_exits() -> Iterator[list[int]]:
+    """Exit codes (negative: the signal) of the worker processes that nannies of this
+    process saw end with a non-zero code inside the block; empty when none did (or
+    when distributed's nanny logs below INFO here)."""
+    codes: list[int] = []
+
+    class Exits(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            found = _EXIT_LINE.search(record.getMessage())
+            if found:
+                codes.append(-int(found[1]) if found[1] else int(found[2]))
+
+    handler = Exits(logging.INFO)
+    nanny = logging.getLogger("distributed.nanny")
+    nanny.addHandler(handler)
+    try:
+        yield codes
+    finally:
+        nanny.removeHandler(handler)

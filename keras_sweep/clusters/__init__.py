@@ -51,8 +51,8 @@ BACKENDS: dict[str, str] = {
 }
 
 #: ``cluster:`` keys every backend accepts
-COMMON_KEYS = frozenset({"backend", "workers", "threads_per_worker", "recycle_after_fits",
-                         "recycle_above_memory", "keras_backend"})
+COMMON_KEYS = frozenset({"backend", "workers", "min_workers", "threads_per_worker",
+                         "recycle_after_fits", "recycle_above_memory", "keras_backend"})
 
 
 @dataclass

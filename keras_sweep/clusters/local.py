@@ -29,12 +29,18 @@ import dask.config
 from dask.utils import parse_timedelta
 from distributed import LocalCluster
 
+from .._compat.distributed import worker_exits
 from ..config import Settings
-from ..exceptions import ClusterError
+from ..exceptions import ClusterError, WorkersDiedError
+from ..protocol import exit_reason
 from . import Started, default_workers, forkserver
 from .environment import nanny_config, settings_environment
 
+#: starts of the local cluster tried when worker processes die while it starts
+START_ATTEMPTS = 3
 #: ``cluster:`` keys of this backend besides the common ones
+logger = logging.getLogger(__name__)
+
 OPTIONS = frozenset({"memory_limit", "dashboard_address", "host"})
 
 
@@ -50,24 +56,7 @@ def start(settings: Settings) -> Started:
     config["distributed.worker.multiprocessing-method"] = _start_method(settings, config)
     workers = settings.workers or default_workers()
     try:
-        with dask.config.set(config):
-            cluster = LocalCluster(
-                n_workers=workers,
-                threads_per_worker=settings.threads_per_worker,
-                processes=True,
-                host=settings.option("host", settings.host),
-                dashboard_address=settings.option("dashboard_address",
-                                                  settings.dashboard_address),
-                memory_limit=settings.option("memory_limit", settings.memory_limit),
-                silence_logs=logging.ERROR,
-                env=settings_environment(settings),
-            )
-    except Exception as exc:  # translate at the edge
-        raise ClusterError(
-            f"could not start a local Dask cluster with {workers} worker(s): {exc}\n"
-            "  Fix: use fewer workers (cluster: {workers: 2}) or check that loopback "
-            "ports can be opened."
-        ) from exc
+        cluster = _start_cluster(settings, config, workers)
     finally:
         restore_environ(environ)
     return Started(cluster, cluster.scheduler_address, expected_workers=workers,
@@ -79,6 +68,46 @@ def prestart(settings: Settings) -> None:
     """Start the fork server now, so that its imports overlap the driver's own."""
     config = nanny_config(settings)
     _start_method(settings, config)
+
+
+def _start_cluster(settings: Settings, config: dict[str, Any], workers: int) -> LocalCluster:
+    """A :class:`LocalCluster` of ``workers``; started again (up to :data:`START_ATTEMPTS`
+    times) when a worker process dies while it starts (the out-of-memory killer while
+    TensorFlow imports, a kill): Dask then fails the whole start ("Nanny failed to
+    start"). Raises :class:`WorkersDiedError` (exit 1) when every attempt lost one,
+    :class:`ClusterError` for anything else."""
+    deaths: list[str] = []
+    for attempt in range(1, START_ATTEMPTS + 1):
+        with worker_exits() as exits:
+            try:
+                with dask.config.set(config):
+                    return LocalCluster(
+                        n_workers=workers,
+                        threads_per_worker=settings.threads_per_worker,
+                        processes=True,
+                        host=settings.option("host", settings.host),
+                        dashboard_address=settings.option("dashboard_address",
+                                                          settings.dashboard_address),
+                        memory_limit=settings.option("memory_limit", settings.memory_limit),
+                        silence_logs=logging.ERROR,
+                        env=settings_environment(settings),
+                    )
+            except Exception as exc:  # translate at the edge
+                if not exits:  # no worker died: the start itself is the problem
+                    raise ClusterError(
+                        f"could not start a local Dask cluster with {workers} worker(s): "
+                        f"{exc}\n  Fix: check that loopback ports can be opened (sweep."
+                        "cluster.host) and the worker log above."
+                    ) from exc
+                deaths.append(exit_reason(exits[0]))
+                logger.warning("sweep: a worker process %s while the local cluster started "
+                               "(attempt %d of %d)%s", deaths[-1], attempt, START_ATTEMPTS,
+                               "; starting it again" if attempt < START_ATTEMPTS else "")
+    raise WorkersDiedError(
+        f"could not start a local Dask cluster with {workers} worker(s): a worker process "
+        f"died while starting, {START_ATTEMPTS} times ({'; '.join(deaths)}).\n"
+        "  Fix: if the out-of-memory killer ended them (`dmesg | tail` says so), use fewer "
+        "workers (cluster: {workers: 1}) or free memory; else read the worker log above.")
 
 
 def _start_method(settings: Settings, config: dict[str, Any]) -> str:

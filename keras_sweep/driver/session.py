@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -235,8 +236,8 @@ def _session(started: clusters.Started, settings: Settings, client: Client,
     """Set the workers up, make joblib use sweep's backend, yield the session."""
     # a worker recycled twice within Dask's lost-worker timeout is not lost
     patch_lost_worker_judgement(started.cluster)
-    client.register_plugin(_worker_setup(settings, seed))
-    client.register_plugin(ExitReporter())  # nannies report how their worker exited
+    _register(client, _worker_setup(settings, seed))
+    _register(client, ExitReporter())  # nannies report how their worker exited
     monitor = FitMonitor(show=progress)
     searches = None
     if tracking is not None:
@@ -271,6 +272,54 @@ def _session(started: clusters.Started, settings: Settings, client: Client,
     backend.recycler.settle(settings.startup_timeout)
 
 
+#: tries to register a plugin while workers die under it
+REGISTER_ATTEMPTS = 3
+
+
+def _register(client: Client, plugin: Any) -> None:
+    """Register ``plugin`` on every worker (or nanny), now and later; tried again when a
+    worker dies during the registration.
+
+    The scheduler keeps the plugin before it sends it to the workers, so a worker
+    that replaces the lost one gets it; the call itself fails ("CommClosedError")
+    when one of the workers it is sent to dies meanwhile (a worker killed while
+    starting). Raises :class:`ClusterError` when every try failed so.
+    """
+    for attempt in range(1, REGISTER_ATTEMPTS + 1):
+        try:
+            with _quiet_broadcasts():
+                client.register_plugin(plugin)
+            return
+        except OSError as exc:  # distributed's CommClosedError is one
+            if attempt == REGISTER_ATTEMPTS:
+                raise ClusterError(
+                    f"could not set the workers up: a worker went away during each of "
+                    f"{REGISTER_ATTEMPTS} tries ({exc}).\n  Fix: read the worker log above "
+                    "(workers killed while starting: the out-of-memory killer, a batch "
+                    "system); then run the sweep again: its journal keeps finished fits."
+                ) from exc
+            logger.warning("sweep: a worker went away while sweep set the workers up (%s); "
+                           "trying again", exc)
+            time.sleep(1.0)
+
+
+class _BroadcastFailures(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("broadcast to ")
+
+
+@contextlib.contextmanager
+def _quiet_broadcasts() -> Iterator[None]:
+    """Without the (local) scheduler's ERROR line "broadcast to ... failed" for a worker
+    that died during a registration: :func:`_register` says so once, in a warning."""
+    log, quiet = logging.getLogger("distributed.scheduler"), _BroadcastFailures()
+    log.addFilter(quiet)
+    try:
+        yield
+    finally:
+        log.removeFilter(quiet)
+
+
 def _close(started: clusters.Started, client: Client | None, store: Journal | None) -> None:
     """Close what the session opened: the journal, the client, the cluster."""
     if store is not None:
@@ -294,6 +343,11 @@ def _connect(started: clusters.Started, settings: Settings) -> Client:
     expected = started.expected_workers
     if expected is None:
         expected = settings.workers or 1
+    asked = started.max_workers or expected
+    if settings.min_workers is not None and settings.min_workers < expected:
+        expected = settings.min_workers
+        logger.warning("sweep: the sweep starts once %d of %d worker(s) are up; the others "
+                       "join as they arrive", expected, asked)
     try:
         client.wait_for_workers(expected, timeout=timeout)
     except TimeoutError as exc:
