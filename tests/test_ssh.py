@@ -262,6 +262,23 @@ def test_unreachable_host_names_the_fix(options):
         _start(**{**options, "hosts": ["10.77.0.99"], "connect_timeout": 2})
 
 
+@pytest.mark.slow
+def test_an_unreachable_worker_host_is_skipped_when_min_workers_allows(options, cancer,
+                                                                        tiny_classifier,
+                                                                        caplog):
+    """A host that is down at start (nothing answers at 10.77.0.99): with min_workers 1
+    the sweep runs on the host that answered, and one warning names the other."""
+    X, y = cancer
+    up = options["hosts"][0]
+    with sweep.cluster("ssh", seed=3, **{**options, "hosts": [up, "10.77.0.99"],
+                                         "connect_timeout": 2, "min_workers": 1}) as session:
+        GridSearchCV(tiny_classifier, {"model__neurons": [1, 2]}, cv=2, n_jobs=-1,
+                     refit=False).fit(X, y)
+    assert {get_address_host(f.worker) for f in session.fits} == {up}
+    assert len(session.fits) == 4 and all(f.fit_error is None for f in session.fits)
+    assert "10.77.0.99 is unreachable" in caplog.text and "other 1 host(s)" in caplog.text
+
+
 def test_refused_key_names_the_fix(options, hosts):
     bad = {**options, "key": hosts["wrong_key"]}
     with pytest.raises(ClusterError, match=r"refused the key(.|\n)*Fix: .*ssh-copy-id"):

@@ -25,7 +25,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -166,6 +166,10 @@ def _ssh_command(opts: SshOptions, host: str) -> str:
     return f"ssh -p {opts.port}{key} {user}{host}"
 
 
+class HostUnreachable(ClusterError):
+    """Nothing answers SSH at a host's address (down, or a firewall)."""
+
+
 async def _connect(host: str, opts: SshOptions) -> Any:
     import asyncssh
 
@@ -184,7 +188,7 @@ async def _connect(host: str, opts: SshOptions) -> Any:
             f"  Fix: after checking the key's fingerprint, ssh-keyscan -p {opts.port} {host} "
             ">> ~/.ssh/known_hosts (or give known_hosts: FILE in the profile)") from exc
     except (OSError, asyncio.TimeoutError, asyncssh.Error) as exc:
-        raise ClusterError(
+        raise HostUnreachable(
             f"host {host} is unreachable on SSH port {opts.port}: "
             f"{type(exc).__name__}: {exc}\n"
             f"  Fix: check the address, that sshd runs there and that a firewall lets port "
@@ -235,15 +239,44 @@ async def _prepare_host(host: str, opts: SshOptions, here: dict[str, Any],
             await _ship(conn, files, _roles(host, opts), opts.remote_tls_dir)
 
 
-def prepare_hosts(opts: SshOptions, files: tls.TlsFiles | None) -> None:
-    """Check every host (in parallel) and copy its TLS files to it; raise the first problem."""
+def prepare_hosts(opts: SshOptions, files: tls.TlsFiles | None,
+                  min_workers: int | None = None) -> SshOptions:
+    """Check every host (in parallel) and copy its TLS files to it; the options with the
+    worker hosts that answered.
+
+    A worker host that is unreachable is left out (one warning names it and why) when
+    the others still give ``min_workers`` workers (``None``: every worker asked);
+    otherwise, and for any other problem (a refused key, other package versions) or an
+    unreachable scheduler host, the first problem is raised.
+    """
     here = local_versions()
+    hosts = list(dict.fromkeys(opts.all_hosts))
 
-    async def all_hosts() -> None:
-        await asyncio.gather(*(_prepare_host(h, opts, here, files)
-                               for h in dict.fromkeys(opts.all_hosts)))
+    async def all_hosts() -> list[Any]:
+        return await asyncio.gather(*(_prepare_host(h, opts, here, files) for h in hosts),
+                                    return_exceptions=True)
 
-    _run_async(all_hosts)
+    outcomes = dict(zip(hosts, _run_async(all_hosts), strict=True))
+    down = {h: e for h, e in outcomes.items() if isinstance(e, HostUnreachable)}
+    for error in outcomes.values():
+        if isinstance(error, BaseException) and not isinstance(error, HostUnreachable):
+            raise error
+    if not down:
+        return opts
+    up = tuple(h for h in opts.hosts if h not in down)
+    needed = opts.workers_per_host * len(opts.hosts) if min_workers is None else min_workers
+    if opts.scheduler in down or opts.workers_per_host * len(up) < needed:
+        first = next(iter(down.values()))
+        if len(down) > 1 or min_workers is not None:
+            raise ClusterError(f"{first}\n  ({len(down)} of {len(hosts)} host(s) unreachable: "
+                               f"{', '.join(down)}; the others give "
+                               f"{opts.workers_per_host * len(up)} worker(s) of the "
+                               f"{needed} min_workers asks)") from first
+        raise first
+    for error in down.values():
+        logger.warning("sweep: %s; the sweep runs on the other %d host(s) (min_workers: %d)",
+                       str(error).splitlines()[0], len(up), needed)
+    return replace(opts, hosts=up)
 
 
 def _remove_tls(opts: SshOptions, local_dir: str) -> None:
@@ -342,7 +375,7 @@ def start(settings: Settings) -> Started:
     security = tls.client_security(files) if files is not None else None
     scheduler_options, worker_options = _dask_options(settings, opts)
     try:
-        prepare_hosts(opts, files)
+        opts = prepare_hosts(opts, files, settings.min_workers)
         with dask.config.set(_dask_config(settings, opts)):
             cluster = _timed(lambda: SSHCluster(
                 opts.all_hosts, connect_options=connect_options(opts),

@@ -173,6 +173,8 @@ class SweepBackend(ParallelBackendBase):
     ) -> None:
         super().__init__()
         self.client = client
+        #: workers the scheduler had when fits were last admitted (the progress line)
+        self.workers_up = 0
         self.submit_kwargs = submit_kwargs
         self.recycler = Recycler(client, workers)
         self.seed = seed
@@ -347,6 +349,7 @@ class SweepBackend(ParallelBackendBase):
             nthreads, processing = await asyncio.gather(
                 self.client.nthreads(asynchronous=True), self.client.scheduler.processing())
             self._rescue(set(nthreads))
+        self.workers_up = len(nthreads)
         if not self.stopping:
             for sent in self.admission.admit(nthreads, processing):
                 self._send(sent)

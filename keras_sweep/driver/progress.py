@@ -27,6 +27,9 @@ class FitMonitor:
         self.show = show
         self.records: list[FitRecord] = []
         self.listeners: list[Callable[[FitRecord], None]] = []
+        #: (workers up, workers asked), for the bar's line; None: not shown
+        self.workers: Callable[[], tuple[int, int]] | None = None
+        self._failed = False  # a fit of the bar shown failed
         self.submitted = 0
         #: a halving search's rounds, one label each (set by the runner, e.g.
         #: "rung 2/4" or "bracket 3, rung 2/4"): each round's bar says which it is
@@ -59,6 +62,7 @@ class FitMonitor:
 
     def _new_bar(self, record: FitRecord) -> None:
         self.close()
+        self._failed = False
         if not self.show or record.n_candidates is None or record.n_splits is None:
             return
         total = record.n_candidates * record.n_splits
@@ -89,8 +93,16 @@ class FitMonitor:
                 logger.exception("sweep: a fit listener failed")
 
     def _advance(self, bar: Any, failed: bool) -> None:
-        if failed:
-            bar.set_postfix_str("some fits failed", refresh=False)
+        self._failed = self._failed or failed
+        said = []
+        if self.workers is not None:
+            up, asked = self.workers()
+            if up:
+                said.append(f"workers {up}/{asked}")
+        if self._failed:
+            said.append("some fits failed")
+        if said:
+            bar.set_postfix_str(", ".join(said), refresh=False)
         if bar.n + 1 < bar.total:
             bar.update(1)
             return

@@ -252,6 +252,8 @@ def _session(started: clusters.Started, settings: Settings, client: Client,
                            place_by_kind=settings.place_by_kind,
                            max_retries=settings.max_retries)
     backend.deaths.explain_job = started.explain_job  # why a batch job ended, if asked
+    asked = started.max_workers or started.expected_workers or settings.workers or 1
+    monitor.workers = lambda: (backend.workers_up, asked)
     session = Session(client, started.cluster, backend, monitor, settings, store)
     # a search's refit (GridSearchCV(refit=True)) runs on a worker; fits the user
     # leaves in the driver take sweep's fast path there
