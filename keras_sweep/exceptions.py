@@ -12,6 +12,7 @@ __all__ = [
     "SpecError",
     "DataError",
     "ClusterError",
+    "LibraryChangedError",
     "WorkersDiedError",
     "WorkerImportError",
     "FitsFailedError",
@@ -44,6 +45,12 @@ class DataError(SweepError, ValueError):
 
 class ClusterError(SweepError, RuntimeError):
     """A Dask cluster could not be started, reached, or kept alive."""
+
+
+class LibraryChangedError(SweepError, RuntimeError):
+    """An installed library no longer has an internal sweep relies on (see
+    :mod:`keras_sweep._compat`): one of the installed versions was not tested with
+    this sweep. Raised before the change could alter a result silently."""
 
 
 class WorkersDiedError(ClusterError):

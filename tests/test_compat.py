@@ -743,6 +743,101 @@ def test_a_process_knows_whether_it_started_its_fork_server() -> None:
         assert out == ["False", "True"], out
 
 
+
+
+@probe("worker_exits")
+def test_a_nannys_line_on_its_worker_dying_gives_the_exit_code() -> None:
+    import os
+    import signal
+    import time
+
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
+                      dashboard_address=":0") as cluster, Client(cluster) as client:
+        pid = next(iter(client.run(os.getpid).values()))
+        with upstream("worker_exits"), _compat.distributed.worker_exits() as codes:
+            os.kill(pid, signal.SIGKILL)
+            deadline = time.monotonic() + 30
+            while not codes and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert codes == [-signal.SIGKILL], codes
+
+
+# -- loud or safe: a changed layout raises one clear error or takes the safe path ------
+
+def test_a_renamed_fit_and_score_keyword_stops_with_the_library_and_the_fix(monkeypatch):
+    """Were ``split_progress`` renamed, every fold would be seeded as fold 0."""
+    from sklearn.model_selection import _validation
+
+    from keras_sweep.exceptions import LibraryChangedError
+
+    def renamed(estimator, X, y, *, scorer, train, test, verbose, parameters, fit_params,
+                score_params, return_train_score=False, return_parameters=False,
+                return_n_test_samples=False, return_times=False, return_estimator=False,
+                fold_progress=None, candidate_progress=None, error_score=np.nan):
+        raise AssertionError("not called")
+
+    monkeypatch.setattr(_validation, "_fit_and_score", renamed)
+    _compat.sklearn._check_fit_and_score.cache_clear()
+    try:
+        with pytest.raises(LibraryChangedError) as caught:
+            _compat.sklearn.fit_task(_fit_kwargs())
+    finally:
+        _compat.sklearn._check_fit_and_score.cache_clear()
+    message = str(caught.value)
+    assert "scikit-learn" in message and "no keyword split_progress" in message
+    assert "Fix: install the version sweep was checked against" in message
+
+
+def test_a_callback_context_without_its_callbacks_list_is_kept(caplog):
+    """Renamed ``_callbacks``: whether the search has callbacks is unknown, so the
+    context travels with each fit (the safe way), with one warning."""
+    context = type("CallbackContext", (), {})()
+    kwargs = {"callback_ctx": context, "caller": "search"}
+    assert _compat.sklearn.drop_unused_callback_context(kwargs) is kwargs
+    assert "CallbackContext has no _callbacks" in caplog.text
+    with_none = type("CallbackContext", (), {"_callbacks": []})()
+    assert _compat.sklearn.drop_unused_callback_context(
+        {"callback_ctx": with_none, "caller": "search"})["caller"] is None
+
+
+def test_results_and_scorers_sweep_cannot_read_stop_with_the_fix():
+    from keras_sweep.exceptions import LibraryChangedError
+
+    with pytest.raises(LibraryChangedError, match="a result with keys"):
+        _compat.sklearn.fit_error({"scores": 1.0, "error": None})
+    multimetric = type("_MultimetricScorer", (), {})()
+    with pytest.raises(LibraryChangedError, match="no _scorers"):
+        _compat.sklearn.failed_fit_result({"scorer": multimetric}, "worker lost")
+
+
+def test_a_search_whose_refit_moved_refits_in_the_driver_with_a_warning(monkeypatch, caplog):
+    """``search_refitting`` looks for ``BaseSearchCV.fit``'s frame in its module: moved
+    elsewhere, the refit is not recognised, and the session says so once."""
+    import inspect
+    import types
+
+    from sklearn.model_selection._search import BaseSearchCV
+
+    inner = inspect.unwrap(BaseSearchCV.fit)
+    moved = types.FunctionType(inner.__code__, {**inner.__globals__, "__name__": "elsewhere"},
+                               "fit", inner.__defaults__, inner.__closure__)
+    moved.__kwdefaults__ = inner.__kwdefaults__
+    assert _compat.sklearn.refits_recognised()
+    monkeypatch.setattr(BaseSearchCV, "fit", moved)
+    _compat.sklearn.refits_recognised.cache_clear()
+    try:
+        assert not _compat.sklearn.refits_recognised()
+        from keras_sweep.driver.refit import search_refits_on_workers
+
+        with search_refits_on_workers(session=None):
+            pass
+        assert "refit runs in this process" in caplog.text
+    finally:
+        _compat.sklearn.refits_recognised.cache_clear()
+
+
 def test_every_touch_has_a_probe_and_says_what_it_relies_on():
     assert set(_compat.TOUCHES) == set(PROBES), "add a probe for each touch in _compat.py"
     for touch in _compat.TOUCHES.values():

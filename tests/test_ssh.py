@@ -323,6 +323,10 @@ def test_version_mismatch_names_the_packages_and_the_fix():
                                            r"Fix: .*python3 -m pip install distributed=="):
         check_versions("host 10.0.0.9", here, there, install)
     check_versions("host 10.0.0.9", here, dict(here), install)  # equal: fine
+    # TensorFlow's arithmetic is the fit's: another version gives other bits
+    tf = "tensorflow-cpu" if here.get("tensorflow-cpu") else "tensorflow"
+    with pytest.raises(ClusterError, match=rf"{tf}: here .*, there 2\.16\.2"):
+        check_versions("host 10.0.0.9", here, {**here, tf: "2.16.2"}, install)
 
 
 # -- certificates that end before the sweep does ----------------------------------------

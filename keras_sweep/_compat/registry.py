@@ -45,3 +45,16 @@ def touch(library: str, checked: str, what: str) -> Callable[[F], F]:
         return obj
 
     return register
+
+
+def changed(name: str, detail: str) -> Exception:
+    """The :class:`~keras_sweep.exceptions.LibraryChangedError` for touch ``name``: which
+    library and version, what sweep relies on, what is different, and the fix."""
+    from ..exceptions import LibraryChangedError
+
+    found = TOUCHES[name]
+    return LibraryChangedError(
+        f"{found.installed()} changed an internal sweep relies on ({found.what}): "
+        f"{detail}.\n  Fix: install the version sweep was checked against ({found.library} "
+        f"{found.checked}), or a keras-sweep release that supports {found.installed()}; "
+        "`sweep doctor` lists every such reliance.")

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
+import logging
 import sys
 from dataclasses import dataclass
 from typing import Any
 
-from .registry import touch
+from .registry import changed, touch
+
+logger = logging.getLogger(__name__)
+
+#: the keywords of ``_fit_and_score`` that :func:`fit_task` reads
+FIT_AND_SCORE_KEYWORDS = ("candidate_progress", "split_progress", "parameters", "train", "test",
+                          "scorer", "error_score", "return_train_score")
 
 
 @dataclass(frozen=True)
@@ -30,12 +39,33 @@ class FitTask:
        "(candidate_progress, split_progress, parameters, train, test, scorer, error_score, "
        "return_train_score)")
 def fit_task(kwargs: dict[str, Any]) -> FitTask:
-    """The fit ``kwargs`` of one ``_fit_and_score`` call describe."""
+    """The fit ``kwargs`` of one ``_fit_and_score`` call describe.
+
+    A call may leave keywords out (``cross_validate`` passes no progress), so their
+    absence proves nothing; ``_fit_and_score``'s own signature does: should it lose
+    one of :data:`FIT_AND_SCORE_KEYWORDS` (renamed), every fold would be seeded as
+    fold 0, so :class:`~keras_sweep.exceptions.LibraryChangedError` is raised instead.
+    """
+    _check_fit_and_score()
     candidate, n_candidates = kwargs.get("candidate_progress", (None, None))
     split, n_splits = kwargs.get("split_progress", (None, None))
     return FitTask(candidate, n_candidates, split, n_splits, kwargs.get("parameters"),
                    kwargs.get("train"), kwargs.get("test"), kwargs.get("scorer"),
                    kwargs.get("error_score"), bool(kwargs.get("return_train_score")))
+
+
+@functools.cache
+def _check_fit_and_score() -> None:
+    from sklearn.model_selection import _validation
+
+    try:
+        names = set(inspect.signature(_validation._fit_and_score).parameters)
+    except (AttributeError, TypeError, ValueError) as exc:
+        raise changed("fit_task", f"no _fit_and_score to read ({exc})") from None
+    missing = [k for k in FIT_AND_SCORE_KEYWORDS if k not in names]
+    if missing:
+        raise changed("fit_task", f"_fit_and_score has no keyword {', '.join(missing)} "
+                                  f"(it has: {', '.join(sorted(names))})")
 
 
 @touch("scikit-learn", ">=1.4, tested 1.9.1",
@@ -50,7 +80,12 @@ def failed_fit_result(kwargs: dict[str, Any], reason: str) -> dict[str, Any]:
     error_score = kwargs.get("error_score", np.nan)
     if error_score == "raise":
         raise RuntimeError(reason)
-    names = getattr(kwargs.get("scorer"), "_scorers", None)
+    scorer = kwargs.get("scorer")
+    names = getattr(scorer, "_scorers", None)
+    if names is None and type(scorer).__name__ == "_MultimetricScorer":
+        # one score where scikit-learn expects a dict per metric: it would fail later,
+        # far from the cause
+        raise changed("failed_fit_result", "its _MultimetricScorer has no _scorers")
     scores: Any = {name: error_score for name in names} if names else error_score
     result: dict[str, Any] = {"test_scores": scores, "fit_error": reason}
     if kwargs.get("return_train_score"):
@@ -78,9 +113,22 @@ def drop_unused_callback_context(kwargs: dict[str, Any]) -> dict[str, Any]:
     (measured: 80 KB per fit at the start of a 10,000-fit search, 300 KB later).
     """
     context = kwargs.get("callback_ctx")
-    if context is None or getattr(context, "_callbacks", None):
+    if context is None:
+        return kwargs
+    if not hasattr(context, "_callbacks"):
+        # renamed: whether the search has callbacks is unknown, so keep them (safe; the
+        # cost is the driver time above)
+        _warn_once("scikit-learn's CallbackContext has no _callbacks: sweep sends each fit "
+                   "its search's callback context (correct, but slower for large grids)")
+        return kwargs
+    if context._callbacks:
         return kwargs
     return {**kwargs, "callback_ctx": None, "caller": None}
+
+
+@functools.cache
+def _warn_once(message: str) -> None:
+    logger.warning("sweep: %s", message)
 
 
 @touch("scikit-learn", ">=1.4, tested 1.9.1",
@@ -107,9 +155,45 @@ def search_refitting(estimator: Any, depth: int = 4) -> Any | None:
     return None
 
 
+@functools.cache
+def refits_recognised() -> bool:
+    """Whether :func:`search_refitting` recognises the refit of this scikit-learn's
+    searches: a tiny ``GridSearchCV`` (in this process, no parallelism) refits an
+    estimator that asks. Checked once per process; False means scikit-learn changed
+    the frame :func:`search_refitting` looks for."""
+    import joblib
+    import numpy as np
+    from sklearn.base import BaseEstimator
+    from sklearn.model_selection import GridSearchCV
+
+    seen: list[bool] = []
+
+    class Asks(BaseEstimator):
+        def __init__(self, c: int = 0) -> None:
+            self.c = c
+
+        def fit(self, X: Any, y: Any = None) -> Any:
+            seen.append(search_refitting(self) is not None)
+            return self
+
+        def score(self, X: Any, y: Any = None) -> float:
+            return 0.0
+
+    X = np.zeros((4, 1))
+    with joblib.parallel_config(backend="sequential"):
+        GridSearchCV(Asks(), {"c": [0]}, cv=2, refit=True).fit(X)
+    return seen[-1:] == [True] and not any(seen[:-1])
+
+
 @touch("scikit-learn", ">=1.4, tested 1.9.1", "the fit_error key of _fit_and_score's result")
 def fit_error(result: Any) -> str | None:
-    """The error text of a ``_fit_and_score`` result (None: the fit succeeded)."""
+    """The error text of a ``_fit_and_score`` result (None: the fit succeeded).
+
+    A result with neither ``fit_error`` nor ``test_scores`` is not one sweep can read
+    (a failed fit would pass for a good one): :class:`~keras_sweep.exceptions.LibraryChangedError`.
+    """
+    if isinstance(result, dict) and "fit_error" not in result and "test_scores" not in result:
+        raise changed("fit_error", f"a result with keys {sorted(result)}")
     error = result.get("fit_error") if isinstance(result, dict) else None
     return None if error is None else str(error)
 

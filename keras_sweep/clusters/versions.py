@@ -16,9 +16,11 @@ from typing import Any
 #: the import name of this package, as hosts and images must import it
 PACKAGE = __name__.split(".")[0]
 
-#: Packages whose versions must be equal here and on every host (pickles cross).
+#: Packages whose versions must be equal here and on every host: pickles cross, and a
+#: fit's numbers are TensorFlow's (or JAX's) and Keras' arithmetic, so a host with
+#: another version would give other bits for the same fold.
 MUST_MATCH = ("dask", "distributed", "cloudpickle", "msgpack", "numpy", "scikit-learn",
-              "keras", "scikeras")
+              "keras", "scikeras", "tensorflow", "tensorflow-cpu", "jax", "jaxlib")
 
 #: Run by the remote Python (and here): prints the versions that must match as JSON.
 PROBE = f"""\

@@ -24,7 +24,7 @@ from typing import Any
 import cloudpickle
 from sklearn.base import clone
 
-from .._compat.sklearn import search_refitting
+from .._compat.sklearn import refits_recognised, search_refitting
 from ..exceptions import SweepError
 from ..protocol import TrainingPaths
 from ..store.records import FitRecord
@@ -158,5 +158,11 @@ def search_refits_on_workers(session: Any) -> Iterator[None]:
 
         return fit
 
+    if not refits_recognised():
+        logger.warning("sweep: this scikit-learn's search refits in a way sweep does not "
+                       "recognise: a search's refit runs in this process (scikit-learn's own "
+                       "way), not on a worker with the refit seed")
+        yield
+        return
     with wrapper_fit_replaced(make):
         yield
