@@ -180,6 +180,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("max_retries", "fit.max-retries", _count,
             "runs of a fit that may die with their worker, less one"),
     Setting("deterministic", "fit.deterministic", _flag, "TensorFlow op determinism"),
+    Setting("allow_mixed_cpus", "fit.allow-mixed-cpus", _flag,
+            "a seeded sweep may run on workers of different CPU types (a warning)"),
     Setting("fast_path", "fit.fast-path", _flag, "whole epochs per Keras execution"),
     Setting("compiled_loop", "fit.compiled-loop", _flag, "sweep's compiled loop where exact"),
     Setting("xla", "fit.xla", _flag, "XLA-compile the compiled loop (not bitwise)"),
@@ -231,6 +233,7 @@ class Settings:
     keep_kernels: bool
     max_retries: int
     deterministic: bool
+    allow_mixed_cpus: bool
     fast_path: bool
     compiled_loop: bool
     xla: bool

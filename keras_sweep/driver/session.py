@@ -32,7 +32,7 @@ from ..store.checkpoints import CheckpointStore
 from ..store.journal import Journal
 from ..store.records import FitRecord
 from ..worker.seeding import op_determinism
-from ..worker.setup import ExitReporter, WorkerSetup, worker_report
+from ..worker.setup import ExitReporter, WorkerSetup, cpu_kind, worker_report
 from ..worker.training.fastpath import driver_fits
 from .backend import SweepBackend
 from .progress import FitMonitor
@@ -239,6 +239,9 @@ def _session(started: clusters.Started, settings: Settings, client: Client,
     _register(client, _worker_setup(settings, seed))
     _register(client, ExitReporter())  # nannies report how their worker exited
     monitor = FitMonitor(show=progress)
+    if seed is not None:
+        cpus = CpuKinds(client.run(cpu_kind), refuse=not settings.allow_mixed_cpus)
+        monitor.listeners.append(cpus.on_fit)
     searches = None
     if tracking is not None:
         searches = SearchTracking(tracking, store.path.parent if store is not None else None)
@@ -272,6 +275,44 @@ def _session(started: clusters.Started, settings: Settings, client: Client,
                 searches.finish()
     # a normal exit lets a restart asked for by the last fits finish (not Ctrl-C)
     backend.recycler.settle(settings.startup_timeout)
+
+
+class CpuKinds:
+    """The CPU kinds (:func:`~keras_sweep.worker.setup.cpu_kind`) a seeded sweep runs on:
+    more than one instruction set, and a fold's last bits may depend on its host."""
+
+    def __init__(self, kinds: dict[str, str], refuse: bool = False) -> None:
+        self.seen: dict[str, str] = {}  # instruction set -> a worker of it
+        for worker, kind in sorted(kinds.items()):
+            self.seen.setdefault(kind.split(" (")[0], f"{kind} at {worker}")
+        self.warned = False
+        if len(self.seen) > 1:
+            if refuse:
+                raise ClusterError(
+                    f"the workers' CPUs differ ({self._listed()}): a seeded sweep's folds "
+                    "could differ in their last bits with the host that ran them.\n"
+                    "  Fix: run on hosts of one CPU type (a SLURM constraint, one instance "
+                    "type), or set sweep.fit.allow-mixed-cpus: true to accept it.")
+            self._warn()
+
+    def _listed(self) -> str:
+        return "; ".join(self.seen.values())
+
+    def _warn(self) -> None:
+        self.warned = True
+        logger.warning("sweep: workers with different CPUs run this seeded sweep (%s): a "
+                       "fold's last bits may depend on which of them ran it (fits.csv, "
+                       "column cpu)", self._listed())
+
+    def on_fit(self, record: FitRecord) -> None:
+        """A worker of another kind that joined later is noticed at its first fit."""
+        if record.cpu is None or record.resumed:
+            return
+        isa = record.cpu.split(" (")[0]
+        if isa not in self.seen:
+            self.seen[isa] = f"{record.cpu} at {record.worker}"
+            if not self.warned:
+                self._warn()
 
 
 #: tries to register a plugin while workers die under it

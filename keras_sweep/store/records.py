@@ -48,6 +48,9 @@ class FitRecord:
     rss: int | None = None
     #: fits this worker process has run, this one included
     process_fits: int | None = None
+    #: the worker's CPU: widest vector instruction set and model, e.g. "avx2 (AMD EPYC
+    #: 7B13)"; a seeded sweep's folds are bitwise equal across workers of one set
+    cpu: str | None = None
     #: whether the fit ran on a fast path (sweep's compiled loop, or whole epochs per
     #: Keras execution)
     fast_path: bool = False

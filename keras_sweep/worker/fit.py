@@ -32,7 +32,7 @@ from .memory import (
     resident_bytes,
 )
 from .seeding import fit_seed, kernels_clean, seeded
-from .setup import WorkerState, current_state, state_of
+from .setup import WorkerState, cpu_kind, current_state, state_of
 from .training import traces
 from .training.continuation import Continuation
 from .training.fastpath import enabled
@@ -87,7 +87,7 @@ def isolated_fit(seed: int | None, clean: bool = True) -> Iterator[FitRecord]:
     it has dropped its own references to the fitted model (so the clean-up can
     free it).
     """
-    record = FitRecord(pid=os.getpid(), seed=seed)
+    record = FitRecord(pid=os.getpid(), seed=seed, cpu=cpu_kind())
     state = current_state()
     with seeded(seed, in_worker=state is not None):
         if state is not None and state.purge_custom_gradients:
