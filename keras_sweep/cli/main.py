@@ -70,6 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--submit", action="store_true", help="submit the script with sbatch")
     batch.add_argument("--wait", action="store_true",
                        help="with --submit: wait for the job to end (sbatch --wait)")
+    sub.add_parser(
+        "doctor", help="versions, CPU and checks of what sweep relies on in other libraries",
+        description="Print sweep's and its libraries' versions against the declared range, "
+        "the CPU kind, the training paths the settings turn on and every reliance on another "
+        "library's internals; run the checks that can run here. Exit 1 if one fails.")
     report = sub.add_parser(
         "report", help="write report.html for a finished sweep's results folder",
         description="Write RESULTS/report.html: one self-contained page (no network) with "
@@ -267,6 +272,10 @@ def _dispatch(args: argparse.Namespace) -> int:
               f"{spec.describe(dataset.X.shape[0], n_classes(spec, dataset))} on "
               f"{dataset.X.shape[0]} rows")
         return EXIT_OK
+    if args.command == "doctor":
+        from .doctor import report
+
+        return report()
     if args.command == "refine":
         return _refine(args)
     if args.command == "report":
