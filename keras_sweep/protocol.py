@@ -1,5 +1,6 @@
 """What the driver and its workers agree on: the ways a fit may train, the event topics,
-the threads a worker runs with, the traces it keeps, what a worker's exit code means.
+the threads a worker runs with, the traces it keeps, what a worker's exit code means,
+which CPU kind a fit's last bits depend on.
 
 Both sides import this module; it imports neither side (only, for type
 checking, the continuation a fit path names).
@@ -7,6 +8,8 @@ checking, the continuation a fit path names).
 
 from __future__ import annotations
 
+import functools
+import platform
 import signal
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -138,3 +141,30 @@ def exit_reason(exitcode: int) -> str:
         return f"killed by signal {number}"
     hint = SIGNAL_HINTS.get(signal.Signals(number))
     return f"killed by signal {number} ({name}" + (f": {hint})" if hint else ")")
+
+
+#: vector instruction sets whose presence changes which kernels oneDNN and Eigen run,
+#: widest first (``/proc/cpuinfo`` flag -> name)
+INSTRUCTION_SETS = (("avx512f", "avx512"), ("avx2", "avx2"), ("avx", "avx"), ("sse4_2", "sse4.2"))
+
+
+@functools.cache
+def cpu_kind() -> str:
+    """This machine's CPU as far as a fit's last bits go: its widest vector instruction
+    set, then its model, e.g. ``"avx2 (AMD EPYC 7B13)"``; the part before `` (`` is
+    what two hosts must share for bitwise-equal folds."""
+    flags: set[str] = set()
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                key, _, value = line.partition(":")
+                if key.strip() == "flags" and not flags:
+                    flags = set(value.split())
+                elif key.strip() == "model name":
+                    model = value.strip()
+    except OSError:  # not Linux
+        pass
+    isa = next((name for flag, name in INSTRUCTION_SETS if flag in flags),
+               platform.machine() or "unknown")
+    return f"{isa} ({model})"

@@ -6,8 +6,8 @@ import pytest
 
 from keras_sweep.driver.session import CpuKinds
 from keras_sweep.exceptions import ClusterError
+from keras_sweep.protocol import INSTRUCTION_SETS, cpu_kind
 from keras_sweep.store.records import FitRecord
-from keras_sweep.worker.setup import INSTRUCTION_SETS, cpu_kind
 
 AVX2 = "avx2 (AMD EPYC 7B13)"
 AVX512 = "avx512 (Intel Xeon Platinum 8375C)"

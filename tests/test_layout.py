@@ -41,7 +41,7 @@ NEUTRAL = {"exceptions", "version", "config", "protocol", "_compat"}
 SHIPPED = {
     "worker.fit": {"Carry", "FitOutcome", "IsolatedBatch", "identify", "isolated_fit",
                    "end_fit", "describe_path", "recycle_worker"},
-    "worker.setup": {"WorkerSetup", "ExitReporter", "worker_report", "setup_done", "cpu_kind"},
+    "worker.setup": {"WorkerSetup", "ExitReporter", "worker_report", "setup_done"},
     "worker.seeding": {"refit_seed", "op_determinism"},
     "worker.training.fastpath": {"driver_fits", "enabled", "wrapper_fit_replaced"},
 }

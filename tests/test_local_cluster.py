@@ -36,7 +36,7 @@ def test_keras_grid_runs_every_candidate_on_two_worker_processes(session, cancer
     import os
 
     assert os.getpid() not in {f.pid for f in fits}
-    from keras_sweep.worker.setup import cpu_kind
+    from keras_sweep.protocol import cpu_kind
 
     assert {f.cpu for f in fits} == {cpu_kind()}  # fits.csv's cpu column: this machine's
     # each candidate is one kind of model, named alike by every worker process: what

@@ -79,7 +79,7 @@ def _within(version: str, specifier: str) -> bool | None:
 
 def report(echo: Callable[[str], None] = print) -> int:
     """Print the doctor's report; the exit code (0: all well, 1: something failed)."""
-    from ..worker.setup import cpu_kind
+    from ..protocol import cpu_kind
 
     failed = 0
     echo(f"sweep {__version__} on Python {platform.python_version()} "

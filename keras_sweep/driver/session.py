@@ -27,12 +27,13 @@ from .._compat.distributed import patch_lost_worker_judgement
 from ..clusters.expiry import ExpiryWatch
 from ..config import Settings, resolve
 from ..exceptions import ClusterError
+from ..protocol import cpu_kind
 from ..report.tracking import SearchTracking, TrackingConfig, check_installed
 from ..store.checkpoints import CheckpointStore
 from ..store.journal import Journal
 from ..store.records import FitRecord
 from ..worker.seeding import op_determinism
-from ..worker.setup import ExitReporter, WorkerSetup, cpu_kind, worker_report
+from ..worker.setup import ExitReporter, WorkerSetup, worker_report
 from ..worker.training.fastpath import driver_fits
 from .backend import SweepBackend
 from .progress import FitMonitor
@@ -278,7 +279,7 @@ def _session(started: clusters.Started, settings: Settings, client: Client,
 
 
 class CpuKinds:
-    """The CPU kinds (:func:`~keras_sweep.worker.setup.cpu_kind`) a seeded sweep runs on:
+    """The CPU kinds (:func:`~keras_sweep.protocol.cpu_kind`) a seeded sweep runs on:
     more than one instruction set, and a fold's last bits may depend on its host."""
 
     def __init__(self, kinds: dict[str, str], refuse: bool = False) -> None:

@@ -22,7 +22,7 @@ from distributed import get_worker
 
 from .._compat.distributed import retire_and_restart
 from .._compat.sklearn import fit_task
-from ..protocol import KERAS_FIT, FitPath, TrainingPaths
+from ..protocol import KERAS_FIT, FitPath, TrainingPaths, cpu_kind
 from ..store.checkpoints import Checkpoint
 from ..store.records import FitRecord
 from .memory import (
@@ -32,7 +32,7 @@ from .memory import (
     resident_bytes,
 )
 from .seeding import fit_seed, kernels_clean, seeded
-from .setup import WorkerState, cpu_kind, current_state, state_of
+from .setup import WorkerState, current_state, state_of
 from .training import traces
 from .training.continuation import Continuation
 from .training.fastpath import enabled

@@ -12,10 +12,8 @@ and keeps a :class:`WorkerState` that every fit in this process updates.
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import os
-import platform
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -238,29 +236,3 @@ def worker_report(dask_worker: Any = None) -> dict[str, Any]:
         report["frozen_objects"] = state.frozen_objects
     return report
 
-
-#: vector instruction sets whose presence changes which kernels oneDNN and Eigen run,
-#: widest first (``/proc/cpuinfo`` flag -> name)
-INSTRUCTION_SETS = (("avx512f", "avx512"), ("avx2", "avx2"), ("avx", "avx"), ("sse4_2", "sse4.2"))
-
-
-@functools.cache
-def cpu_kind() -> str:
-    """This machine's CPU as far as a fit's last bits go: its widest vector instruction
-    set, then its model, e.g. ``"avx2 (AMD EPYC 7B13)"``; the part before `` (`` is
-    what two hosts must share for bitwise-equal folds."""
-    flags: set[str] = set()
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as info:
-            for line in info:
-                key, _, value = line.partition(":")
-                if key.strip() == "flags" and not flags:
-                    flags = set(value.split())
-                elif key.strip() == "model name":
-                    model = value.strip()
-    except OSError:  # not Linux
-        pass
-    isa = next((name for flag, name in INSTRUCTION_SETS if flag in flags),
-               platform.machine() or "unknown")
-    return f"{isa} ({model})"
