@@ -183,6 +183,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("allow_mixed_cpus", "fit.allow-mixed-cpus", _flag,
             "a seeded sweep may run on workers of different CPU types (a warning)"),
     Setting("fast_path", "fit.fast-path", _flag, "whole epochs per Keras execution"),
+    Setting("canary", "fit.canary", _flag,
+            "each worker proves the fast paths against Keras' fit before they serve fits"),
     Setting("compiled_loop", "fit.compiled-loop", _flag, "sweep's compiled loop where exact"),
     Setting("xla", "fit.xla", _flag, "XLA-compile the compiled loop (not bitwise)"),
     Setting("fail_on_nan", "fit.fail-on-nan", _flag, "a non-finite loss fails the fit"),
@@ -235,6 +237,7 @@ class Settings:
     deterministic: bool
     allow_mixed_cpus: bool
     fast_path: bool
+    canary: bool
     compiled_loop: bool
     xla: bool
     fail_on_nan: bool

@@ -96,6 +96,7 @@ def _worker_setup(settings: Settings, seed: int | None) -> WorkerSetup:
         full_gc_every=settings.full_gc_every,
         purge_custom_gradients=settings.purge_custom_gradients,
         keep_kernels=settings.keep_kernels,
+        canary=settings.canary and settings.fast_path,
     )
 
 
@@ -239,6 +240,7 @@ def _session(started: clusters.Started, settings: Settings, client: Client,
     patch_lost_worker_judgement(started.cluster)
     _register(client, _worker_setup(settings, seed))
     _register(client, ExitReporter())  # nannies report how their worker exited
+    _say_canary(client)
     monitor = FitMonitor(show=progress)
     if seed is not None:
         cpus = CpuKinds(client.run(cpu_kind), refuse=not settings.allow_mixed_cpus)
@@ -276,6 +278,22 @@ def _session(started: clusters.Started, settings: Settings, client: Client,
                 searches.finish()
     # a normal exit lets a restart asked for by the last fits finish (not Ctrl-C)
     backend.recycler.settle(settings.startup_timeout)
+
+
+def _say_canary(client: Client) -> None:
+    """One warning for the paths the workers' canary switched off (fits.csv says it per
+    fit too, in ``fallback``)."""
+    failed: dict[str, str] = {}
+    try:
+        reports = client.run(worker_report)
+    except OSError:  # a worker went away meanwhile: its fits will say it
+        return
+    for report in reports.values():
+        failed.update((report.get("canary") or {}).get("failed") or {})
+    if failed:
+        logger.warning("sweep: the canary switched off %s on the workers (their fits take "
+                       "the next path down): %s", ", ".join(sorted(failed)),
+                       "; ".join(failed[k] for k in sorted(failed)))
 
 
 class CpuKinds:

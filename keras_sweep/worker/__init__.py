@@ -1,5 +1,7 @@
 """What runs inside a Dask worker: set-up, one isolated fit, seeding, memory.
 
+- :mod:`~keras_sweep.worker.canary`: Before a fast path serves fits, it proves itself against
+  Keras' own fit (cached per machine and versions).
 - :mod:`~keras_sweep.worker.fit`: One isolated fit in a worker, and the worker's request to be
   recycled.
 - :mod:`~keras_sweep.worker.logs`: Drop TensorFlow log lines known to be harmless from a worker's

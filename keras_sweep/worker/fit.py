@@ -25,6 +25,7 @@ from .._compat.sklearn import fit_task
 from ..protocol import KERAS_FIT, FitPath, TrainingPaths, cpu_kind
 from ..store.checkpoints import Checkpoint
 from ..store.records import FitRecord
+from .canary import restricted
 from .memory import (
     clear_keras_session,
     custom_gradient_keys,
@@ -255,10 +256,14 @@ class IsolatedBatch:
             args = [estimator, *args[1:]]
         seed = fit_seed(self.seed, fit_task(kwargs).split, estimator)
         carry = self._continuation(i, seed)
+        state = current_state()
+        paths, switched_off = restricted(self.paths, state.canary_failed if state else {})
         with isolated_fit(seed, clean=False) as record:
-            with enabled(estimator, self.paths) as path:
+            with enabled(estimator, paths) as path:
                 path.continuation = carry
                 results.append(func(*args, **kwargs))
+                if switched_off and path.fallback is None:
+                    path.fallback = switched_off
         if carry is not None and carry.end is not None:
             lineage = self.carries[i]
             assert lineage is not None

@@ -51,6 +51,11 @@ class WorkerState:
     gradient_keys: set[str] | None = None
     tensorflow_threads: dict[str, int] = field(default_factory=dict)
     determinism: str = "not requested"
+    #: paths the canary switched off in this process -> why (:mod:`keras_sweep.worker.canary`)
+    canary_failed: dict[str, str] = field(default_factory=dict)
+    #: the canary's seconds here, and whether its result came from the disk cache
+    canary_seconds: float | None = None
+    canary_cached: bool | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -139,6 +144,7 @@ class WorkerSetup(WorkerPlugin):
         full_gc_every: int = 100,
         purge_custom_gradients: bool = True,
         keep_kernels: bool = True,
+        canary: bool = False,
     ) -> None:
         self.threads = threads
         self.recycle_after_fits = recycle_after_fits
@@ -149,6 +155,7 @@ class WorkerSetup(WorkerPlugin):
         self.full_gc_every = full_gc_every
         self.purge_custom_gradients = purge_custom_gradients
         self.keep_kernels = keep_kernels
+        self.canary = canary
 
     def setup(self, worker: Any) -> None:
         ignore_interrupts()
@@ -158,6 +165,11 @@ class WorkerSetup(WorkerPlugin):
             if self.deterministic:
                 logs.install()  # before the first fit: drop TensorFlow's known false alarm
                 state.determinism = enable_determinism()
+            if self.canary:  # the fast paths prove themselves before the first fit
+                from . import canary
+
+                state.canary_failed, state.canary_seconds, state.canary_cached = \
+                    canary.checked(self.threads)
         elif self.preload_tensorflow:  # another Keras backend (jax): import it now
             import keras  # noqa: F401
 
@@ -234,5 +246,7 @@ def worker_report(dask_worker: Any = None) -> dict[str, Any]:
         report["tensorflow_threads"] = dict(state.tensorflow_threads)
         report["determinism"] = state.determinism
         report["frozen_objects"] = state.frozen_objects
+        report["canary"] = {"failed": dict(state.canary_failed),
+                            "seconds": state.canary_seconds, "cached": state.canary_cached}
     return report
 
