@@ -4,16 +4,20 @@ from __future__ import annotations
 
 from importlib import metadata
 
+import pytest
+
 from keras_sweep import _compat
 from keras_sweep.cli import doctor
 from keras_sweep.cli.main import main
 
 
+@pytest.mark.slow  # one local worker, which runs the canary
 def test_doctor_lists_versions_cpu_touches_and_passes_its_checks(capsys):
     assert main(["doctor"]) == 0
     out = capsys.readouterr().out
     assert f"ok       keras {metadata.version('keras')} (" in out
     assert "CPU: " in out and "checks:" in out and "sweep doctor: all well" in out
+    assert "ok       the canary on a local worker" in out
     assert all(name in out for name in _compat.TOUCHES)  # every reliance, by name
     assert "FAILED" not in out and "OUTSIDE" not in out
 

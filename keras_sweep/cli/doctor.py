@@ -40,6 +40,7 @@ def _checks() -> list[Check]:
         return _compat.tensorflow.registered_gradients() is not None
 
     return [
+        ("the canary on a local worker: each fast path bitwise Keras' fit", _canary),
         ("scikit-learn's _fit_and_score keywords (fold seeds)", sk._check_fit_and_score),
         ("a search's refit recognised (it runs on a worker)", sk.refits_recognised),
         ("Keras' source of default seeds", keras_seeds),
@@ -48,6 +49,22 @@ def _checks() -> list[Check]:
         ("TensorFlow's custom-gradient registry (per-fit clean-up)", gradients),
         ("dask-jobqueue's SLURMCluster", _compat.jobqueue.import_slurm_cluster),
     ]
+
+
+def _canary() -> str:
+    """Start one local worker (it runs the canary as every worker does) and read its
+    result; raises with the paths it switched off."""
+    from ..driver.session import cluster
+
+    with cluster("local", workers=1, seed=0, progress=False) as session:
+        reports = session.worker_reports()
+    result = next(iter(reports.values())).get("canary") or {}
+    if result.get("failed"):
+        raise RuntimeError("; ".join(f"{k} off: {v}" for k, v in result["failed"].items()))
+    if result.get("seconds") is None:
+        raise RuntimeError("the worker ran no canary (sweep.fit.canary or fast-path off)")
+    how = "from the cache" if result.get("cached") else "run now"
+    return f"{result['seconds']:.1f} s, {how}"
 
 
 def _declared() -> dict[str, str]:
@@ -116,7 +133,8 @@ def report(echo: Callable[[str], None] = print) -> int:
             outcome = exc
         good = outcome is not False and not isinstance(outcome, Exception)
         failed += not good
-        reason = f": {str(outcome).splitlines()[0]}" if isinstance(outcome, Exception) else ""
+        reason = f": {str(outcome).splitlines()[0]}" if isinstance(outcome, Exception) else (
+            f" ({outcome})" if isinstance(outcome, str) else "")
         echo(f"  {'ok' if good else 'FAILED':<8} {what}{reason}")
     echo("\nsweep doctor: " + ("all well" if not failed else
                                f"{failed} problem(s) above. Fix: install the versions "
