@@ -176,8 +176,21 @@ def _key(threads: int) -> str:
 
 
 def cache_dir() -> Path:
-    """Where results are kept (``SWEEP_CACHE_DIR``, else ``~/.cache/keras-sweep``)."""
-    return Path(os.environ.get("SWEEP_CACHE_DIR") or Path.home() / ".cache" / "keras-sweep")
+    """Where results are kept: ``SWEEP_CACHE_DIR``, else ``~/.cache/keras-sweep``, else
+    (a home that cannot be written) a folder of this user's in the temporary directory."""
+    given = os.environ.get("SWEEP_CACHE_DIR")
+    if given:
+        return Path(given)
+    home = Path.home() / ".cache" / "keras-sweep"
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+        if os.access(home, os.W_OK):
+            return home
+    except OSError:
+        pass
+    import tempfile
+
+    return Path(tempfile.gettempdir()) / f"keras-sweep-cache-{os.getuid()}"
 
 
 @contextlib.contextmanager
