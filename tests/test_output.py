@@ -18,11 +18,13 @@ from keras_sweep.exceptions import OutputBusyError
 from keras_sweep.store.output import LOCK_NAME, claim
 
 
-def _spec(tmp_path, out, epochs=30):
+def _spec(tmp_path, out, epochs=30, flag=None):
     spec = tmp_path / "s.yaml"
+    model = ("{builder: tiny_models:waits_while, params: {flag: " + f'"{flag}"' + "}}"
+             if flag else '{builder: "tiny_models:tiny"}')
     spec.write_text(textwrap.dedent(f"""\
         data: {{dataset: breast_cancer, scale: true}}
-        model: {{builder: "tiny_models:tiny"}}
+        model: {model}
         fit: {{epochs: {epochs}, batch_size: 16}}
         param_grid: {{neurons: [1, 2, 3]}}
         cv: 2
@@ -41,7 +43,9 @@ def _run(spec, **kwargs):
 @pytest.mark.slow
 def test_second_sweep_on_a_folder_in_use_is_refused_with_the_owner(tmp_path):
     out = tmp_path / "out"
-    spec = _spec(tmp_path, out)
+    flag = tmp_path / "hold"  # the first run's fits wait until the second was refused
+    flag.write_text("")
+    spec = _spec(tmp_path, out, epochs=2, flag=flag)
     first = _run(spec)
     lock = out / LOCK_NAME
     deadline = time.monotonic() + 120
@@ -57,6 +61,7 @@ def test_second_sweep_on_a_folder_in_use_is_refused_with_the_owner(tmp_path):
     assert f"process {first.pid} on {socket.gethostname()}" in err and "--output" in err
     assert "Traceback" not in err
     assert first.poll() is None  # the first run was not disturbed
+    flag.unlink()
     out_first, err_first = first.communicate(timeout=600)
     assert first.returncode == 0, err_first[-3000:]
     assert "6 fits" in out_first

@@ -189,3 +189,16 @@ def first_fit_sleeps(meta: dict[str, Any], neurons: int = 2, hold: str = "",
     if first:
         time.sleep(hold_for)
     return tiny(meta, neurons)
+
+
+def waits_while(meta: dict[str, Any], neurons: int = 2, flag: str = "") -> Any:
+    """:func:`tiny`, built on worker processes only once the file ``flag`` is gone (at
+    most 10 minutes): a sweep that stays running until the test lets it go, whatever the
+    machine's speed. Nothing waits in the driver."""
+    import os
+
+    if _worker() is not None:
+        deadline = time.monotonic() + 600
+        while flag and os.path.exists(flag) and time.monotonic() < deadline:
+            time.sleep(0.1)
+    return tiny(meta, neurons)
