@@ -7,6 +7,7 @@ any later setting could apply.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import dask.config
@@ -77,3 +78,12 @@ def nanny_config(settings: Settings) -> dict[str, Any]:
     pre_spawn = {**dask.config.get("distributed.nanny.pre-spawn-environ", {}),
                  **settings_environment(settings)}
     return {"distributed.nanny.pre-spawn-environ": pre_spawn, **scheduler_config(settings)}
+
+
+def restore_environ(saved: dict[str, str]) -> None:
+    """Undo what starting (or restarting) workers wrote into this process's environment."""
+    for key in set(os.environ) - set(saved):
+        del os.environ[key]
+    for key, value in saved.items():
+        if os.environ.get(key) != value:
+            os.environ[key] = value

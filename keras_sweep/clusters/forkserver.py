@@ -32,6 +32,7 @@ import threading
 from typing import Any
 
 from .._compat.multiprocessing import forkserver_running
+from .environment import restore_environ
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +76,7 @@ def start_method(environment: dict[str, str]) -> str:
             logger.warning("sweep: workers spawned: could not start a fork server (%s)", exc)
             return "spawn"
         finally:
-            _restore(saved)
+            restore_environ(saved)
         _started_with = wanted
         return "forkserver"
 
@@ -90,9 +91,3 @@ def _changed(started: dict[str, str], wanted: dict[str, str]) -> set[str]:
     """Variables whose values differ (an import's own added ones aside)."""
     keys = {k for k in set(started) | set(wanted) if started.get(k) != wanted.get(k)}
     return {k for k in keys if not (k not in started and k.startswith(IMPORT_SET))}
-
-
-def _restore(saved: dict[str, str]) -> None:
-    for key in set(os.environ) - set(saved):
-        del os.environ[key]
-    os.environ.update(saved)

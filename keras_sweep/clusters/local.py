@@ -34,7 +34,7 @@ from ..config import Settings
 from ..exceptions import ClusterError, WorkersDiedError
 from ..protocol import exit_reason
 from . import Started, default_workers, forkserver
-from .environment import nanny_config, settings_environment
+from .environment import nanny_config, restore_environ, settings_environment
 
 #: starts of the local cluster tried when worker processes die while it starts
 START_ATTEMPTS = 3
@@ -132,15 +132,6 @@ def _lost_worker_grace(settings: Settings) -> dict[str, Any]:
     key = "distributed.deploy.lost-worker-timeout"
     grace = max(settings.startup_timeout, float(parse_timedelta(dask.config.get(key))))
     return {key: f"{grace}s"}
-
-
-def restore_environ(saved: dict[str, str]) -> None:
-    """Undo what starting (or restarting) workers wrote into this process's environment."""
-    for key in set(os.environ) - set(saved):
-        del os.environ[key]
-    for key, value in saved.items():
-        if os.environ.get(key) != value:
-            os.environ[key] = value
 
 
 def _is_main_test(node: ast.AST) -> bool:
