@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -61,7 +62,8 @@ def run(spec: Spec, *, progress: bool = True, echo: Callable[[str], None] = prin
     """
     start = time.perf_counter()
     if session is None:
-        clusters.prestart(resolve(**spec.cluster))
+        with contextlib.suppress(SpecError):  # the cluster's own start says what is wrong
+            clusters.prestart(resolve(**spec.cluster))
     dataset, search = prepare(spec, echo)
     with claim(spec.output):
         if session is not None:
