@@ -27,7 +27,6 @@ from .._compat.distributed import patch_lost_worker_judgement
 from ..clusters.expiry import ExpiryWatch
 from ..config import Settings, resolve
 from ..exceptions import ClusterError
-from ..protocol import cpu_kind
 from ..report.tracking import SearchTracking, TrackingConfig, check_installed
 from ..store.checkpoints import CheckpointStore
 from ..store.journal import Journal
@@ -240,10 +239,15 @@ def _session(started: clusters.Started, settings: Settings, client: Client,
     patch_lost_worker_judgement(started.cluster)
     _register(client, _worker_setup(settings, seed))
     _register(client, ExitReporter())  # nannies report how their worker exited
-    _say_canary(client)
+    try:  # one round trip: the canary's outcome and the CPU of every worker
+        reports = client.run(worker_report)
+    except OSError:  # a worker went away meanwhile: its fits will say what it had
+        reports = {}
+    _say_canary(reports)
     monitor = FitMonitor(show=progress)
     if seed is not None:
-        cpus = CpuKinds(client.run(cpu_kind), refuse=not settings.allow_mixed_cpus)
+        cpus = CpuKinds({worker: report["cpu"] for worker, report in reports.items()
+                         if report.get("cpu")}, refuse=not settings.allow_mixed_cpus)
         monitor.listeners.append(cpus.on_fit)
     searches = None
     if tracking is not None:
@@ -280,14 +284,10 @@ def _session(started: clusters.Started, settings: Settings, client: Client,
     backend.recycler.settle(settings.startup_timeout)
 
 
-def _say_canary(client: Client) -> None:
+def _say_canary(reports: dict[str, dict[str, Any]]) -> None:
     """One warning for the paths the workers' canary switched off (fits.csv says it per
-    fit too, in ``fallback``)."""
+    fit too, in ``fallback``); ``reports``: :func:`worker_report` of each worker."""
     failed: dict[str, str] = {}
-    try:
-        reports = client.run(worker_report)
-    except OSError:  # a worker went away meanwhile: its fits will say it
-        return
     for report in reports.values():
         failed.update((report.get("canary") or {}).get("failed") or {})
     if failed:

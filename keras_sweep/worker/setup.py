@@ -22,7 +22,7 @@ from distributed import WorkerPlugin, get_worker
 from distributed.diagnostics.plugin import NannyPlugin
 
 from .._compat.distributed import patch_nanny_exit_report, worker_extension
-from ..protocol import EXIT_TOPIC, JOB_TOPIC, THREAD_VARIABLES, interop_threads
+from ..protocol import EXIT_TOPIC, JOB_TOPIC, THREAD_VARIABLES, cpu_kind, interop_threads
 from . import logs
 from .memory import freeze_heap
 
@@ -234,11 +234,11 @@ def setup_done(dask_worker: Any) -> bool:
 
 
 def worker_report(dask_worker: Any = None) -> dict[str, Any]:
-    """Facts about a worker: pid, thread variables, thread counts TensorFlow reports.
+    """Facts about a worker: pid, CPU kind, thread variables, TensorFlow's thread counts, canary.
 
     Run it with ``client.run(worker_report)``; Dask passes ``dask_worker``.
     """
-    report: dict[str, Any] = {"pid": os.getpid()}
+    report: dict[str, Any] = {"pid": os.getpid(), "cpu": cpu_kind()}
     report["environment"] = {k: os.environ.get(k) for k in THREAD_VARIABLES}
     state = state_of(dask_worker)
     if state is not None:
